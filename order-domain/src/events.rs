@@ -1,0 +1,61 @@
+//! Events of the `BuyOrder` aggregate: the facts that are stored, published and projected.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientId, IdempotencyKey, OrderId};
+use crate::money::{BtcRate, Currency, FiatAmount, Satoshis};
+
+/// A buy order was placed: everything needed to show it, audit it, or rebuild any view of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyOrderPlaced {
+    /// The order (and aggregate) id.
+    pub order_id: OrderId,
+    /// Who placed it.
+    pub client_id: ClientId,
+    /// The key it was placed with.
+    pub idempotency_key: IdempotencyKey,
+    /// Fiat currency paid.
+    pub currency: Currency,
+    /// Fiat amount paid.
+    pub amount: FiatAmount,
+    /// Fiat per 1 BTC at which it was bought.
+    pub rate: BtcRate,
+    /// Which price source gave the rate.
+    pub rate_source: String,
+    /// When the source quoted the rate.
+    pub rate_quoted_at: DateTime<Utc>,
+    /// BTC bought: `amount / rate`, rounded up to a whole satoshi.
+    pub satoshis: Satoshis,
+    /// When the order was placed (microsecond precision).
+    pub placed_at: DateTime<Utc>,
+}
+
+/// Every event of the `BuyOrder` aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuyOrderEvent {
+    /// See [`BuyOrderPlaced`].
+    BuyOrderPlaced(BuyOrderPlaced),
+}
+
+impl BuyOrderEvent {
+    /// The BTC this event takes from the global cap.
+    pub fn satoshis(&self) -> Satoshis {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(placed) => placed.satoshis,
+        }
+    }
+}
+
+impl DomainEvent for BuyOrderEvent {
+    fn event_type(&self) -> String {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(_) => "BuyOrderPlaced".to_owned(),
+        }
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}

@@ -1,0 +1,39 @@
+//! # order-domain
+//!
+//! The `BuyOrder` aggregate of buy-orders and the value types it is made of, for
+//! [`cqrs-es`](https://docs.rs/cqrs-es) 0.5. Pure domain: no database, broker or HTTP.
+//!
+//! A client asks to buy bitcoin for an amount of fiat ([`PlaceBuyOrder`]). The aggregate asks its
+//! [`PriceSource`] (through the cqrs-es `Services`) for the rate, converts the amount to whole
+//! satoshis rounded **up** ([`btc_for`]) and records a [`BuyOrderPlaced`] event. The order id is
+//! derived from the client and its idempotence key ([`OrderId::derive`]), so a retried request
+//! lands on the same aggregate and replays the first answer.
+//!
+//! The one rule that spans all orders, "the sum of BTC never exceeds the cap", cannot be checked by
+//! one aggregate: [`BtcLedger`] states it as a pure type, and an event store applies it atomically
+//! with the commit of the event (see `order-store`).
+//!
+//! Every value type is parsed once, at the edge, and cannot hold an invalid value afterwards
+//! ("parse, don't validate"): a `FiatAmount` is always in range with at most two decimals, a
+//! `BtcRate` is always positive, and so on.
+#![deny(missing_docs)]
+
+mod aggregate;
+mod commands;
+mod conversion;
+mod error;
+mod events;
+mod ids;
+mod ledger;
+mod money;
+mod price;
+
+pub use aggregate::{BuyOrder, BuyOrderServices};
+pub use commands::{BuyOrderCommand, PlaceBuyOrder};
+pub use conversion::{btc_for, ConversionError};
+pub use error::{BuyOrderError, ValueError};
+pub use events::{BuyOrderEvent, BuyOrderPlaced};
+pub use ids::{ClientId, IdempotencyKey, OrderId};
+pub use ledger::{BtcCap, BtcLedger, CapExceeded};
+pub use money::{BtcRate, Currency, FiatAmount, Satoshis};
+pub use price::{Clock, FixedClock, PriceError, PriceSource, Quote, SystemClock};
