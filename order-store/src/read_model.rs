@@ -1,0 +1,35 @@
+//! The read table's interfaces: one for the projector that writes it, one for the API that reads it.
+
+use async_trait::async_trait;
+use order_domain::OrderId;
+
+use crate::error::{ReadError, StoreError};
+use crate::log::{LoggedEvent, Position};
+use crate::view::{OrderView, Page, PageRequest};
+
+/// Folds logged events into the read table. Implementations are idempotent: events at or below
+/// the checkpoint, or for an order already in the table, change nothing, so redelivery and
+/// replay are safe.
+#[async_trait]
+pub trait ReadModelWriter: Send + Sync {
+    /// Applies a batch of events in position order and advances the checkpoint to the last one,
+    /// atomically.
+    async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError>;
+
+    /// The position of the last event applied (`Position::ZERO` for an empty table).
+    async fn checkpoint(&self) -> Result<Position, StoreError>;
+}
+
+/// Queries of the read table: what `api-read` serves.
+#[async_trait]
+pub trait ReadModel: Send + Sync {
+    /// A page of orders, newest first (by log position), after `request.after` if given.
+    /// Keyset pagination: every page costs the same, however deep.
+    async fn page(&self, request: PageRequest) -> Result<Page, ReadError>;
+
+    /// One order, or `None`.
+    async fn get(&self, id: OrderId) -> Result<Option<OrderView>, ReadError>;
+
+    /// Whether the backend answers (for readiness checks).
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,118 @@
+//! The write side: placing an order through cqrs-es, idempotently.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use cqrs_es::{AggregateError, CqrsFramework, EventStore};
+use order_domain::{BuyOrder, BuyOrderError, BuyOrderEvent, BuyOrderPlaced, PlaceBuyOrder};
+use uuid::Uuid;
+
+use crate::error::{PlaceError, StoreError};
+
+/// A placed order, and whether this request placed it or replayed an earlier request's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The order as stored.
+    pub order: BuyOrderPlaced,
+    /// `true` when an earlier request with the same key placed it.
+    pub replayed: bool,
+}
+
+/// Places buy orders: what `api-write` needs from a store.
+#[async_trait]
+pub trait OrderWriter: Send + Sync {
+    /// Places the order, or replays the stored one for a repeated key. Concurrent identical
+    /// requests all get the same order; exactly one of them has `replayed == false`.
+    async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError>;
+
+    /// Whether the backend answers (for readiness checks).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The metadata key under which each commit records the request that made it, so that a request
+/// can tell its own commit from an earlier one.
+const REQUEST_ID: &str = "request_id";
+
+/// How often a command is retried after an optimistic-concurrency conflict. A `BuyOrder` has one
+/// event, so the second attempt always sees the winner's order; the bound is a safety net.
+const MAX_ATTEMPTS: usize = 3;
+
+/// [`OrderWriter`] on the stock cqrs-es framework over any event store: in memory, PostgreSQL.
+///
+/// The order id is derived from (client, key), so a concurrent duplicate meets the winner in the
+/// event store as an `AggregateConflict`. The loser runs the command again: the aggregate now
+/// exists, emits nothing, and the loser answers with the stored order, as a replay.
+pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Clone> {
+    cqrs: CqrsFramework<BuyOrder, ES>,
+    store: ES,
+}
+
+impl<ES: EventStore<BuyOrder> + Clone> CqrsOrderWriter<ES> {
+    /// A writer over `store`, with the services (price source, clock) the aggregate needs.
+    pub fn new(store: ES, services: order_domain::BuyOrderServices) -> Self {
+        CqrsOrderWriter {
+            cqrs: CqrsFramework::new(store.clone(), vec![], services),
+            store,
+        }
+    }
+
+    /// The stored order and the request id that placed it.
+    async fn stored(&self, id: &str) -> Result<(BuyOrderPlaced, Option<String>), PlaceError> {
+        let events = self.store.load_events(id).await.map_err(store_error)?;
+        let first = events.into_iter().next().ok_or_else(|| {
+            StoreError::Corrupt(format!("order {id} committed but not found"))
+        })?;
+        let BuyOrderEvent::BuyOrderPlaced(placed) = first.payload;
+        Ok((placed, first.metadata.get(REQUEST_ID).cloned()))
+    }
+}
+
+#[async_trait]
+impl<ES> OrderWriter for CqrsOrderWriter<ES>
+where
+    ES: EventStore<BuyOrder> + Clone + 'static,
+    ES::AC: Send,
+{
+    async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError> {
+        let id = command.order_id().to_string();
+        let request_id = Uuid::new_v4().to_string();
+        let metadata = HashMap::from([(REQUEST_ID.to_owned(), request_id.clone())]);
+        for _ in 0..MAX_ATTEMPTS {
+            let outcome = self
+                .cqrs
+                .execute_with_metadata(&id, command.clone().into(), metadata.clone())
+                .await;
+            match outcome {
+                Ok(()) => {
+                    let (order, placed_by) = self.stored(&id).await?;
+                    let replayed = placed_by.as_deref() != Some(request_id.as_str());
+                    return Ok(Placement { order, replayed });
+                }
+                Err(AggregateError::AggregateConflict) => continue,
+                Err(AggregateError::UserError(refusal)) => return Err(refusal.into()),
+                Err(other) => return Err(store_error(other).into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "order {id}: still conflicting after {MAX_ATTEMPTS} attempts"
+        ))
+        .into())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Loading an aggregate that cannot exist reaches the backend and changes nothing.
+        self.store
+            .load_events(&Uuid::nil().to_string())
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+}
+
+/// Maps a cqrs-es failure that is not the domain's to a store error.
+fn store_error(err: AggregateError<BuyOrderError>) -> StoreError {
+    match err {
+        AggregateError::DeserializationError(e) => StoreError::Corrupt(e.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

@@ -1,0 +1,272 @@
+//! The in-memory backend keeps the promises the PostgreSQL one will: conflicts, the cap under
+//! the append's lock, gap-free commit-ordered positions, an idempotent read table.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cqrs_es::{AggregateError, EventStore};
+use order_domain::*;
+use order_store::memory::{MemEventStore, MemReadModel};
+use order_store::*;
+
+/// One rate for every currency.
+struct Rate(&'static str);
+
+#[async_trait]
+impl PriceSource for Rate {
+    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
+        Ok(Quote {
+            currency,
+            rate: BtcRate::parse(self.0).unwrap(),
+            source: "test".into(),
+            quoted_at: Utc::now(),
+        })
+    }
+}
+
+fn writer(store: &MemEventStore, rate: &'static str) -> CqrsOrderWriter<MemEventStore> {
+    CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate(rate))))
+}
+
+fn command(amount: &str) -> PlaceBuyOrder {
+    command_with_key(amount, IdempotencyKey::from_uuid(uuid::Uuid::new_v4()))
+}
+
+fn command_with_key(amount: &str, key: IdempotencyKey) -> PlaceBuyOrder {
+    PlaceBuyOrder {
+        client_id: ClientId::parse("tester").unwrap(),
+        idempotency_key: key,
+        currency: Currency::USD,
+        amount: FiatAmount::parse(amount).unwrap(),
+    }
+}
+
+fn event_for(cmd: &PlaceBuyOrder, satoshis: u64) -> BuyOrderEvent {
+    BuyOrderEvent::BuyOrderPlaced(BuyOrderPlaced {
+        order_id: cmd.order_id(),
+        client_id: cmd.client_id.clone(),
+        idempotency_key: cmd.idempotency_key,
+        currency: cmd.currency,
+        amount: cmd.amount,
+        rate: BtcRate::parse("1").unwrap(),
+        rate_source: "test".into(),
+        rate_quoted_at: Utc::now(),
+        satoshis: Satoshis::new(satoshis),
+        placed_at: Utc::now(),
+    })
+}
+
+#[tokio::test]
+async fn a_commit_on_a_stale_aggregate_is_a_conflict() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let cmd = command("1");
+    let id = cmd.order_id().to_string();
+    let first = store.load_aggregate(&id).await.unwrap();
+    let second = store.load_aggregate(&id).await.unwrap();
+    store
+        .commit(vec![event_for(&cmd, 1)], first, Default::default())
+        .await
+        .unwrap();
+    let lost = store
+        .commit(vec![event_for(&cmd, 1)], second, Default::default())
+        .await;
+    assert!(matches!(lost, Err(AggregateError::AggregateConflict)));
+    assert_eq!(store.load_events(&id).await.unwrap().len(), 1);
+    assert_eq!(store.ledger().sold(), Satoshis::new(1));
+}
+
+#[tokio::test]
+async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
+    let store = MemEventStore::new(BtcCap::new(Satoshis::new(100)));
+    let a = command("1");
+    let ctx = store.load_aggregate(&a.order_id().to_string()).await.unwrap();
+    store
+        .commit(vec![event_for(&a, 60)], ctx, Default::default())
+        .await
+        .unwrap();
+    let b = command("2");
+    let ctx = store.load_aggregate(&b.order_id().to_string()).await.unwrap();
+    let refused = store
+        .commit(vec![event_for(&b, 41)], ctx, Default::default())
+        .await;
+    match refused {
+        Err(AggregateError::UserError(BuyOrderError::CapExceeded {
+            requested,
+            remaining,
+        })) => {
+            assert_eq!(requested, Satoshis::new(41));
+            assert_eq!(remaining, Satoshis::new(40));
+        }
+        other => panic!("expected CapExceeded, got {other:?}"),
+    }
+    assert!(store.load_events(&b.order_id().to_string()).await.unwrap().is_empty());
+    assert_eq!(store.read_after(Position::ZERO, 10).await.unwrap().len(), 1);
+    // exactly reaching the cap is fine
+    let ctx = store.load_aggregate(&b.order_id().to_string()).await.unwrap();
+    store
+        .commit(vec![event_for(&b, 40)], ctx, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(store.ledger().remaining(), Satoshis::ZERO);
+}
+
+#[tokio::test]
+async fn concurrent_identical_places_give_one_order_and_one_original() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = Arc::new(writer(&store, "50000"));
+    let cmd = command("123.45");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (writer, cmd) = (writer.clone(), cmd.clone());
+            tokio::spawn(async move { writer.place(cmd).await })
+        })
+        .collect();
+    let mut originals = 0;
+    let mut orders = HashSet::new();
+    for task in tasks {
+        let placement = task.await.unwrap().unwrap();
+        originals += usize::from(!placement.replayed);
+        orders.insert(serde_json::to_string(&placement.order).unwrap());
+    }
+    assert_eq!(originals, 1);
+    assert_eq!(orders.len(), 1, "every request sees the same stored order");
+    assert_eq!(store.read_after(Position::ZERO, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reused_key_with_another_amount_is_refused() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = writer(&store, "50000");
+    let cmd = command("10");
+    writer.place(cmd.clone()).await.unwrap();
+    let again = writer.place(cmd.clone()).await.unwrap();
+    assert!(again.replayed);
+    let reuse = PlaceBuyOrder {
+        amount: FiatAmount::parse("11").unwrap(),
+        ..cmd
+    };
+    assert!(matches!(
+        writer.place(reuse).await,
+        Err(PlaceError::Refused(BuyOrderError::IdempotencyKeyReused { .. }))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_orders_never_cross_the_cap() {
+    // 1 BTC cap, 1 USD = 0.01 BTC at rate 100: orders of 1..=9 USD (1..=9 % of the cap).
+    let store = MemEventStore::new(BtcCap::new(Satoshis::from_btc(1)));
+    let writer = Arc::new(writer(&store, "100"));
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let writer = writer.clone();
+            let amount = format!("{}", i % 9 + 1);
+            tokio::spawn(async move { (amount.clone(), writer.place(command(&amount)).await) })
+        })
+        .collect();
+    let mut refused_sizes = Vec::new();
+    for task in tasks {
+        let (amount, result) = task.await.unwrap();
+        match result {
+            Ok(_) => {}
+            Err(PlaceError::Refused(BuyOrderError::CapExceeded { requested, .. })) => {
+                assert_eq!(requested, Satoshis::new(amount.parse::<u64>().unwrap() * 1_000_000));
+                refused_sizes.push(requested);
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    let log = store.read_after(Position::ZERO, 1000).await.unwrap();
+    let sold: u64 = log.iter().map(|e| e.event.satoshis().count()).sum();
+    assert!(sold <= Satoshis::from_btc(1).count());
+    assert_eq!(store.ledger().sold().count(), sold);
+    let remaining = Satoshis::from_btc(1).count() - sold;
+    assert!(!refused_sizes.is_empty());
+    for size in refused_sizes {
+        assert!(size.count() > remaining, "refused {size} while {remaining} remained");
+    }
+}
+
+#[tokio::test]
+async fn the_log_is_gap_free_and_wakes_waiting_readers() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = Arc::new(writer(&store, "50000"));
+    assert!(!store
+        .wait_for_events_after(Position::ZERO, Duration::from_millis(10))
+        .await
+        .unwrap());
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_for_events_after(Position::ZERO, Duration::from_secs(10))
+                .await
+        })
+    };
+    let places: Vec<_> = (0..50)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.place(command("1")).await.unwrap() })
+        })
+        .collect();
+    futures::future::join_all(places).await;
+    assert!(waiter.await.unwrap().unwrap());
+    let all = store.read_after(Position::ZERO, 1000).await.unwrap();
+    let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, (1..=50).collect::<Vec<_>>());
+    let tail = store.read_after(Position(45), 3).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.position.0).collect::<Vec<_>>(), [46, 47, 48]);
+    assert!(store.read_after(Position(50), 10).await.unwrap().is_empty());
+    assert!(store.read_after(Position(u64::MAX), 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_read_table_is_idempotent_and_pages_newest_first() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = writer(&store, "50000");
+    for _ in 0..25 {
+        writer.place(command("1")).await.unwrap();
+    }
+    let log = store.read_after(Position::ZERO, 1000).await.unwrap();
+    let model = MemReadModel::new();
+    model.apply(&log[..10]).await.unwrap();
+    model.apply(&log[5..]).await.unwrap(); // overlaps: applied once
+    model.apply(&log).await.unwrap(); // all again: nothing changes
+    assert_eq!(model.len(), 25);
+    assert_eq!(model.checkpoint().await.unwrap(), Position(25));
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = model
+            .page(PageRequest {
+                after,
+                size: PageSize::new(10).unwrap(),
+            })
+            .await
+            .unwrap();
+        if page.rows.is_empty() {
+            assert_eq!(page.last_reference, None);
+            break;
+        }
+        after = page.last_reference;
+        seen.extend(page.rows.into_iter().map(|row| row.id));
+    }
+    let newest_first: Vec<OrderId> = log.iter().rev().map(|e| e.aggregate_id).collect();
+    assert_eq!(seen, newest_first);
+
+    let unknown = OrderId::parse("00000000-0000-0000-0000-000000000001").unwrap();
+    assert!(matches!(
+        model
+            .page(PageRequest {
+                after: Some(unknown),
+                size: PageSize::DEFAULT
+            })
+            .await,
+        Err(ReadError::UnknownReference(_))
+    ));
+    assert!(model.get(unknown).await.unwrap().is_none());
+    assert_eq!(model.get(seen[3]).await.unwrap().unwrap().id, seen[3]);
+}
