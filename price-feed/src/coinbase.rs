@@ -1,0 +1,155 @@
+//! The market price from Coinbase's public API.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use order_domain::{BtcRate, Currency, PriceError, PriceSource, Quote};
+use serde_json::Value;
+
+use crate::error::FeedError;
+
+/// The largest body a price answer may have; anything bigger is not a price.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `GET {base_url}/v2/prices/buy?currency=USD` → `{"data":{"base":"BTC","currency":"USD",
+/// "amount":"48478.88"}}`.
+///
+/// Each attempt has its own timeout; transient failures (timeouts, connection errors, 5xx, 429)
+/// are retried up to `retries` times with jittered exponential backoff. The amount is parsed
+/// exactly (string or number, never through `f64`).
+pub struct CoinbaseSource {
+    client: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+    retries: usize,
+}
+
+impl CoinbaseSource {
+    /// A source against `base_url` (e.g. `https://api.coinbase.com`).
+    pub fn new(base_url: &str, timeout: Duration, retries: usize) -> Result<Self, FeedError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("buy-orders/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FeedError::Connect(e.to_string()))?;
+        Ok(CoinbaseSource {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            timeout,
+            retries,
+        })
+    }
+
+    async fn fetch_once(&self, currency: Currency) -> Result<Quote, FeedError> {
+        let url = format!("{}/v2/prices/buy", self.base_url);
+        let response = self
+            .client
+            .get(url)
+            .query(&[("currency", currency.code())])
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(FeedError::Status(status.as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+        {
+            return Err(FeedError::BadBody("body too large".into()));
+        }
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(FeedError::BadBody("body too large".into()));
+        }
+        let rate = parse_quote(&body, currency)?;
+        Ok(Quote {
+            currency,
+            rate,
+            source: "coinbase".into(),
+            quoted_at: Utc::now(),
+        })
+    }
+
+    fn transport_error(&self, err: reqwest::Error) -> FeedError {
+        if err.is_timeout() {
+            FeedError::Timeout(self.timeout.as_millis())
+        } else {
+            FeedError::Connect(err.to_string())
+        }
+    }
+}
+
+/// The rate in a Coinbase answer, if it is a positive BTC quote in `currency`.
+fn parse_quote(body: &[u8], currency: Currency) -> Result<BtcRate, FeedError> {
+    let bad = |why: &str| FeedError::BadBody(why.to_owned());
+    let json: Value = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
+    let data = json.get("data").ok_or_else(|| bad("no data"))?;
+    if data.get("base").and_then(Value::as_str) != Some("BTC") {
+        return Err(bad("base is not BTC"));
+    }
+    if data.get("currency").and_then(Value::as_str) != Some(currency.code()) {
+        return Err(bad(&format!("not a quote in {currency}")));
+    }
+    // With serde_json's arbitrary_precision a number keeps its exact text.
+    let amount = match data.get("amount") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => return Err(bad("no amount")),
+    };
+    BtcRate::parse(&amount).map_err(|e| bad(&format!("amount {e}")))
+}
+
+#[async_trait]
+impl PriceSource for CoinbaseSource {
+    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_millis(500))
+            .with_max_times(self.retries)
+            .with_jitter();
+        (|| self.fetch_once(currency))
+            .retry(backoff)
+            .when(FeedError::is_transient)
+            .notify(|err, wait| tracing::warn!(%err, ?wait, %currency, "price fetch failed, retrying"))
+            .await
+            .map_err(|err| {
+                tracing::warn!(%err, %currency, "no price from coinbase");
+                PriceError::from(err)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly_and_refuses_anything_else() {
+        let ok = br#"{"data":{"base":"BTC","currency":"USD","amount":"48478.88"}}"#;
+        assert_eq!(parse_quote(ok, Currency::USD).unwrap().to_string(), "48478.88");
+        let number = br#"{"data":{"base":"BTC","currency":"EUR","amount":12345678901234567.123}}"#;
+        assert_eq!(
+            parse_quote(number, Currency::EUR).unwrap().to_string(),
+            "12345678901234567.123"
+        );
+        for bad in [
+            &br#"{"data":{"base":"BTC","currency":"EUR","amount":"1"}}"#[..],
+            br#"{"data":{"base":"ETH","currency":"USD","amount":"1"}}"#,
+            br#"{"data":{"base":"BTC","currency":"USD","amount":"0"}}"#,
+            br#"{"data":{"base":"BTC","currency":"USD","amount":"-3"}}"#,
+            br#"{"data":{"base":"BTC","currency":"USD","amount":"abc"}}"#,
+            br#"{"data":{"base":"BTC","currency":"USD"}}"#,
+            br#"{"data":{"base":"BTC","currency":"USD","amount":null}}"#,
+            br#"{"errors":[{"id":"not_found"}]}"#,
+            b"<html>",
+            b"",
+        ] {
+            assert!(parse_quote(bad, Currency::USD).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
