@@ -1,0 +1,20 @@
+//! # service-kit
+//!
+//! The HTTP plumbing every buy-orders service shares, so that each service's own crate holds
+//! only its routes and its mapping of domain errors to HTTP:
+//!
+//! - [`ApiError`]: the one JSON error body, `{"error":{"code":…,"message":…}}`, and
+//!   [`recover`], which turns every rejection (ours and warp's own) into it. Nothing reaches a
+//!   client as a bare status, a panic or a trace.
+//! - [`serve`]: runs routes on a bound listener until a [`CancellationToken`] fires, draining
+//!   requests in flight; [`shutdown_on_signal`] fires it on Ctrl-C or SIGTERM.
+//! - [`body`]: reading a JSON request body with a size limit and a content-type check.
+//! - [`init_logging`]: `tracing` output, one line per request.
+
+pub mod body;
+mod error;
+mod serve;
+
+pub use error::{recover, ApiError};
+pub use serve::{health_route, init_logging, serve, shutdown_on_signal};
+pub use tokio_util::sync::CancellationToken;
