@@ -1,1 +1,98 @@
-//! placeholder
+//! # api-write
+//!
+//! The write API of buy-orders: `PUT /buy_order` places an order, `GET /healthcheck` says the
+//! process is up. Built from an injected [`order_store::OrderWriter`], so the same routes run on
+//! the in-memory store (all-in-one, tests) and on PostgreSQL.
+//!
+//! - [`request`]: the edge, where raw JSON and headers become a `PlaceBuyOrder` of parsed
+//!   domain types, or a 422 naming every bad field.
+//! - [`error`]: the one place where store and domain errors become HTTP answers.
+//! - [`config`]: the binary's settings, from the environment.
+
+pub mod config;
+pub mod error;
+pub mod request;
+
+use std::sync::Arc;
+
+use order_domain::IdempotencyKey;
+use order_store::{OrderView, OrderWriter, Placement};
+use serde::Serialize;
+use service_kit::body::{json_body, MAX_BODY_BYTES};
+use service_kit::{health_route, ApiError};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::request::{parse_place, RequestHeaders};
+
+/// What the write routes need: where orders are placed.
+#[derive(Clone)]
+pub struct WriteApi {
+    writer: Arc<dyn OrderWriter>,
+}
+
+/// The answer to `PUT /buy_order`, the same for the request that placed the order and for every
+/// replay of it.
+#[derive(Debug, Serialize)]
+pub struct PlaceResponse {
+    /// The key the order was placed with.
+    pub idempotence_key: IdempotencyKey,
+    /// The order.
+    pub buy_order: OrderView,
+}
+
+impl WriteApi {
+    /// Routes over `writer`.
+    pub fn new(writer: Arc<dyn OrderWriter>) -> Self {
+        WriteApi { writer }
+    }
+
+    /// `PUT /buy_order` and `GET /healthcheck`. Rejections still need
+    /// [`service_kit::recover`] (done by [`service_kit::serve`]).
+    pub fn routes(&self) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+        let api = self.clone();
+        let place = warp::path!("buy_order")
+            .and(warp::put())
+            .and(RequestHeaders::filter())
+            .and(json_body(MAX_BODY_BYTES))
+            .and_then(move |headers, body| {
+                let api = api.clone();
+                async move { api.place(headers, body).await.map_err(warp::reject::custom) }
+            });
+        let health = health_route().map(Reply::into_response);
+        place.or(health).unify()
+    }
+
+    async fn place(
+        &self,
+        headers: RequestHeaders,
+        body: serde_json::Value,
+    ) -> Result<Response, ApiError> {
+        let command = parse_place(&body, &headers)?;
+        let Placement { order, replayed } = self.writer.place(command).await.map_err(|err| {
+            error::log_refusal(&err);
+            error::to_api_error(err)
+        })?;
+        if replayed {
+            tracing::info!(order_id = %order.order_id, "idempotent replay");
+        } else {
+            tracing::info!(order_id = %order.order_id, currency = %order.currency,
+                           amount = %order.amount, btc = %order.satoshis, rate = %order.rate,
+                           "order placed");
+        }
+        let body = PlaceResponse {
+            idempotence_key: order.idempotency_key,
+            buy_order: OrderView::from(&order),
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response();
+        if replayed {
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                warp::http::HeaderValue::from_static("true"),
+            );
+        }
+        Ok(response)
+    }
+}

@@ -67,33 +67,44 @@ impl fmt::Display for Currency {
     }
 }
 
-/// Parses decimal text strictly: `-?digits(.digits)?` with an optional exponent (`1.5e3`, as JSON
-/// numbers may be written). No spaces, no `+`, no `.5`, no `1.`: ambiguous text is refused, not
-/// guessed at. The result is exact or an error, never rounded.
+/// Decimal text split into its parts, after checking its syntax:
+/// `-?digits(.digits)?` with an optional exponent (`1.5e3`, as JSON numbers may be written).
+/// No spaces, no `+`, no `.5`, no `1.`: ambiguous text is refused, not guessed at.
+struct DecimalText<'a> {
+    mantissa: &'a str,
+    fraction: &'a str,
+    exponent: Option<&'a str>,
+}
+
+impl<'a> DecimalText<'a> {
+    fn split(text: &'a str) -> Option<Self> {
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(i) => (&text[..i], Some(&text[i + 1..])),
+            None => (text, None),
+        };
+        let digits = mantissa.strip_prefix('-').unwrap_or(mantissa);
+        let (int, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let fraction_ok = fraction.is_empty() && !digits.contains('.') || all_digits(fraction);
+        let exponent_ok = exponent.is_none_or(|e| all_digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+        (all_digits(int) && fraction_ok && exponent_ok).then_some(DecimalText {
+            mantissa,
+            fraction,
+            exponent,
+        })
+    }
+}
+
+/// Parses decimal text strictly (see [`DecimalText`]). The result is exact or an error, never
+/// rounded: past rust_decimal's 28 digits it is an error.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, ValueError> {
     let bad = || ValueError::NotADecimal(text.to_owned());
-    let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(i) => (&text[..i], Some(&text[i + 1..])),
-        None => (text, None),
-    };
-    let digits = mantissa.strip_prefix('-').unwrap_or(mantissa);
-    let (int, frac) = match digits.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (digits, None),
-    };
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
-        return Err(bad());
-    }
-    let value = Decimal::from_str_exact(mantissa).map_err(|_| bad())?;
-    let Some(exp) = exponent else {
+    let parts = DecimalText::split(text).ok_or_else(bad)?;
+    let value = Decimal::from_str_exact(parts.mantissa).map_err(|_| bad())?;
+    let Some(exp) = parts.exponent else {
         return Ok(value);
     };
     // An exponent moves the decimal point exactly; past 28 digits it is an error, not a rounding.
-    let exp_digits = exp.strip_prefix(['-', '+']).unwrap_or(exp);
-    if !all_digits(exp_digits) {
-        return Err(bad());
-    }
     let exp: i32 = exp.parse().map_err(|_| bad())?;
     let shift = exp.unsigned_abs();
     if shift > 28 {
@@ -127,18 +138,43 @@ impl FiatAmount {
     const LIMIT_CENTS: u64 = 1_000_000_000 * 100;
 
     /// Parses decimal text (a JSON string, or a JSON number's exact text).
+    ///
+    /// Works on the digits themselves, not a fixed-precision decimal, so that any well-formed
+    /// number, however many digits it is written with, gets the right verdict: `1.000…0` (any
+    /// number of zeros) is `1.00`, `0.1000…01` has too many decimals, `1e99` is out of range.
     pub fn parse(text: &str) -> Result<Self, ValueError> {
-        let value = parse_decimal(text)?.normalize();
-        if value.scale() > 2 {
+        let parts = DecimalText::split(text).ok_or_else(|| ValueError::NotADecimal(text.to_owned()))?;
+        let out_of_range = || ValueError::AmountOutOfRange(text.to_owned());
+        let int = parts.mantissa.trim_start_matches('-');
+        let int = int.split_once('.').map_or(int, |(i, _)| i);
+        let exponent: i64 = match parts.exponent {
+            None => 0,
+            Some(e) => e.parse().unwrap_or(if e.starts_with('-') { i64::MIN / 2 } else { i64::MAX / 2 }),
+        };
+        // All digits, and where the decimal point falls among them.
+        let digits = format!("{int}{}", parts.fraction);
+        let point = int.len() as i64 + exponent;
+        let without_trailing = digits.trim_end_matches('0');
+        let significant = without_trailing.trim_start_matches('0');
+        if significant.is_empty() || parts.mantissa.starts_with('-') {
+            return Err(out_of_range());
+        }
+        let places = without_trailing.len() as i64 - point;
+        if places > 2 {
             return Err(ValueError::TooManyDecimals(text.to_owned()));
         }
-        let cents = value * Decimal::ONE_HUNDRED;
-        let in_range = cents > Decimal::ZERO && cents < Decimal::from(Self::LIMIT_CENTS);
-        if !in_range {
-            return Err(ValueError::AmountOutOfRange(text.to_owned()));
+        let leading_zeros = (without_trailing.len() - significant.len()) as i64;
+        if point - leading_zeros > 9 {
+            return Err(out_of_range()); // ten or more integer digits: at least 1,000,000,000
         }
-        let cents = u64::try_from(cents).map_err(|_| ValueError::AmountOutOfRange(text.to_owned()))?;
-        Ok(FiatAmount { cents })
+        // At most 9 integer digits and 2 decimals: the cents fit in a u64.
+        let scale = 10u64.pow((2 - places) as u32);
+        let cents = significant
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(out_of_range)?;
+        Self::from_cents(cents).map_err(|_| out_of_range())
     }
 
     /// Builds an amount from integer cents, checking the range.
@@ -326,6 +362,14 @@ mod tests {
         assert_eq!(FiatAmount::parse("1e2").unwrap().cents(), 10000);
         assert_eq!(FiatAmount::parse("1.5E1").unwrap().cents(), 1500);
         assert_eq!(FiatAmount::parse("100").unwrap().to_string(), "100.00");
+        assert_eq!(FiatAmount::parse("-0").err(), Some(ValueError::AmountOutOfRange("-0".into())));
+        let long_one = format!("1.{}", "0".repeat(40));
+        assert_eq!(FiatAmount::parse(&long_one).unwrap().cents(), 100);
+        let long_int = format!("{}1.5", "0".repeat(40));
+        assert_eq!(FiatAmount::parse(&long_int).unwrap().cents(), 150);
+        assert_eq!(FiatAmount::parse("0.0125e2").unwrap().cents(), 125);
+        assert_eq!(FiatAmount::parse("12345e-2").unwrap().cents(), 12345);
+        assert_eq!(FiatAmount::parse("9.9999999999e8").unwrap().cents(), 99_999_999_999);
     }
 
     #[test]
@@ -340,7 +384,12 @@ mod tests {
             ("1000000000", |e| matches!(e, AmountOutOfRange(_))),
             ("1000000000.00", |e| matches!(e, AmountOutOfRange(_))),
             ("1e9", |e| matches!(e, AmountOutOfRange(_))),
-            ("99999999999999999999999999999999999", |e| matches!(e, NotADecimal(_))),
+            ("99999999999999999999999999999999999", |e| matches!(e, AmountOutOfRange(_))),
+            ("0.1000000000000000055511151231257827", |e| matches!(e, TooManyDecimals(_))),
+            ("-0.001", |e| matches!(e, AmountOutOfRange(_))),
+            ("1e-99999999999999999999999", |e| matches!(e, TooManyDecimals(_))),
+            ("1e99999999999999999999999", |e| matches!(e, AmountOutOfRange(_))),
+            ("1e99", |e| matches!(e, AmountOutOfRange(_))),
             ("abc", |e| matches!(e, NotADecimal(_))),
             ("", |e| matches!(e, NotADecimal(_))),
             (" 1", |e| matches!(e, NotADecimal(_))),
