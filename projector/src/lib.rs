@@ -1,1 +1,86 @@
-//! placeholder
+//! # projector
+//!
+//! Keeps the read table current: tails the event log by position from the read table's own
+//! checkpoint and folds each batch into the table ([`Projector`]). Because the checkpoint is
+//! the table's (advanced with the rows it covers) and applying is idempotent, a projector can
+//! stop at any point and resume without losing or doubling an order; starting from an empty
+//! table is a full replay.
+//!
+//! In the all-in-one process it is woken in-process as soon as an event commits.
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_store::{EventLog, Position, ReadModelWriter, StoreError};
+use service_kit::CancellationToken;
+
+/// How long the projector sleeps on an idle log before checking again even without a wake-up.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The longest pause after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The first pause after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Folds the event log into a read table.
+#[derive(Clone)]
+pub struct Projector {
+    log: Arc<dyn EventLog>,
+    model: Arc<dyn ReadModelWriter>,
+    batch: usize,
+}
+
+impl Projector {
+    /// A projector reading `batch` events at a time (at least 1).
+    pub fn new(log: Arc<dyn EventLog>, model: Arc<dyn ReadModelWriter>, batch: usize) -> Self {
+        Projector {
+            log,
+            model,
+            batch: batch.max(1),
+        }
+    }
+
+    /// Applies everything committed so far; returns the checkpoint reached.
+    pub async fn catch_up(&self) -> Result<Position, StoreError> {
+        let mut checkpoint = self.model.checkpoint().await?;
+        loop {
+            let events = self.log.read_after(checkpoint, self.batch).await?;
+            let Some(last) = events.last() else {
+                return Ok(checkpoint);
+            };
+            let reached = last.position;
+            self.model.apply(&events).await?;
+            tracing::debug!(events = events.len(), position = %reached, "events projected");
+            checkpoint = reached;
+        }
+    }
+
+    /// Projects until `shutdown` is cancelled: catches up, then sleeps until the log grows.
+    /// A failing backend is retried with backoff; the projector never gives up on its own.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut backoff = FIRST_BACKOFF;
+        while !shutdown.is_cancelled() {
+            let step = async {
+                let checkpoint = self.catch_up().await?;
+                self.log.wait_for_events_after(checkpoint, IDLE_WAIT).await
+            };
+            let outcome = tokio::select! {
+                outcome = step => outcome,
+                _ = shutdown.cancelled() => break,
+            };
+            match outcome {
+                Ok(_) => backoff = FIRST_BACKOFF,
+                Err(err) => {
+                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "projection failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tracing::info!("projector stopped");
+    }
+}

@@ -1,0 +1,21 @@
+//! Settings of the read API, from environment variables (or the matching `--flags`).
+
+use std::net::SocketAddr;
+
+/// Settings shared by every process that serves reads (`api-read`, the all-in-one).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadSettings {
+    /// Address the read API listens on.
+    #[arg(long = "read-addr", env = "READ_ADDR", value_name = "READ_ADDR",
+          default_value = "127.0.0.1:8778")]
+    pub addr: SocketAddr,
+}
+
+/// Everything `api-read` reads at start-up.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "api-read", version, about = "buy-orders read API: GET /buy_orders")]
+pub struct ReadConfig {
+    /// Listening address.
+    #[command(flatten)]
+    pub read: ReadSettings,
+}

@@ -1,0 +1,28 @@
+//! The one place where the read side's errors become HTTP answers.
+
+use order_store::{ReadError, StoreError};
+use service_kit::ApiError;
+use warp::http::StatusCode;
+
+/// The HTTP answer for a failed read.
+pub(crate) fn to_api_error(err: ReadError) -> ApiError {
+    match err {
+        ReadError::UnknownReference(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_reference",
+            format!("last_reference {id} names no order (it may not be projected yet)"),
+        ),
+        ReadError::Store(StoreError::Unavailable(reason)) => {
+            tracing::error!(%reason, "read table unavailable");
+            ApiError::unavailable("the read table is unavailable; retry shortly")
+        }
+        ReadError::Store(StoreError::Corrupt(reason)) => {
+            tracing::error!(%reason, "read table corrupt");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the read table returned data it could not read",
+            )
+        }
+    }
+}

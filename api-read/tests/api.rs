@@ -1,0 +1,174 @@
+//! Every status code of the read API, through `warp::test` against the in-memory read table.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use order_domain::*;
+use order_store::memory::{MemEventStore, MemReadModel};
+use order_store::*;
+use serde_json::Value;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::Filter;
+
+struct Rate;
+
+#[async_trait]
+impl PriceSource for Rate {
+    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
+        Ok(Quote {
+            currency,
+            rate: BtcRate::parse("48478.88").unwrap(),
+            source: "test".into(),
+            quoted_at: Utc::now(),
+        })
+    }
+}
+
+/// A read table that is down.
+struct Down;
+
+#[async_trait]
+impl ReadModel for Down {
+    async fn page(&self, _: PageRequest) -> Result<Page, ReadError> {
+        Err(StoreError::Unavailable("connection refused".into()).into())
+    }
+    async fn get(&self, _: OrderId) -> Result<Option<OrderView>, ReadError> {
+        Err(StoreError::Unavailable("connection refused".into()).into())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+}
+
+fn routes(model: Arc<dyn ReadModel>) -> BoxedFilter<(Response,)> {
+    api_read::ReadApi::new(model)
+        .routes()
+        .recover(service_kit::recover)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
+}
+
+/// `n` orders placed and projected; returns the routes and the ids, newest first.
+async fn with_orders(n: usize) -> (BoxedFilter<(Response,)>, Vec<String>) {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate)));
+    for i in 0..n {
+        writer
+            .place(PlaceBuyOrder {
+                client_id: ClientId::parse("reader-test").unwrap(),
+                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+                currency: Currency::ALL[i % 3],
+                amount: FiatAmount::from_cents(100 + i as u64).unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    let model = MemReadModel::new();
+    model.apply(&store.read_after(Position::ZERO, 10_000).await.unwrap()).await.unwrap();
+    let ids = store
+        .read_after(Position::ZERO, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e.aggregate_id.to_string())
+        .collect();
+    (routes(Arc::new(model)), ids)
+}
+
+async fn get(routes: &BoxedFilter<(Response,)>, path: &str) -> (u16, Value) {
+    let response = warp::test::request().path(path).reply(routes).await;
+    let json = serde_json::from_slice(response.body()).unwrap();
+    (response.status().as_u16(), json)
+}
+
+#[tokio::test]
+async fn pages_walk_every_order_once_newest_first() {
+    let (routes, ids) = with_orders(25).await;
+    let mut seen = Vec::new();
+    let mut path = "/buy_orders".to_owned();
+    let mut sizes = Vec::new();
+    loop {
+        let (status, page) = get(&routes, &path).await;
+        assert_eq!(status, 200);
+        let rows = page["rows"].as_array().unwrap();
+        sizes.push(rows.len());
+        if rows.is_empty() {
+            assert_eq!(page["last_reference"], Value::Null);
+            break;
+        }
+        assert_eq!(page["last_reference"], rows.last().unwrap()["id"]);
+        for row in rows {
+            seen.push(row["id"].as_str().unwrap().to_owned());
+            for field in ["created_at", "currency", "currency_amount", "btc_rate", "btc_amount"] {
+                assert!(row[field].is_string(), "{field} in {row}");
+            }
+        }
+        path = format!("/buy_orders?last_reference={}", page["last_reference"].as_str().unwrap());
+    }
+    assert_eq!(sizes, [10, 10, 5, 0], "default page size is 10");
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn page_size_is_honoured() {
+    let (routes, ids) = with_orders(7).await;
+    let (_, page) = get(&routes, "/buy_orders?page_size=3").await;
+    let rows: Vec<&str> = page["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(rows, ids[..3]);
+    let (_, page) = get(&routes, &format!("/buy_orders?page_size=100&last_reference={}", ids[2])).await;
+    assert_eq!(page["rows"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn status_422_for_bad_page_size_or_malformed_reference() {
+    let (routes, _) = with_orders(1).await;
+    for path in [
+        "/buy_orders?page_size=0",
+        "/buy_orders?page_size=101",
+        "/buy_orders?page_size=ten",
+        "/buy_orders?last_reference=not-a-uuid",
+        "/buy_orders/not-a-uuid",
+    ] {
+        let (status, body) = get(&routes, path).await;
+        assert_eq!(status, 422, "{path}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn status_404_for_unknown_reference_and_unknown_order() {
+    let (routes, ids) = with_orders(2).await;
+    let nobody = "00000000-0000-4000-8000-000000000000";
+    let (status, body) = get(&routes, &format!("/buy_orders?last_reference={nobody}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "unknown_reference");
+    let (status, body) = get(&routes, &format!("/buy_orders/{nobody}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = get(&routes, &format!("/buy_orders/{}", ids[1])).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], ids[1].as_str());
+}
+
+#[tokio::test]
+async fn status_503_when_the_read_table_is_down() {
+    let routes = routes(Arc::new(Down));
+    let (status, body) = get(&routes, "/buy_orders").await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    let (status, _) = get(&routes, "/buy_orders/00000000-0000-4000-8000-000000000000").await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes() {
+    let (routes, _) = with_orders(0).await;
+    assert_eq!(get(&routes, "/healthcheck").await.0, 200);
+    assert_eq!(get(&routes, "/nope").await.0, 404);
+    let response = warp::test::request().method("POST").path("/buy_orders").reply(&routes).await;
+    assert_eq!(response.status(), 405);
+}
