@@ -6,16 +6,32 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadSettings {
     /// Address the read API listens on.
-    #[arg(long = "read-addr", env = "READ_ADDR", value_name = "READ_ADDR",
-          default_value = "127.0.0.1:8778")]
-    pub addr: SocketAddr,
+    #[arg(
+        long = "read-addr",
+        env = "READ_ADDR",
+        value_name = "READ_ADDR",
+        default_value = "127.0.0.1:8778"
+    )]
+    pub read_addr: SocketAddr,
 }
 
 /// Everything `api-read` reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "api-read", version, about = "buy-orders read API: GET /buy_orders")]
+#[command(
+    name = "api-read",
+    version,
+    about = "buy-orders read API: GET /buy_orders"
+)]
 pub struct ReadConfig {
     /// Listening address.
     #[command(flatten)]
     pub read: ReadSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::ReadConfig as clap::CommandFactory>::command().debug_assert();
+    }
 }

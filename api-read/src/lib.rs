@@ -60,7 +60,11 @@ impl ReadApi {
 
     async fn list(&self, query: &str) -> Result<Response, ApiError> {
         let request = parse_page_request(query)?;
-        let page = self.model.page(request).await.map_err(error::to_api_error)?;
+        let page = self
+            .model
+            .page(request)
+            .await
+            .map_err(error::to_api_error)?;
         Ok(warp::reply::json(&page).into_response())
     }
 

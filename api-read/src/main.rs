@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     eprintln!(
         "api-read: a separate read process needs the shared PostgreSQL read table, which this \
          build does not have yet; run `buy-orders` (all-in-one) instead. (READ_ADDR={})",
-        config.read.addr
+        config.read.read_addr
     );
     ExitCode::from(2)
 }

@@ -51,7 +51,10 @@ mod tests {
         let r = parse_page_request(&format!("last_reference={ID}&page_size=100")).unwrap();
         assert_eq!(r.after.unwrap().to_string(), ID);
         assert_eq!(r.size.get(), 100);
-        assert_eq!(parse_page_request("last_reference=&x=1").unwrap().after, None);
+        assert_eq!(
+            parse_page_request("last_reference=&x=1").unwrap().after,
+            None
+        );
     }
 
     #[test]
@@ -63,7 +66,10 @@ mod tests {
             ("page_size=", "page_size"),
             ("page_size=5&page_size=6", "page_size"),
             ("last_reference=123", "last_reference"),
-            (&format!("last_reference={ID}&last_reference={ID}"), "last_reference"),
+            (
+                &format!("last_reference={ID}&last_reference={ID}"),
+                "last_reference",
+            ),
         ] {
             let err = parse_page_request(query).unwrap_err();
             assert_eq!(err.status, 422, "{query}");

@@ -67,7 +67,10 @@ async fn with_orders(n: usize) -> (BoxedFilter<(Response,)>, Vec<String>) {
             .unwrap();
     }
     let model = MemReadModel::new();
-    model.apply(&store.read_after(Position::ZERO, 10_000).await.unwrap()).await.unwrap();
+    model
+        .apply(&store.read_after(Position::ZERO, 10_000).await.unwrap())
+        .await
+        .unwrap();
     let ids = store
         .read_after(Position::ZERO, 10_000)
         .await
@@ -103,11 +106,20 @@ async fn pages_walk_every_order_once_newest_first() {
         assert_eq!(page["last_reference"], rows.last().unwrap()["id"]);
         for row in rows {
             seen.push(row["id"].as_str().unwrap().to_owned());
-            for field in ["created_at", "currency", "currency_amount", "btc_rate", "btc_amount"] {
+            for field in [
+                "created_at",
+                "currency",
+                "currency_amount",
+                "btc_rate",
+                "btc_amount",
+            ] {
                 assert!(row[field].is_string(), "{field} in {row}");
             }
         }
-        path = format!("/buy_orders?last_reference={}", page["last_reference"].as_str().unwrap());
+        path = format!(
+            "/buy_orders?last_reference={}",
+            page["last_reference"].as_str().unwrap()
+        );
     }
     assert_eq!(sizes, [10, 10, 5, 0], "default page size is 10");
     assert_eq!(seen, ids);
@@ -117,9 +129,18 @@ async fn pages_walk_every_order_once_newest_first() {
 async fn page_size_is_honoured() {
     let (routes, ids) = with_orders(7).await;
     let (_, page) = get(&routes, "/buy_orders?page_size=3").await;
-    let rows: Vec<&str> = page["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let rows: Vec<&str> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(rows, ids[..3]);
-    let (_, page) = get(&routes, &format!("/buy_orders?page_size=100&last_reference={}", ids[2])).await;
+    let (_, page) = get(
+        &routes,
+        &format!("/buy_orders?page_size=100&last_reference={}", ids[2]),
+    )
+    .await;
     assert_eq!(page["rows"].as_array().unwrap().len(), 4);
 }
 
@@ -169,6 +190,10 @@ async fn health_and_unknown_routes() {
     let (routes, _) = with_orders(0).await;
     assert_eq!(get(&routes, "/healthcheck").await.0, 200);
     assert_eq!(get(&routes, "/nope").await.0, 404);
-    let response = warp::test::request().method("POST").path("/buy_orders").reply(&routes).await;
+    let response = warp::test::request()
+        .method("POST")
+        .path("/buy_orders")
+        .reply(&routes)
+        .await;
     assert_eq!(response.status(), 405);
 }

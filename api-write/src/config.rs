@@ -9,18 +9,30 @@ use price_feed::PriceFeedConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct WriteSettings {
     /// Address the write API listens on.
-    #[arg(long = "write-addr", env = "WRITE_ADDR", value_name = "WRITE_ADDR",
-          default_value = "127.0.0.1:8777")]
-    pub addr: SocketAddr,
+    #[arg(
+        long = "write-addr",
+        env = "WRITE_ADDR",
+        value_name = "WRITE_ADDR",
+        default_value = "127.0.0.1:8777"
+    )]
+    pub write_addr: SocketAddr,
     /// The most BTC ever sold over all orders, in BTC (at most 8 decimals).
-    #[arg(long = "max-total-btc", env = "MAX_TOTAL_BTC", value_name = "MAX_TOTAL_BTC",
-          default_value = "100")]
+    #[arg(
+        long = "max-total-btc",
+        env = "MAX_TOTAL_BTC",
+        value_name = "MAX_TOTAL_BTC",
+        default_value = "100"
+    )]
     pub max_total_btc: BtcCap,
 }
 
 /// Everything `api-write` reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "api-write", version, about = "buy-orders write API: PUT /buy_order")]
+#[command(
+    name = "api-write",
+    version,
+    about = "buy-orders write API: PUT /buy_order"
+)]
 pub struct WriteConfig {
     /// Listening address and cap.
     #[command(flatten)]
@@ -28,4 +40,12 @@ pub struct WriteConfig {
     /// Where prices come from.
     #[command(flatten)]
     pub prices: PriceFeedConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::WriteConfig as clap::CommandFactory>::command().debug_assert();
+    }
 }

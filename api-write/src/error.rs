@@ -33,9 +33,9 @@ pub fn to_api_error(err: PlaceError) -> ApiError {
                 format!("{message}; nothing was stored, retry shortly"),
             )
             .retry_after(PRICE_RETRY_AFTER_SECS),
-            PlaceError::Store(StoreError::Unavailable(_)) => {
-                ApiError::unavailable("the order store is unavailable; nothing was stored, retry shortly")
-            }
+            PlaceError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(
+                "the order store is unavailable; nothing was stored, retry shortly",
+            ),
             PlaceError::Store(StoreError::Corrupt(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -49,7 +49,10 @@ pub fn to_api_error(err: PlaceError) -> ApiError {
 /// failures are operational problems.
 pub fn log_refusal(err: &PlaceError) {
     match err {
-        PlaceError::Refused(BuyOrderError::CapExceeded { requested, remaining }) => {
+        PlaceError::Refused(BuyOrderError::CapExceeded {
+            requested,
+            remaining,
+        }) => {
             tracing::warn!(%requested, %remaining, "cap refusal");
         }
         PlaceError::Refused(BuyOrderError::PriceUnavailable(reason)) => {

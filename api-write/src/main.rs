@@ -19,27 +19,38 @@ use service_kit::CancellationToken;
 async fn main() -> ExitCode {
     service_kit::init_logging();
     let config = WriteConfig::parse();
-    let prices = match config.prices.build(&config.prices.spec(PriceSourceSpec::Coinbase)) {
+    let prices = match config
+        .prices
+        .build(&config.prices.spec(PriceSourceSpec::Coinbase))
+    {
         Ok(prices) => prices,
         Err(err) => {
             eprintln!("api-write: cannot set up the price source: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.write.addr).await {
+    let listener = match tokio::net::TcpListener::bind(config.write.write_addr).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("api-write: cannot listen on WRITE_ADDR={}: {err}", config.write.addr);
+            eprintln!(
+                "api-write: cannot listen on WRITE_ADDR={}: {err}",
+                config.write.write_addr
+            );
             return ExitCode::FAILURE;
         }
     };
-    tracing::warn!("in-memory order store: orders are not shared with other processes and are lost on exit");
+    tracing::warn!(
+        "in-memory order store: orders are not shared with other processes and are lost on exit"
+    );
     let store = MemEventStore::new(config.write.max_total_btc);
     let writer = CqrsOrderWriter::new(store, BuyOrderServices::new(prices));
     let api = WriteApi::new(Arc::new(writer));
     let shutdown = CancellationToken::new();
-    service_kit::shutdown_on_signal(shutdown.clone());
-    tracing::info!(addr = %config.write.addr, "api-write listening");
+    if let Err(err) = service_kit::shutdown_on_signal(shutdown.clone()) {
+        eprintln!("api-write: cannot install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(addr = %config.write.write_addr, "api-write listening");
     service_kit::serve(api.routes(), listener, shutdown).await;
     ExitCode::SUCCESS
 }

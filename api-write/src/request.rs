@@ -39,7 +39,11 @@ impl Problems {
         self.0.push((field, message.into()));
     }
 
-    fn check<T, E: std::fmt::Display>(&mut self, field: &'static str, r: Result<T, E>) -> Option<T> {
+    fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &'static str,
+        r: Result<T, E>,
+    ) -> Option<T> {
         r.map_err(|e| self.add(field, e.to_string())).ok()
     }
 
@@ -98,7 +102,10 @@ pub fn parse_place(body: &Value, headers: &RequestHeaders) -> Result<PlaceBuyOrd
         Some(value) => match decimal_text(value) {
             Some(text) => problems.check("amount", FiatAmount::parse(&text)),
             None => {
-                problems.add("amount", "must be a decimal string or number such as \"123.45\"");
+                problems.add(
+                    "amount",
+                    "must be a decimal string or number such as \"123.45\"",
+                );
                 None
             }
         },
@@ -173,20 +180,27 @@ mod tests {
 
     #[test]
     fn a_good_request_parses_with_the_key_in_body_or_header() {
-        let cmd = parse(json!({"currency":"USD","amount":"123.45","idempotence_key":KEY}), None).unwrap();
+        let cmd = parse(
+            json!({"currency":"USD","amount":"123.45","idempotence_key":KEY}),
+            None,
+        )
+        .unwrap();
         assert_eq!(cmd.amount.cents(), 12345);
         assert_eq!(cmd.client_id.as_str(), DEFAULT_CLIENT_ID);
         let cmd = parse(json!({"currency":"EUR","amount":10}), Some(KEY)).unwrap();
         assert_eq!(cmd.idempotency_key.to_string(), KEY);
-        let same_in_both = parse(json!({"currency":"EUR","amount":10,"idempotence_key":KEY}), Some(KEY));
+        let same_in_both = parse(
+            json!({"currency":"EUR","amount":10,"idempotence_key":KEY}),
+            Some(KEY),
+        );
         assert!(same_in_both.is_ok());
     }
 
     #[test]
     fn numbers_are_exact() {
-        let body: Value = serde_json::from_str(
-            &format!(r#"{{"currency":"USD","amount":999999999.99,"idempotence_key":"{KEY}"}}"#),
-        )
+        let body: Value = serde_json::from_str(&format!(
+            r#"{{"currency":"USD","amount":999999999.99,"idempotence_key":"{KEY}"}}"#
+        ))
         .unwrap();
         assert_eq!(parse(body, None).unwrap().amount.cents(), 99_999_999_999);
         let body: Value = serde_json::from_str(
@@ -199,8 +213,14 @@ mod tests {
     #[test]
     fn every_bad_field_is_named_with_its_rule() {
         let msg = message(json!({"currency":"JPY","amount":"1.234"}), None);
-        assert!(msg.contains("currency: must be one of USD, EUR, GBP"), "{msg}");
-        assert!(msg.contains("amount: must have at most 2 decimal places"), "{msg}");
+        assert!(
+            msg.contains("currency: must be one of USD, EUR, GBP"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("amount: must have at most 2 decimal places"),
+            "{msg}"
+        );
         assert!(msg.contains("idempotence_key: is required"), "{msg}");
         let err = parse(json!({"currency":"JPY","amount":"1.234"}), None).unwrap_err();
         assert_eq!(err.extra["fields"].as_array().unwrap().len(), 3);
@@ -209,15 +229,34 @@ mod tests {
     #[test]
     fn wrong_types_and_shapes_are_refused() {
         assert!(message(json!([1, 2]), Some(KEY)).contains("JSON object"));
-        assert!(message(json!({"currency":1,"amount":"1"}), Some(KEY)).contains("currency: must be a string"));
-        assert!(message(json!({"currency":"USD","amount":true}), Some(KEY)).contains("amount: must be a decimal"));
+        assert!(message(json!({"currency":1,"amount":"1"}), Some(KEY))
+            .contains("currency: must be a string"));
+        assert!(message(json!({"currency":"USD","amount":true}), Some(KEY))
+            .contains("amount: must be a decimal"));
         assert!(message(json!({"currency":"USD"}), Some(KEY)).contains("amount: is required"));
-        assert!(message(json!({"currency":"USD","amount":"0"}), Some(KEY)).contains("greater than 0"));
-        assert!(message(json!({"currency":"USD","amount":"1000000000"}), Some(KEY)).contains("less than 1000000000"));
-        assert!(message(json!({"currency":"USD","amount":"1","idempotence_key":5}), None).contains("idempotence_key: must be a UUID"));
-        assert!(message(json!({"currency":"USD","amount":"1","idempotence_key":"nope"}), None).contains("idempotence_key: must be a UUID"));
+        assert!(
+            message(json!({"currency":"USD","amount":"0"}), Some(KEY)).contains("greater than 0")
+        );
+        assert!(
+            message(json!({"currency":"USD","amount":"1000000000"}), Some(KEY))
+                .contains("less than 1000000000")
+        );
+        assert!(message(
+            json!({"currency":"USD","amount":"1","idempotence_key":5}),
+            None
+        )
+        .contains("idempotence_key: must be a UUID"));
+        assert!(message(
+            json!({"currency":"USD","amount":"1","idempotence_key":"nope"}),
+            None
+        )
+        .contains("idempotence_key: must be a UUID"));
         let other = "00000000-0000-0000-0000-000000000001";
-        assert!(message(json!({"currency":"USD","amount":"1","idempotence_key":other}), Some(KEY)).contains("differs"));
+        assert!(message(
+            json!({"currency":"USD","amount":"1","idempotence_key":other}),
+            Some(KEY)
+        )
+        .contains("differs"));
     }
 
     #[test]

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use order_domain::*;
 use order_store::memory::MemEventStore;
-use order_store::{CqrsOrderWriter, EventLog, OrderWriter, PlaceError, Placement, Position, StoreError};
+use order_store::{
+    CqrsOrderWriter, EventLog, OrderWriter, PlaceError, Placement, Position, StoreError,
+};
 use serde_json::{json, Value};
 use warp::http::Response;
 use warp::hyper::body::Bytes;
@@ -20,7 +22,9 @@ struct Prices(Option<&'static str>);
 #[async_trait]
 impl PriceSource for Prices {
     async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-        let rate = self.0.ok_or_else(|| PriceError::new("upstream answered 503"))?;
+        let rate = self
+            .0
+            .ok_or_else(|| PriceError::new("upstream answered 503"))?;
         Ok(Quote {
             currency,
             rate: BtcRate::parse(rate).unwrap(),
@@ -71,7 +75,7 @@ fn put(body: &str) -> warp::test::RequestBuilder {
         .method("PUT")
         .path("/buy_order")
         .header("content-type", "application/json")
-        .body(body.to_owned())
+        .body(body)
 }
 
 fn json_of(response: &Response<Bytes>) -> Value {
@@ -83,7 +87,11 @@ fn order(amount: &str, key: &str) -> String {
 }
 
 async fn stored(app: &App) -> usize {
-    app.store.read_after(Position::ZERO, 1000).await.unwrap().len()
+    app.store
+        .read_after(Position::ZERO, 1000)
+        .await
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
@@ -101,7 +109,9 @@ async fn put_places_an_order_and_a_replay_answers_identically() {
     assert_eq!(order_json["btc_rate"], "48478.88");
     assert_eq!(order_json["btc_amount"], "0.00254647");
     assert!(uuid::Uuid::parse_str(order_json["id"].as_str().unwrap()).is_ok());
-    assert!(chrono::DateTime::parse_from_rfc3339(order_json["created_at"].as_str().unwrap()).is_ok());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(order_json["created_at"].as_str().unwrap()).is_ok()
+    );
 
     let replay = put(&order("123.45", KEY)).reply(&app.routes).await;
     assert_eq!(replay.status(), 200);
@@ -126,10 +136,19 @@ async fn the_key_may_come_in_a_header_and_amounts_as_exact_numbers() {
 #[tokio::test]
 async fn clients_have_their_own_key_space() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
-    let alice = put(&order("1", KEY)).header("x-client-id", "alice").reply(&app.routes).await;
-    let bob = put(&order("1", KEY)).header("x-client-id", "bob").reply(&app.routes).await;
+    let alice = put(&order("1", KEY))
+        .header("x-client-id", "alice")
+        .reply(&app.routes)
+        .await;
+    let bob = put(&order("1", KEY))
+        .header("x-client-id", "bob")
+        .reply(&app.routes)
+        .await;
     assert_eq!((alice.status().as_u16(), bob.status().as_u16()), (200, 200));
-    assert_ne!(json_of(&alice)["buy_order"]["id"], json_of(&bob)["buy_order"]["id"]);
+    assert_ne!(
+        json_of(&alice)["buy_order"]["id"],
+        json_of(&bob)["buy_order"]["id"]
+    );
     assert_eq!(stored(&app).await, 2);
 }
 
@@ -147,7 +166,8 @@ async fn status_400_invalid_json() {
 #[tokio::test]
 async fn status_413_payload_too_large() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
-    let big = json!({"currency":"USD","amount":"1","idempotence_key":KEY,"pad":"x".repeat(17 * 1024)});
+    let big =
+        json!({"currency":"USD","amount":"1","idempotence_key":KEY,"pad":"x".repeat(17 * 1024)});
     let response = put(&big.to_string()).reply(&app.routes).await;
     assert_eq!(response.status(), 413);
     assert_eq!(json_of(&response)["error"]["code"], "payload_too_large");
@@ -157,14 +177,24 @@ async fn status_413_payload_too_large() {
 #[tokio::test]
 async fn status_415_unsupported_media_type() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
-        let mut request = warp::test::request().method("PUT").path("/buy_order").body(order("1", KEY));
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = warp::test::request()
+            .method("PUT")
+            .path("/buy_order")
+            .body(order("1", KEY));
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
         let response = request.reply(&app.routes).await;
         assert_eq!(response.status(), 415, "{content_type:?}");
-        assert_eq!(json_of(&response)["error"]["code"], "unsupported_media_type");
+        assert_eq!(
+            json_of(&response)["error"]["code"],
+            "unsupported_media_type"
+        );
     }
     assert_eq!(stored(&app).await, 0);
 }
@@ -173,12 +203,30 @@ async fn status_415_unsupported_media_type() {
 async fn status_422_validation_failed_names_the_field_and_rule() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
     let cases = [
-        (json!({"currency":"JPY","amount":"1","idempotence_key":KEY}), "currency: must be one of USD, EUR, GBP"),
-        (json!({"currency":"USD","amount":"1.001","idempotence_key":KEY}), "amount: must have at most 2 decimal places"),
-        (json!({"currency":"USD","amount":"0","idempotence_key":KEY}), "amount: must be greater than 0"),
-        (json!({"currency":"USD","amount":"1000000000","idempotence_key":KEY}), "less than 1000000000"),
-        (json!({"currency":"USD","amount":"1"}), "idempotence_key: is required"),
-        (json!({"currency":"USD","amount":"1","idempotence_key":"abc"}), "idempotence_key: must be a UUID"),
+        (
+            json!({"currency":"JPY","amount":"1","idempotence_key":KEY}),
+            "currency: must be one of USD, EUR, GBP",
+        ),
+        (
+            json!({"currency":"USD","amount":"1.001","idempotence_key":KEY}),
+            "amount: must have at most 2 decimal places",
+        ),
+        (
+            json!({"currency":"USD","amount":"0","idempotence_key":KEY}),
+            "amount: must be greater than 0",
+        ),
+        (
+            json!({"currency":"USD","amount":"1000000000","idempotence_key":KEY}),
+            "less than 1000000000",
+        ),
+        (
+            json!({"currency":"USD","amount":"1"}),
+            "idempotence_key: is required",
+        ),
+        (
+            json!({"currency":"USD","amount":"1","idempotence_key":"abc"}),
+            "idempotence_key: must be a UUID",
+        ),
         (json!("just a string"), "JSON object"),
     ];
     for (body, expected) in cases {
@@ -186,7 +234,10 @@ async fn status_422_validation_failed_names_the_field_and_rule() {
         assert_eq!(response.status(), 422, "{body}");
         let error = &json_of(&response)["error"];
         assert_eq!(error["code"], "validation_failed");
-        assert!(error["message"].as_str().unwrap().contains(expected), "{error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(expected),
+            "{error}"
+        );
     }
     assert_eq!(stored(&app).await, 0);
 }
@@ -194,12 +245,18 @@ async fn status_422_validation_failed_names_the_field_and_rule() {
 #[tokio::test]
 async fn status_422_idempotency_key_reused() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
-    assert_eq!(put(&order("10", KEY)).reply(&app.routes).await.status(), 200);
+    assert_eq!(
+        put(&order("10", KEY)).reply(&app.routes).await.status(),
+        200
+    );
     let response = put(&order("11", KEY)).reply(&app.routes).await;
     assert_eq!(response.status(), 422);
     let error = &json_of(&response)["error"];
     assert_eq!(error["code"], "idempotency_key_reused");
-    assert!(error["message"].as_str().unwrap().contains("10.00 USD"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("10.00 USD"),
+        "{error}"
+    );
     assert_eq!(stored(&app).await, 1);
 }
 
@@ -207,7 +264,10 @@ async fn status_422_idempotency_key_reused() {
 async fn status_409_btc_cap_exceeded_says_what_remains() {
     // cap 1 BTC, rate 100 USD/BTC: 60 USD = 0.6 BTC
     let app = app(Some("100"), "1".parse().unwrap());
-    assert_eq!(put(&order("60", KEY)).reply(&app.routes).await.status(), 200);
+    assert_eq!(
+        put(&order("60", KEY)).reply(&app.routes).await.status(),
+        200
+    );
     let other = "00000000-0000-4000-8000-000000000002";
     let response = put(&order("41", other)).reply(&app.routes).await;
     assert_eq!(response.status(), 409);
@@ -215,9 +275,16 @@ async fn status_409_btc_cap_exceeded_says_what_remains() {
     assert_eq!(error["code"], "btc_cap_exceeded");
     assert_eq!(error["remaining_btc"], "0.40000000");
     assert_eq!(error["requested_btc"], "0.41000000");
-    assert_eq!(stored(&app).await, 1, "nothing of the refused order is stored");
+    assert_eq!(
+        stored(&app).await,
+        1,
+        "nothing of the refused order is stored"
+    );
     // exactly what remains fits
-    assert_eq!(put(&order("40", other)).reply(&app.routes).await.status(), 200);
+    assert_eq!(
+        put(&order("40", other)).reply(&app.routes).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -228,7 +295,10 @@ async fn status_503_price_unavailable_with_retry_after() {
     assert_eq!(response.headers()["retry-after"], "2");
     let error = &json_of(&response)["error"];
     assert_eq!(error["code"], "price_unavailable");
-    assert!(error["message"].as_str().unwrap().contains("upstream answered 503"));
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream answered 503"));
     assert_eq!(stored(&app).await, 0);
 }
 
@@ -240,19 +310,32 @@ async fn status_503_unavailable_when_the_store_is_down() {
     assert_eq!(response.headers()["retry-after"], "1");
     let error = &json_of(&response)["error"];
     assert_eq!(error["code"], "unavailable");
-    assert!(!error["message"].as_str().unwrap().contains("connection refused"), "internals stay in the log");
+    assert!(
+        !error["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "internals stay in the log"
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_json_errors_and_health_is_200() {
     let app = app(Some("50000"), BtcCap::DEFAULT);
-    let health = warp::test::request().path("/healthcheck").reply(&app.routes).await;
+    let health = warp::test::request()
+        .path("/healthcheck")
+        .reply(&app.routes)
+        .await;
     assert_eq!(health.status(), 200);
     assert_eq!(json_of(&health)["status"], "ok");
     let missing = warp::test::request().path("/nope").reply(&app.routes).await;
     assert_eq!(missing.status(), 404);
     assert_eq!(json_of(&missing)["error"]["code"], "not_found");
-    let wrong = warp::test::request().method("DELETE").path("/buy_order").reply(&app.routes).await;
+    let wrong = warp::test::request()
+        .method("DELETE")
+        .path("/buy_order")
+        .reply(&app.routes)
+        .await;
     assert_eq!(wrong.status(), 405);
     assert_eq!(json_of(&wrong)["error"]["code"], "method_not_allowed");
 }

@@ -53,8 +53,7 @@ impl BuyOrder {
         sink: &EventSink<Self>,
     ) -> Result<(), BuyOrderError> {
         if let Some(existing) = &self.placed {
-            return if existing.currency == command.currency && existing.amount == command.amount
-            {
+            return if existing.currency == command.currency && existing.amount == command.amount {
                 Ok(()) // a retry: the first answer stands, nothing new happens
             } else {
                 Err(BuyOrderError::IdempotencyKeyReused {
@@ -76,12 +75,13 @@ impl BuyOrder {
                 quote.currency, command.currency
             ))));
         }
-        let satoshis =
-            btc_for(command.amount, quote.rate).map_err(|_| BuyOrderError::BtcAmountOutOfRange {
+        let satoshis = btc_for(command.amount, quote.rate).map_err(|_| {
+            BuyOrderError::BtcAmountOutOfRange {
                 amount: command.amount,
                 currency: command.currency,
                 rate: quote.rate.to_string(),
-            })?;
+            }
+        })?;
         let placed = BuyOrderPlaced {
             order_id: command.order_id(),
             client_id: command.client_id,
@@ -94,7 +94,8 @@ impl BuyOrder {
             satoshis,
             placed_at: services.clock.now(),
         };
-        sink.write(BuyOrderEvent::BuyOrderPlaced(placed), self).await;
+        sink.write(BuyOrderEvent::BuyOrderPlaced(placed), self)
+            .await;
         Ok(())
     }
 }

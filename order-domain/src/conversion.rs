@@ -20,10 +20,7 @@ pub fn btc_for(amount: FiatAmount, rate: BtcRate) -> Result<Satoshis, Conversion
     let divisor = rate.mantissa().unsigned_abs();
     let shift = 6 + rate.scale();
     let cents = u128::from(amount.cents());
-    let quotient = match 10u128
-        .checked_pow(shift)
-        .and_then(|p| cents.checked_mul(p))
-    {
+    let quotient = match 10u128.checked_pow(shift).and_then(|p| cents.checked_mul(p)) {
         Some(numerator) => ceil_div(numerator, divisor),
         None => long_division_ceil(cents, shift, divisor).ok_or(ConversionError)?,
     };
@@ -33,7 +30,7 @@ pub fn btc_for(amount: FiatAmount, rate: BtcRate) -> Result<Satoshis, Conversion
 }
 
 fn ceil_div(numerator: u128, divisor: u128) -> u128 {
-    numerator / divisor + u128::from(numerator % divisor != 0)
+    numerator / divisor + u128::from(!numerator.is_multiple_of(divisor))
 }
 
 /// `ceil(value × 10^shift / divisor)` one decimal digit at a time, so that the running remainder
@@ -43,9 +40,7 @@ fn long_division_ceil(value: u128, shift: u32, divisor: u128) -> Option<u128> {
     let mut remainder = value % divisor;
     for _ in 0..shift {
         remainder *= 10;
-        quotient = quotient
-            .checked_mul(10)?
-            .checked_add(remainder / divisor)?;
+        quotient = quotient.checked_mul(10)?.checked_add(remainder / divisor)?;
         remainder %= divisor;
     }
     quotient.checked_add(u128::from(remainder != 0))
@@ -56,13 +51,19 @@ mod tests {
     use super::*;
 
     fn sats(amount: &str, rate: &str) -> Result<Satoshis, ConversionError> {
-        btc_for(FiatAmount::parse(amount).unwrap(), BtcRate::parse(rate).unwrap())
+        btc_for(
+            FiatAmount::parse(amount).unwrap(),
+            BtcRate::parse(rate).unwrap(),
+        )
     }
 
     #[test]
     fn worked_example_from_the_api() {
         // 123.45 / 48478.88 = 0.002546468... → rounded up to 0.00254647
-        assert_eq!(sats("123.45", "48478.88").unwrap().to_string(), "0.00254647");
+        assert_eq!(
+            sats("123.45", "48478.88").unwrap().to_string(),
+            "0.00254647"
+        );
     }
 
     #[test]
@@ -73,7 +74,10 @@ mod tests {
 
     #[test]
     fn smallest_amount_at_huge_rate_gives_one_satoshi() {
-        assert_eq!(sats("0.01", "999999999999999999999999").unwrap(), Satoshis::new(1));
+        assert_eq!(
+            sats("0.01", "999999999999999999999999").unwrap(),
+            Satoshis::new(1)
+        );
     }
 
     #[test]

@@ -120,7 +120,11 @@ mod tests {
                 remaining: Satoshis::new(40)
             })
         );
-        assert_eq!(ledger.sold(), Satoshis::new(60), "a refusal changes nothing");
+        assert_eq!(
+            ledger.sold(),
+            Satoshis::new(60),
+            "a refusal changes nothing"
+        );
         ledger.reserve(Satoshis::new(40)).unwrap();
         assert_eq!(ledger.remaining(), Satoshis::ZERO);
         assert!(ledger.reserve(Satoshis::new(1)).is_err());

@@ -86,7 +86,8 @@ impl<'a> DecimalText<'a> {
         let (int, fraction) = digits.split_once('.').unwrap_or((digits, ""));
         let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let fraction_ok = fraction.is_empty() && !digits.contains('.') || all_digits(fraction);
-        let exponent_ok = exponent.is_none_or(|e| all_digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+        let exponent_ok =
+            exponent.is_none_or(|e| all_digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
         (all_digits(int) && fraction_ok && exponent_ok).then_some(DecimalText {
             mantissa,
             fraction,
@@ -143,13 +144,18 @@ impl FiatAmount {
     /// number, however many digits it is written with, gets the right verdict: `1.000…0` (any
     /// number of zeros) is `1.00`, `0.1000…01` has too many decimals, `1e99` is out of range.
     pub fn parse(text: &str) -> Result<Self, ValueError> {
-        let parts = DecimalText::split(text).ok_or_else(|| ValueError::NotADecimal(text.to_owned()))?;
+        let parts =
+            DecimalText::split(text).ok_or_else(|| ValueError::NotADecimal(text.to_owned()))?;
         let out_of_range = || ValueError::AmountOutOfRange(text.to_owned());
         let int = parts.mantissa.trim_start_matches('-');
         let int = int.split_once('.').map_or(int, |(i, _)| i);
         let exponent: i64 = match parts.exponent {
             None => 0,
-            Some(e) => e.parse().unwrap_or(if e.starts_with('-') { i64::MIN / 2 } else { i64::MAX / 2 }),
+            Some(e) => e.parse().unwrap_or(if e.starts_with('-') {
+                i64::MIN / 2
+            } else {
+                i64::MAX / 2
+            }),
         };
         // All digits, and where the decimal point falls among them.
         let digits = format!("{int}{}", parts.fraction);
@@ -336,7 +342,12 @@ impl Satoshis {
 impl fmt::Display for Satoshis {
     /// As BTC with 8 decimals: `Satoshis::new(254647)` shows as `0.00254647`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:08}", self.0 / Self::PER_BTC, self.0 % Self::PER_BTC)
+        write!(
+            f,
+            "{}.{:08}",
+            self.0 / Self::PER_BTC,
+            self.0 % Self::PER_BTC
+        )
     }
 }
 
@@ -358,24 +369,34 @@ mod tests {
         assert_eq!(FiatAmount::parse("123.45").unwrap().cents(), 12345);
         assert_eq!(FiatAmount::parse("0.01").unwrap().cents(), 1);
         assert_eq!(FiatAmount::parse("1.230").unwrap().cents(), 123);
-        assert_eq!(FiatAmount::parse("999999999.99").unwrap().cents(), 99_999_999_999);
+        assert_eq!(
+            FiatAmount::parse("999999999.99").unwrap().cents(),
+            99_999_999_999
+        );
         assert_eq!(FiatAmount::parse("1e2").unwrap().cents(), 10000);
         assert_eq!(FiatAmount::parse("1.5E1").unwrap().cents(), 1500);
         assert_eq!(FiatAmount::parse("100").unwrap().to_string(), "100.00");
-        assert_eq!(FiatAmount::parse("-0").err(), Some(ValueError::AmountOutOfRange("-0".into())));
+        assert_eq!(
+            FiatAmount::parse("-0").err(),
+            Some(ValueError::AmountOutOfRange("-0".into()))
+        );
         let long_one = format!("1.{}", "0".repeat(40));
         assert_eq!(FiatAmount::parse(&long_one).unwrap().cents(), 100);
         let long_int = format!("{}1.5", "0".repeat(40));
         assert_eq!(FiatAmount::parse(&long_int).unwrap().cents(), 150);
         assert_eq!(FiatAmount::parse("0.0125e2").unwrap().cents(), 125);
         assert_eq!(FiatAmount::parse("12345e-2").unwrap().cents(), 12345);
-        assert_eq!(FiatAmount::parse("9.9999999999e8").unwrap().cents(), 99_999_999_999);
+        assert_eq!(
+            FiatAmount::parse("9.9999999999e8").unwrap().cents(),
+            99_999_999_999
+        );
     }
 
     #[test]
     fn fiat_amount_refuses_invalid_text() {
         use ValueError::*;
-        let cases: &[(&str, fn(&ValueError) -> bool)] = &[
+        type Expect = fn(&ValueError) -> bool;
+        let cases: &[(&str, Expect)] = &[
             ("1.234", |e| matches!(e, TooManyDecimals(_))),
             ("0.001", |e| matches!(e, TooManyDecimals(_))),
             ("0", |e| matches!(e, AmountOutOfRange(_))),
@@ -384,11 +405,19 @@ mod tests {
             ("1000000000", |e| matches!(e, AmountOutOfRange(_))),
             ("1000000000.00", |e| matches!(e, AmountOutOfRange(_))),
             ("1e9", |e| matches!(e, AmountOutOfRange(_))),
-            ("99999999999999999999999999999999999", |e| matches!(e, AmountOutOfRange(_))),
-            ("0.1000000000000000055511151231257827", |e| matches!(e, TooManyDecimals(_))),
+            ("99999999999999999999999999999999999", |e| {
+                matches!(e, AmountOutOfRange(_))
+            }),
+            ("0.1000000000000000055511151231257827", |e| {
+                matches!(e, TooManyDecimals(_))
+            }),
             ("-0.001", |e| matches!(e, AmountOutOfRange(_))),
-            ("1e-99999999999999999999999", |e| matches!(e, TooManyDecimals(_))),
-            ("1e99999999999999999999999", |e| matches!(e, AmountOutOfRange(_))),
+            ("1e-99999999999999999999999", |e| {
+                matches!(e, TooManyDecimals(_))
+            }),
+            ("1e99999999999999999999999", |e| {
+                matches!(e, AmountOutOfRange(_))
+            }),
             ("1e99", |e| matches!(e, AmountOutOfRange(_))),
             ("abc", |e| matches!(e, NotADecimal(_))),
             ("", |e| matches!(e, NotADecimal(_))),
@@ -410,7 +439,10 @@ mod tests {
     #[test]
     fn rate_keeps_source_decimals_and_must_be_positive() {
         assert_eq!(BtcRate::parse("48478.80").unwrap().to_string(), "48478.80");
-        assert_eq!(BtcRate::parse("0.000000000001").unwrap().to_string(), "0.000000000001");
+        assert_eq!(
+            BtcRate::parse("0.000000000001").unwrap().to_string(),
+            "0.000000000001"
+        );
         assert!(BtcRate::parse("0").is_err());
         assert!(BtcRate::parse("-5").is_err());
         assert!(BtcRate::parse("x").is_err());
@@ -431,7 +463,10 @@ mod tests {
     fn serde_round_trips_through_strings() {
         let amount = FiatAmount::parse("10.5").unwrap();
         assert_eq!(serde_json::to_string(&amount).unwrap(), "\"10.50\"");
-        assert_eq!(serde_json::from_str::<FiatAmount>("\"10.50\"").unwrap(), amount);
+        assert_eq!(
+            serde_json::from_str::<FiatAmount>("\"10.50\"").unwrap(),
+            amount
+        );
         assert!(serde_json::from_str::<FiatAmount>("\"10.505\"").is_err());
         assert_eq!(serde_json::to_string(&Currency::EUR).unwrap(), "\"EUR\"");
         assert!(serde_json::from_str::<Currency>("\"XXX\"").is_err());

@@ -59,9 +59,10 @@ impl<ES: EventStore<BuyOrder> + Clone> CqrsOrderWriter<ES> {
     /// The stored order and the request id that placed it.
     async fn stored(&self, id: &str) -> Result<(BuyOrderPlaced, Option<String>), PlaceError> {
         let events = self.store.load_events(id).await.map_err(store_error)?;
-        let first = events.into_iter().next().ok_or_else(|| {
-            StoreError::Corrupt(format!("order {id} committed but not found"))
-        })?;
+        let first = events
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} committed but not found")))?;
         let BuyOrderEvent::BuyOrderPlaced(placed) = first.payload;
         Ok((placed, first.metadata.get(REQUEST_ID).cloned()))
     }

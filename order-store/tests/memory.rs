@@ -82,13 +82,19 @@ async fn a_commit_on_a_stale_aggregate_is_a_conflict() {
 async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
     let store = MemEventStore::new(BtcCap::new(Satoshis::new(100)));
     let a = command("1");
-    let ctx = store.load_aggregate(&a.order_id().to_string()).await.unwrap();
+    let ctx = store
+        .load_aggregate(&a.order_id().to_string())
+        .await
+        .unwrap();
     store
         .commit(vec![event_for(&a, 60)], ctx, Default::default())
         .await
         .unwrap();
     let b = command("2");
-    let ctx = store.load_aggregate(&b.order_id().to_string()).await.unwrap();
+    let ctx = store
+        .load_aggregate(&b.order_id().to_string())
+        .await
+        .unwrap();
     let refused = store
         .commit(vec![event_for(&b, 41)], ctx, Default::default())
         .await;
@@ -102,10 +108,17 @@ async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
         }
         other => panic!("expected CapExceeded, got {other:?}"),
     }
-    assert!(store.load_events(&b.order_id().to_string()).await.unwrap().is_empty());
+    assert!(store
+        .load_events(&b.order_id().to_string())
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.read_after(Position::ZERO, 10).await.unwrap().len(), 1);
     // exactly reaching the cap is fine
-    let ctx = store.load_aggregate(&b.order_id().to_string()).await.unwrap();
+    let ctx = store
+        .load_aggregate(&b.order_id().to_string())
+        .await
+        .unwrap();
     store
         .commit(vec![event_for(&b, 40)], ctx, Default::default())
         .await
@@ -133,7 +146,10 @@ async fn concurrent_identical_places_give_one_order_and_one_original() {
     }
     assert_eq!(originals, 1);
     assert_eq!(orders.len(), 1, "every request sees the same stored order");
-    assert_eq!(store.read_after(Position::ZERO, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        store.read_after(Position::ZERO, 100).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -150,7 +166,9 @@ async fn a_reused_key_with_another_amount_is_refused() {
     };
     assert!(matches!(
         writer.place(reuse).await,
-        Err(PlaceError::Refused(BuyOrderError::IdempotencyKeyReused { .. }))
+        Err(PlaceError::Refused(
+            BuyOrderError::IdempotencyKeyReused { .. }
+        ))
     ));
 }
 
@@ -172,7 +190,10 @@ async fn concurrent_orders_never_cross_the_cap() {
         match result {
             Ok(_) => {}
             Err(PlaceError::Refused(BuyOrderError::CapExceeded { requested, .. })) => {
-                assert_eq!(requested, Satoshis::new(amount.parse::<u64>().unwrap() * 1_000_000));
+                assert_eq!(
+                    requested,
+                    Satoshis::new(amount.parse::<u64>().unwrap() * 1_000_000)
+                );
                 refused_sizes.push(requested);
             }
             Err(other) => panic!("unexpected {other:?}"),
@@ -185,7 +206,10 @@ async fn concurrent_orders_never_cross_the_cap() {
     let remaining = Satoshis::from_btc(1).count() - sold;
     assert!(!refused_sizes.is_empty());
     for size in refused_sizes {
-        assert!(size.count() > remaining, "refused {size} while {remaining} remained");
+        assert!(
+            size.count() > remaining,
+            "refused {size} while {remaining} remained"
+        );
     }
 }
 
@@ -217,9 +241,16 @@ async fn the_log_is_gap_free_and_wakes_waiting_readers() {
     let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
     assert_eq!(positions, (1..=50).collect::<Vec<_>>());
     let tail = store.read_after(Position(45), 3).await.unwrap();
-    assert_eq!(tail.iter().map(|e| e.position.0).collect::<Vec<_>>(), [46, 47, 48]);
+    assert_eq!(
+        tail.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+        [46, 47, 48]
+    );
     assert!(store.read_after(Position(50), 10).await.unwrap().is_empty());
-    assert!(store.read_after(Position(u64::MAX), 10).await.unwrap().is_empty());
+    assert!(store
+        .read_after(Position(u64::MAX), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

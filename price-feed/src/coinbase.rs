@@ -62,7 +62,10 @@ impl CoinbaseSource {
         {
             return Err(FeedError::BadBody("body too large".into()));
         }
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         if body.len() > MAX_BODY_BYTES {
             return Err(FeedError::BadBody("body too large".into()));
         }
@@ -115,7 +118,9 @@ impl PriceSource for CoinbaseSource {
         (|| self.fetch_once(currency))
             .retry(backoff)
             .when(FeedError::is_transient)
-            .notify(|err, wait| tracing::warn!(%err, ?wait, %currency, "price fetch failed, retrying"))
+            .notify(
+                |err, wait| tracing::warn!(%err, ?wait, %currency, "price fetch failed, retrying"),
+            )
             .await
             .map_err(|err| {
                 tracing::warn!(%err, %currency, "no price from coinbase");
@@ -131,7 +136,10 @@ mod tests {
     #[test]
     fn parses_exactly_and_refuses_anything_else() {
         let ok = br#"{"data":{"base":"BTC","currency":"USD","amount":"48478.88"}}"#;
-        assert_eq!(parse_quote(ok, Currency::USD).unwrap().to_string(), "48478.88");
+        assert_eq!(
+            parse_quote(ok, Currency::USD).unwrap().to_string(),
+            "48478.88"
+        );
         let number = br#"{"data":{"base":"BTC","currency":"EUR","amount":12345678901234567.123}}"#;
         assert_eq!(
             parse_quote(number, Currency::EUR).unwrap().to_string(),
@@ -149,7 +157,11 @@ mod tests {
             b"<html>",
             b"",
         ] {
-            assert!(parse_quote(bad, Currency::USD).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_quote(bad, Currency::USD).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -59,8 +59,8 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
-    let ok = (s.starts_with("http://") || s.starts_with("https://"))
-        && reqwest::Url::parse(s).is_ok();
+    let ok =
+        (s.starts_with("http://") || s.starts_with("https://")) && reqwest::Url::parse(s).is_ok();
     ok.then(|| s.to_owned())
         .ok_or_else(|| format!("{s:?} is not an http(s) URL"))
 }
@@ -70,7 +70,11 @@ fn parse_url(s: &str) -> Result<String, String> {
 pub struct PriceFeedConfig {
     /// Price source: `simulated`, `coinbase` or `fixed:USD=…,EUR=…,GBP=…`. Each binary has its
     /// own default: simulated for the all-in-one, coinbase for the services.
-    #[arg(long = "price-source", env = "PRICE_SOURCE", value_name = "PRICE_SOURCE")]
+    #[arg(
+        long = "price-source",
+        env = "PRICE_SOURCE",
+        value_name = "PRICE_SOURCE"
+    )]
     pub source: Option<PriceSourceSpec>,
     /// Base URL of the Coinbase API.
     #[arg(long, env = "COINBASE_URL", value_name = "COINBASE_URL",
@@ -89,7 +93,12 @@ pub struct PriceFeedConfig {
           default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=10))]
     pub retries: u8,
     /// Seed of the simulated random walk.
-    #[arg(long = "price-seed", env = "PRICE_SEED", value_name = "PRICE_SEED", default_value_t = 42)]
+    #[arg(
+        long = "price-seed",
+        env = "PRICE_SEED",
+        value_name = "PRICE_SEED",
+        default_value_t = 42
+    )]
     pub seed: u64,
 }
 

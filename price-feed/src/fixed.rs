@@ -85,7 +85,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_lists() {
-        for bad in ["", "USD", "USD=0", "USD=-1", "JPY=1", "USD=1,USD=2", "USD=abc"] {
+        for bad in [
+            "",
+            "USD",
+            "USD=0",
+            "USD=-1",
+            "JPY=1",
+            "USD=1,USD=2",
+            "USD=abc",
+        ] {
             assert!(bad.parse::<FixedSource>().is_err(), "{bad:?}");
         }
     }

@@ -12,8 +12,11 @@ use tokio::sync::Mutex;
 
 /// Starting USD price in cents, and each currency's rate as basis points of the USD one.
 const START_USD_CENTS: i64 = 4_847_888;
-const FX_BASIS_POINTS: [(Currency, i64); 3] =
-    [(Currency::USD, 10_000), (Currency::EUR, 8_497), (Currency::GBP, 7_288)];
+const FX_BASIS_POINTS: [(Currency, i64); 3] = [
+    (Currency::USD, 10_000),
+    (Currency::EUR, 8_497),
+    (Currency::GBP, 7_288),
+];
 /// Largest move per step, in basis points (0.25 %).
 const MAX_STEP_BP: i64 = 25;
 
@@ -110,7 +113,9 @@ mod tests {
         let a = walk(7);
         assert_eq!(a, walk(7));
         assert_ne!(a, walk(8));
-        assert!(a.iter().all(|c| (START_USD_CENTS / 2..=START_USD_CENTS * 2).contains(c)));
+        assert!(a
+            .iter()
+            .all(|c| (START_USD_CENTS / 2..=START_USD_CENTS * 2).contains(c)));
         assert!(a.windows(2).any(|w| w[0] != w[1]), "it moves");
     }
 

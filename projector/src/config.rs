@@ -11,9 +11,21 @@ pub struct ProjectorSettings {
 
 /// Everything `projector` reads at start-up.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "projector", version, about = "buy-orders projector: events → read table")]
+#[command(
+    name = "projector",
+    version,
+    about = "buy-orders projector: events → read table"
+)]
 pub struct ProjectorConfig {
     /// Batch size.
     #[command(flatten)]
     pub projector: ProjectorSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::ProjectorConfig as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -36,7 +36,10 @@ fn place() -> PlaceBuyOrder {
 
 async fn table(model: &MemReadModel) -> Vec<OrderId> {
     let page = model
-        .page(PageRequest { after: None, size: PageSize::new(100).unwrap() })
+        .page(PageRequest {
+            after: None,
+            size: PageSize::new(100).unwrap(),
+        })
         .await
         .unwrap();
     page.rows.into_iter().map(|row| row.id).collect()
@@ -57,7 +60,10 @@ async fn projects_live_while_orders_arrive_and_stops_on_shutdown() {
         let (projector, shutdown) = (projector.clone(), shutdown.clone());
         async move { projector.run(shutdown).await }
     });
-    let writer = Arc::new(CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate))));
+    let writer = Arc::new(CqrsOrderWriter::new(
+        store.clone(),
+        BuyOrderServices::new(Arc::new(Rate)),
+    ));
     let places: Vec<_> = (0..60)
         .map(|_| {
             let writer = writer.clone();
@@ -70,12 +76,18 @@ async fn projects_live_while_orders_arrive_and_stops_on_shutdown() {
     // eventually consistent: wait (bounded) for the table to catch up
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while model.checkpoint().await.unwrap() < Position(60) {
-        assert!(tokio::time::Instant::now() < deadline, "projector fell behind");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projector fell behind"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(table(&model).await, log_ids(&store).await);
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), running).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -94,7 +106,11 @@ async fn a_restarted_projector_resumes_from_the_checkpoint_without_doubles() {
     // a new projector over the same table: continues at 10, adds 5
     let second = Projector::new(Arc::new(store.clone()), model.clone(), 100);
     assert_eq!(second.catch_up().await.unwrap(), Position(15));
-    assert_eq!(second.catch_up().await.unwrap(), Position(15), "nothing new, nothing done");
+    assert_eq!(
+        second.catch_up().await.unwrap(),
+        Position(15),
+        "nothing new, nothing done"
+    );
     assert_eq!(model.len(), 15);
     assert_eq!(table(&model).await, log_ids(&store).await);
 }
@@ -107,6 +123,9 @@ async fn replaying_into_an_empty_table_rebuilds_it() {
         writer.place(place()).await.unwrap();
     }
     let fresh = Arc::new(MemReadModel::new());
-    Projector::new(Arc::new(store.clone()), fresh.clone(), 5).catch_up().await.unwrap();
+    Projector::new(Arc::new(store.clone()), fresh.clone(), 5)
+        .catch_up()
+        .await
+        .unwrap();
     assert_eq!(table(&fresh).await, log_ids(&store).await);
 }

@@ -96,8 +96,8 @@ mod tests {
     use super::*;
     use crate::recover;
 
-    fn route() -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone
-    {
+    fn route(
+    ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
         json_body(32)
             .map(|v: Value| warp::reply::json(&v))
             .recover(recover)
@@ -124,7 +124,10 @@ mod tests {
             .reply(&route())
             .await;
         assert_eq!(response.status(), 200);
-        assert_eq!(response.body().as_ref(), br#"{"a":12345678901234567890.123}"#);
+        assert_eq!(
+            response.body().as_ref(),
+            br#"{"a":12345678901234567890.123}"#
+        );
     }
 
     #[tokio::test]
@@ -132,21 +135,32 @@ mod tests {
         let json = |body: &str| {
             warp::test::request()
                 .header("content-type", "application/json")
-                .body(body.to_owned())
+                .body(body)
         };
         assert_eq!(
             status_and_code(warp::test::request().body("{}")).await,
             (415, "unsupported_media_type".into())
         );
         assert_eq!(
-            status_and_code(warp::test::request().header("content-type", "text/plain").body("{}")).await,
+            status_and_code(
+                warp::test::request()
+                    .header("content-type", "text/plain")
+                    .body("{}")
+            )
+            .await,
             (415, "unsupported_media_type".into())
         );
         assert_eq!(
             status_and_code(json(&format!("\"{}\"", "x".repeat(40)))).await,
             (413, "payload_too_large".into())
         );
-        assert_eq!(status_and_code(json("{nope")).await, (400, "invalid_json".into()));
-        assert_eq!(status_and_code(json("")).await, (400, "invalid_json".into()));
+        assert_eq!(
+            status_and_code(json("{nope")).await,
+            (400, "invalid_json".into())
+        );
+        assert_eq!(
+            status_and_code(json("")).await,
+            (400, "invalid_json".into())
+        );
     }
 }

@@ -52,7 +52,11 @@ impl ApiError {
 
     /// 422 `validation_failed`.
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
     }
 
     /// 503 `unavailable`: a backend is down; retry shortly.

@@ -1,7 +1,5 @@
 //! Serving routes, shutting down cleanly, and logging.
 
-
-
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,18 +22,16 @@ where
     F: Filter<Error = warp::Rejection> + Clone + Send + Sync + 'static,
     F::Extract: Reply,
 {
-    let routes = routes
-        .recover(recover)
-        .with(warp::log::custom(|info| {
-            tracing::info!(
-                target: "http",
-                method = %info.method(),
-                path = info.path(),
-                status = info.status().as_u16(),
-                latency_us = info.elapsed().as_micros() as u64,
-                "request"
-            );
-        }));
+    let routes = routes.recover(recover).with(warp::log::custom(|info| {
+        tracing::info!(
+            target: "http",
+            method = %info.method(),
+            path = info.path(),
+            status = info.status().as_u16(),
+            latency_us = info.elapsed().as_micros() as u64,
+            "request"
+        );
+    }));
     warp::serve(routes)
         .incoming(listener)
         .graceful(async move { shutdown.cancelled().await })
@@ -43,30 +39,21 @@ where
         .await;
 }
 
-/// Cancels `token` on Ctrl-C or SIGTERM.
-pub fn shutdown_on_signal(token: CancellationToken) {
+/// Cancels `token` on Ctrl-C (SIGINT) or SIGTERM. The handlers are installed before this
+/// returns, so a signal sent right after (e.g. once a start-up banner is printed) is not missed.
+pub fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = ctrl_c => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                }
-            }
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
         tracing::info!("shutdown requested");
         token.cancel();
     });
+    Ok(())
 }
 
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`). Safe to call
@@ -79,4 +66,3 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
-

@@ -110,7 +110,10 @@ impl EventStore<BuyOrder> for MemEventStore {
             .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         let mut state = self.shared.state.lock();
         let state = &mut *state;
-        let stream = state.streams.entry(context.aggregate_id.clone()).or_default();
+        let stream = state
+            .streams
+            .entry(context.aggregate_id.clone())
+            .or_default();
         if stream.len() != context.sequence {
             return Err(AggregateError::AggregateConflict);
         }

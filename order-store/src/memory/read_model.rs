@@ -1,5 +1,6 @@
 //! An in-memory read table.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -51,8 +52,9 @@ impl ReadModelWriter for MemReadModel {
                 continue; // already applied
             }
             let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-            if !state.positions.contains_key(&placed.order_id) {
-                state.positions.insert(placed.order_id, logged.position);
+            let state = &mut *state;
+            if let Entry::Vacant(slot) = state.positions.entry(placed.order_id) {
+                slot.insert(logged.position);
                 state.rows.insert(logged.position, OrderView::from(placed));
             }
             state.checkpoint = logged.position;

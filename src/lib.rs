@@ -1,0 +1,166 @@
+//! # buy-orders (all-in-one)
+//!
+//! The whole system in one process: the write API, the read API and the projector, on the
+//! in-memory store with the in-process log as the bus and (by default) simulated prices. No
+//! database, broker or network needed: `cargo run --release` and go.
+//!
+//! [`start`] assembles and starts everything and hands back a [`System`] with the addresses it
+//! listens on, so tests can run the real thing on ephemeral ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use api_read::config::ReadSettings;
+use api_read::ReadApi;
+use api_write::config::WriteSettings;
+use api_write::WriteApi;
+use order_domain::BuyOrderServices;
+use order_store::memory::{MemEventStore, MemReadModel};
+use order_store::CqrsOrderWriter;
+use price_feed::{PriceFeedConfig, PriceSourceSpec};
+use projector::config::ProjectorSettings;
+use projector::Projector;
+use service_kit::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Everything `buy-orders` reads at start-up, from environment variables (or `--flags`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "buy-orders",
+    version,
+    about = "buy-orders all-in-one: write API, read API and projector in one process"
+)]
+pub struct Config {
+    /// Write API address and BTC cap.
+    #[command(flatten)]
+    pub write: WriteSettings,
+    /// Read API address.
+    #[command(flatten)]
+    pub read: ReadSettings,
+    /// Projector batch size.
+    #[command(flatten)]
+    pub projector: ProjectorSettings,
+    /// Prices (default here: simulated).
+    #[command(flatten)]
+    pub prices: PriceFeedConfig,
+}
+
+/// Why the system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The price source could not be set up.
+    #[error("price source: {0}")]
+    Prices(#[from] price_feed::FeedError),
+    /// A listening address could not be bound.
+    #[error("cannot listen on {variable}={addr}: {source}")]
+    Bind {
+        /// The variable that named the address.
+        variable: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The running system.
+pub struct System {
+    /// Where the write API listens.
+    pub write_addr: SocketAddr,
+    /// Where the read API listens.
+    pub read_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl System {
+    /// A token that stops the system when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Asks every part to stop (servers finish requests in flight).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every part has stopped.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn bind(variable: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            variable,
+            addr,
+            source,
+        })
+}
+
+/// Starts the write API, the read API and the projector.
+pub async fn start(config: &Config) -> Result<System, StartError> {
+    let prices = config
+        .prices
+        .build(&config.prices.spec(PriceSourceSpec::Simulated))?;
+    let write_listener = bind("WRITE_ADDR", config.write.write_addr).await?;
+    let read_listener = bind("READ_ADDR", config.read.read_addr).await?;
+    let write_addr = write_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            variable: "WRITE_ADDR",
+            addr: config.write.write_addr,
+            source,
+        })?;
+    let read_addr = read_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            variable: "READ_ADDR",
+            addr: config.read.read_addr,
+            source,
+        })?;
+
+    let store = MemEventStore::new(config.write.max_total_btc);
+    let model = Arc::new(MemReadModel::new());
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(prices));
+    let projector = Projector::new(
+        Arc::new(store),
+        model.clone(),
+        config.projector.batch as usize,
+    );
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let write_routes = WriteApi::new(Arc::new(writer)).routes();
+    let read_routes = ReadApi::new(model).routes();
+    tasks.spawn(service_kit::serve(
+        write_routes,
+        write_listener,
+        shutdown.clone(),
+    ));
+    tasks.spawn(service_kit::serve(
+        read_routes,
+        read_listener,
+        shutdown.clone(),
+    ));
+    let token = shutdown.clone();
+    tasks.spawn(async move { projector.run(token).await });
+    tracing::info!(%write_addr, %read_addr, cap = %config.write.max_total_btc, "buy-orders started");
+    Ok(System {
+        write_addr,
+        read_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

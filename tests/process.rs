@@ -1,0 +1,102 @@
+//! The `buy-orders` binary as a user runs it: bad configuration stops it with a message naming
+//! the variable, and SIGTERM or Ctrl-C (SIGINT) stop it cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_buy-orders"));
+    command.env("RUST_LOG", "warn");
+    for variable in [
+        "WRITE_ADDR",
+        "READ_ADDR",
+        "MAX_TOTAL_BTC",
+        "PRICE_SOURCE",
+        "PRICE_TTL_MS",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+#[test]
+fn a_bad_value_stops_start_up_naming_the_variable() {
+    for (variable, value) in [
+        ("MAX_TOTAL_BTC", "lots"),
+        ("MAX_TOTAL_BTC", "0.000000001"),
+        ("WRITE_ADDR", "localhost"),
+        ("READ_ADDR", "127.0.0.1:99999"),
+        ("PRICE_SOURCE", "kraken"),
+        ("PRICE_SOURCE", "fixed:USD=-1"),
+        ("PRICE_TTL_MS", "soon"),
+        ("PROJECTOR_BATCH", "0"),
+    ] {
+        let output = binary().env(variable, value).output().unwrap();
+        assert!(!output.status.success(), "{variable}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stops_cleanly_on(signal: i32) {
+    let (write, read) = (free_port(), free_port());
+    let mut child = binary()
+        .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
+        .env("READ_ADDR", format!("127.0.0.1:{read}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    for _ in 0..3 {
+        stdout.read_line(&mut banner).unwrap();
+    }
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{write}/buy_order")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{read}/buy_orders")),
+        "{banner}"
+    );
+    // it serves
+    let mut health = std::net::TcpStream::connect(("127.0.0.1", read)).unwrap();
+    std::io::Write::write_all(&mut health, b"GET /healthcheck HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut health, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.contains("buy-orders stopped"), "{rest}");
+}
+
+#[test]
+fn sigterm_stops_it_cleanly() {
+    stops_cleanly_on(libc::SIGTERM);
+}
+
+#[test]
+fn ctrl_c_stops_it_cleanly() {
+    stops_cleanly_on(libc::SIGINT);
+}
