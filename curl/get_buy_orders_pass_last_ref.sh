@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The page after a given order: get_buy_orders_pass_last_ref.sh <LAST_REFERENCE> [PAGE_SIZE]
+# LAST_REFERENCE is the "last_reference" of the previous page (the id of its last row).
+# READ_URL overrides the read API's address (default http://127.0.0.1:8778).
+set -euo pipefail
+if [ $# -lt 1 ]; then
+  echo "usage: $0 <last_reference> [page_size]" >&2
+  exit 2
+fi
+curl -sS -i "${READ_URL:-http://127.0.0.1:8778}/buy_orders?last_reference=${1}&page_size=${2:-10}"
+echo
