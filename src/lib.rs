@@ -91,14 +91,20 @@ impl System {
     }
 }
 
-async fn bind(variable: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            variable,
-            addr,
-            source,
-        })
+/// Binds `addr` (named by `variable` in errors); returns the listener and the address it got
+/// (the real port when asked for port 0).
+async fn bind(
+    variable: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let error = |source| StartError::Bind {
+        variable,
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
+    Ok((listener, bound))
 }
 
 /// Starts the write API, the read API and the projector.
@@ -106,22 +112,8 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let prices = config
         .prices
         .build(&config.prices.spec(PriceSourceSpec::Simulated))?;
-    let write_listener = bind("WRITE_ADDR", config.write.write_addr).await?;
-    let read_listener = bind("READ_ADDR", config.read.read_addr).await?;
-    let write_addr = write_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            variable: "WRITE_ADDR",
-            addr: config.write.write_addr,
-            source,
-        })?;
-    let read_addr = read_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            variable: "READ_ADDR",
-            addr: config.read.read_addr,
-            source,
-        })?;
+    let (write_listener, write_addr) = bind("WRITE_ADDR", config.write.write_addr).await?;
+    let (read_listener, read_addr) = bind("READ_ADDR", config.read.read_addr).await?;
 
     let store = MemEventStore::new(config.write.max_total_btc);
     let model = Arc::new(MemReadModel::new());

@@ -23,14 +23,37 @@ fn key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn put(client: &reqwest::Client, system: &System, body: Value) -> reqwest::Response {
-    client
-        .put(format!("http://{}/buy_order", system.write_addr))
+/// An answer to `PUT /buy_order`.
+struct Answer {
+    status: u16,
+    replayed: bool,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap()
+    }
+}
+
+/// `PUT /buy_order`; takes owned values so that it can run in a spawned task.
+async fn put(client: reqwest::Client, write_url: String, body: Value) -> Answer {
+    let response = client
+        .put(format!("{write_url}/buy_order"))
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        replayed: response.headers().get("idempotent-replayed").is_some(),
+        text: response.text().await.unwrap(),
+    }
+}
+
+fn write_url(system: &System) -> String {
+    format!("http://{}", system.write_addr)
 }
 
 async fn page(client: &reqwest::Client, system: &System, query: &str) -> Value {
@@ -43,15 +66,31 @@ async fn page(client: &reqwest::Client, system: &System, query: &str) -> Value {
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
 
+/// Every row, walking the pages of `page_size` by `last_reference` until an empty one.
+async fn all_rows(client: &reqwest::Client, system: &System, page_size: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut query = format!("?page_size={page_size}");
+    loop {
+        let page = page(client, system, &query).await;
+        let batch = page["rows"].as_array().unwrap();
+        if batch.is_empty() {
+            assert_eq!(page["last_reference"], Value::Null);
+            return rows;
+        }
+        assert!(batch.len() <= page_size);
+        assert_eq!(page["last_reference"], batch.last().unwrap()["id"]);
+        rows.extend(batch.iter().cloned());
+        let last = page["last_reference"].as_str().unwrap();
+        query = format!("?page_size={page_size}&last_reference={last}");
+    }
+}
+
 /// Waits (bounded) until the read side shows `n` orders: it is eventually consistent.
 async fn wait_for_orders(client: &reqwest::Client, system: &System, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let shown = page(client, system, "?page_size=100").await["rows"]
-            .as_array()
-            .unwrap()
-            .len();
-        if shown >= n.min(100) {
+        let shown = all_rows(client, system, 100).await.len();
+        if shown >= n {
             return;
         }
         assert!(
@@ -62,6 +101,12 @@ async fn wait_for_orders(client: &reqwest::Client, system: &System, n: usize) {
     }
 }
 
+fn btc_to_sats(btc: &str) -> u64 {
+    let (whole, frac) = btc.split_once('.').unwrap();
+    assert_eq!(frac.len(), 8, "{btc}");
+    whole.parse::<u64>().unwrap() * 100_000_000 + frac.parse::<u64>().unwrap()
+}
+
 #[tokio::test]
 async fn orders_placed_are_paged_newest_first_each_exactly_once() {
     let system = system("100", "simulated").await;
@@ -69,32 +114,17 @@ async fn orders_placed_are_paged_newest_first_each_exactly_once() {
     let mut placed = Vec::new();
     for i in 0..25 {
         let currency = ["USD", "EUR", "GBP"][i % 3];
-        let response = put(&client, &system, json!({"currency": currency, "amount": format!("{}.{:02}", 10 + i, i), "idempotence_key": key()})).await;
-        assert_eq!(response.status(), 200);
-        let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
-        placed.push(body["buy_order"].clone());
+        let amount = format!("{}.{:02}", 10 + i, i);
+        let body = json!({"currency": currency, "amount": amount, "idempotence_key": key()});
+        let answer = put(client.clone(), write_url(&system), body).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        placed.push(answer.json()["buy_order"].clone());
     }
     wait_for_orders(&client, &system, 25).await;
-
-    let mut seen = Vec::new();
-    let mut query = "?page_size=10".to_owned();
-    loop {
-        let page = page(&client, &system, &query).await;
-        let rows = page["rows"].as_array().unwrap().clone();
-        if rows.is_empty() {
-            assert_eq!(page["last_reference"], Value::Null);
-            break;
-        }
-        assert!(rows.len() <= 10);
-        query = format!(
-            "?page_size=10&last_reference={}",
-            page["last_reference"].as_str().unwrap()
-        );
-        seen.extend(rows);
-    }
     placed.reverse();
     assert_eq!(
-        seen, placed,
+        all_rows(&client, &system, 10).await,
+        placed,
         "every order exactly once, newest first, as the write API answered"
     );
     system.shutdown();
@@ -108,44 +138,27 @@ async fn twenty_concurrent_identical_puts_give_one_order_and_identical_bodies() 
     let system = system("100", "fixed:USD=48478.88,EUR=41191.91,GBP=35330.89").await;
     let client = reqwest::Client::new();
     let body = json!({"currency": "USD", "amount": "123.45", "idempotence_key": key()});
-    let requests = (0..20).map(|_| {
-        let (client, body) = (client.clone(), body.clone());
-        let url = format!("http://{}/buy_order", system.write_addr);
-        tokio::spawn(async move {
-            let response = client
-                .put(url)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            let replayed = response.headers().get("idempotent-replayed").is_some();
-            (
-                response.status().as_u16(),
-                replayed,
-                response.text().await.unwrap(),
-            )
-        })
-    });
+    let requests: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(put(client.clone(), write_url(&system), body.clone())))
+        .collect();
     let mut bodies = HashSet::new();
     let mut originals = 0;
     for request in requests {
-        let (status, replayed, text) = request.await.unwrap();
-        assert_eq!(status, 200);
-        originals += usize::from(!replayed);
-        bodies.insert(text);
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200);
+        originals += usize::from(!answer.replayed);
+        bodies.insert(answer.text);
     }
     assert_eq!(bodies.len(), 1, "20 identical bodies");
     assert_eq!(originals, 1, "exactly one request placed it");
     let only: Value = serde_json::from_str(bodies.iter().next().unwrap()).unwrap();
     assert_eq!(only["buy_order"]["btc_amount"], "0.00254647");
     wait_for_orders(&client, &system, 1).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let rows = page(&client, &system, "?page_size=100").await["rows"]
-        .as_array()
-        .unwrap()
-        .clone();
-    assert_eq!(rows, vec![only["buy_order"].clone()], "one order");
+    assert_eq!(
+        all_rows(&client, &system, 100).await,
+        vec![only["buy_order"].clone()],
+        "one order"
+    );
     system.shutdown();
 }
 
@@ -154,48 +167,36 @@ async fn concurrent_orders_never_cross_a_small_cap_and_only_misfits_are_refused(
     // cap 0.5 BTC; at 1000 USD/BTC, 1 USD = 0.001 BTC; orders of 10..=90 USD = 0.01..0.09 BTC
     let system = system("0.5", "fixed:USD=1000").await;
     let client = reqwest::Client::new();
-    let requests: Vec<_> = (0..120)
+    let requests: Vec<_> = (0..120u64)
         .map(|i| {
-            let (client, url) = (
-                client.clone(),
-                format!("http://{}/buy_order", system.write_addr),
-            );
             let amount = 10 * (i % 9 + 1);
-            tokio::spawn(async move {
-                let body = json!({"currency": "USD", "amount": amount, "idempotence_key": key()});
-                let response = client
-                    .put(url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (
-                    amount,
-                    status,
-                    serde_json::from_str::<Value>(&response.text().await.unwrap()).unwrap(),
-                )
-            })
+            let body = json!({"currency": "USD", "amount": amount, "idempotence_key": key()});
+            let answer = tokio::spawn(put(client.clone(), write_url(&system), body));
+            (amount * 100_000, answer) // the order's BTC, in satoshis
         })
         .collect();
-    let mut sold_sats = 0u64;
+    let mut sold = 0u64;
     let mut refused = Vec::new();
-    for request in requests {
-        let (amount, status, body) = request.await.unwrap();
-        let sats = amount as u64 * 100_000; // amount / 1000 BTC in satoshis
-        match status {
-            200 => sold_sats += sats,
+    for (sats, answer) in requests {
+        let answer = answer.await.unwrap();
+        match answer.status {
+            200 => {
+                assert_eq!(
+                    btc_to_sats(answer.json()["buy_order"]["btc_amount"].as_str().unwrap()),
+                    sats
+                );
+                sold += sats;
+            }
             409 => {
-                assert_eq!(body["error"]["code"], "btc_cap_exceeded");
+                assert_eq!(answer.json()["error"]["code"], "btc_cap_exceeded");
                 refused.push(sats);
             }
-            other => panic!("unexpected {other}: {body}"),
+            other => panic!("unexpected {other}: {}", answer.text),
         }
     }
     let cap = 50_000_000u64;
-    assert!(sold_sats <= cap, "sold {sold_sats} over the cap {cap}");
-    let remaining = cap - sold_sats;
+    assert!(sold <= cap, "sold {sold} over the cap {cap}");
+    let remaining = cap - sold;
     assert!(!refused.is_empty(), "the cap was reached");
     for sats in refused {
         assert!(
@@ -203,26 +204,23 @@ async fn concurrent_orders_never_cross_a_small_cap_and_only_misfits_are_refused(
             "refused {sats} sat while {remaining} remained"
         );
     }
-    // the read side agrees
-    wait_for_orders(&client, &system, 1).await;
-    let mut total = 0u64;
-    let mut query = "?page_size=100".to_owned();
+    // the read side shows exactly the accepted orders
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let page = page(&client, &system, &query).await;
-        let rows = page["rows"].as_array().unwrap();
-        if rows.is_empty() {
+        let rows = all_rows(&client, &system, 100).await;
+        let shown: u64 = rows
+            .iter()
+            .map(|row| btc_to_sats(row["btc_amount"].as_str().unwrap()))
+            .sum();
+        if shown == sold {
             break;
         }
-        for row in rows {
-            let btc = row["btc_amount"].as_str().unwrap();
-            let (whole, frac) = btc.split_once('.').unwrap();
-            total += whole.parse::<u64>().unwrap() * 100_000_000 + frac.parse::<u64>().unwrap();
-        }
-        query = format!(
-            "?page_size=100&last_reference={}",
-            page["last_reference"].as_str().unwrap()
+        assert!(shown < sold, "read side shows more BTC than was sold");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read side stuck at {shown} of {sold}"
         );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(total <= sold_sats);
     system.shutdown();
 }

@@ -3,28 +3,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use order_domain::*;
 use order_store::memory::{MemEventStore, MemReadModel};
 use order_store::*;
+use price_feed::FixedSource;
 use serde_json::Value;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
-
-struct Rate;
-
-#[async_trait]
-impl PriceSource for Rate {
-    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-        Ok(Quote {
-            currency,
-            rate: BtcRate::parse("48478.88").unwrap(),
-            source: "test".into(),
-            quoted_at: Utc::now(),
-        })
-    }
-}
 
 /// A read table that is down.
 struct Down;
@@ -42,6 +28,10 @@ impl ReadModel for Down {
     }
 }
 
+fn rate() -> FixedSource {
+    "USD=48478.88,EUR=48478.88,GBP=48478.88".parse().unwrap()
+}
+
 fn routes(model: Arc<dyn ReadModel>) -> BoxedFilter<(Response,)> {
     api_read::ReadApi::new(model)
         .routes()
@@ -54,7 +44,7 @@ fn routes(model: Arc<dyn ReadModel>) -> BoxedFilter<(Response,)> {
 /// `n` orders placed and projected; returns the routes and the ids, newest first.
 async fn with_orders(n: usize) -> (BoxedFilter<(Response,)>, Vec<String>) {
     let store = MemEventStore::new(BtcCap::DEFAULT);
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate)));
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(rate())));
     for i in 0..n {
         writer
             .place(PlaceBuyOrder {

@@ -3,26 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::Utc;
 use order_domain::*;
 use order_store::memory::{MemEventStore, MemReadModel};
 use order_store::*;
+use price_feed::FixedSource;
 use projector::Projector;
 use service_kit::CancellationToken;
 
-struct Rate;
-
-#[async_trait]
-impl PriceSource for Rate {
-    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-        Ok(Quote {
-            currency,
-            rate: BtcRate::parse("30000").unwrap(),
-            source: "test".into(),
-            quoted_at: Utc::now(),
-        })
-    }
+fn rate() -> FixedSource {
+    "USD=30000,EUR=30000,GBP=30000".parse().unwrap()
 }
 
 fn place() -> PlaceBuyOrder {
@@ -62,7 +51,7 @@ async fn projects_live_while_orders_arrive_and_stops_on_shutdown() {
     });
     let writer = Arc::new(CqrsOrderWriter::new(
         store.clone(),
-        BuyOrderServices::new(Arc::new(Rate)),
+        BuyOrderServices::new(Arc::new(rate())),
     ));
     let places: Vec<_> = (0..60)
         .map(|_| {
@@ -93,7 +82,7 @@ async fn projects_live_while_orders_arrive_and_stops_on_shutdown() {
 #[tokio::test]
 async fn a_restarted_projector_resumes_from_the_checkpoint_without_doubles() {
     let store = MemEventStore::new(BtcCap::DEFAULT);
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate)));
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(rate())));
     for _ in 0..10 {
         writer.place(place()).await.unwrap();
     }
@@ -118,7 +107,7 @@ async fn a_restarted_projector_resumes_from_the_checkpoint_without_doubles() {
 #[tokio::test]
 async fn replaying_into_an_empty_table_rebuilds_it() {
     let store = MemEventStore::new(BtcCap::DEFAULT);
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate)));
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(rate())));
     for _ in 0..12 {
         writer.place(place()).await.unwrap();
     }
