@@ -13,12 +13,15 @@
 //!   [`EventLog`] lets a reader (the projector) tail it from a checkpoint.
 //! - Read side: [`ReadModelWriter`] folds logged events into the read table, idempotently;
 //!   [`ReadModel`] answers pages (keyset on the position, newest first) and single orders.
-//! - [`memory`]: the in-memory backend.
+//! - [`memory`]: the in-memory backend; [`postgres`]: the PostgreSQL one.
 
 mod error;
 mod log;
 pub mod memory;
+pub mod postgres;
 mod read_model;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod view;
 mod writer;
 

@@ -1,0 +1,32 @@
+//! The PostgreSQL backend: shared by every process, survives restarts.
+//!
+//! - Write store ([`PgEventStore`], `DATABASE_URL`): postgres-es's `events` / `snapshots`
+//!   schema, so `BuyOrder` runs on the stock cqrs-es framework. A `BEFORE INSERT` trigger on
+//!   `events` updates the one-row `btc_ledger` in the same transaction: it adds the event's
+//!   satoshis (a `CHECK` is the cap) and hands out the event's global `position`. The row lock
+//!   it takes is held to the commit, so positions are gap-free and in commit order, and the cap
+//!   holds whatever the number of writers. Tailed through [`crate::EventLog`], woken by
+//!   `LISTEN/NOTIFY`.
+//! - Read table ([`PgReadModel`], `READ_DATABASE_URL`, may be another database):
+//!   `buy_order_view` keyed by position and the projector's checkpoint, through
+//!   tokio-postgres + deadpool; NUMERIC ↔ `rust_decimal` exactly.
+//! - Migrations (`order-store/migrations/`), applied at start-up by sqlx's migrator under its
+//!   advisory lock, so processes starting together are safe.
+
+mod config;
+mod event_store;
+mod migrate;
+mod read_model;
+
+pub use config::PgSettings;
+pub use event_store::PgEventStore;
+pub use migrate::{migrate_read, migrate_write};
+pub use read_model::PgReadModel;
+
+use crate::error::StoreError;
+
+/// A database error as a store error: the backend is unavailable (the caller answers 503 and
+/// the pool reconnects by itself when the database is back).
+pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}

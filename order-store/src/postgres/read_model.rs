@@ -1,0 +1,255 @@
+//! The PostgreSQL read table, through tokio-postgres and deadpool.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use order_domain::{BtcRate, BuyOrderEvent, Currency, FiatAmount, OrderId, Satoshis};
+use rust_decimal::Decimal;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{migrate_read, unavailable, PgSettings};
+use crate::error::{ReadError, StoreError};
+use crate::log::{LoggedEvent, Position};
+use crate::read_model::{ReadModel, ReadModelWriter};
+use crate::view::{OrderView, Page, PageRequest};
+
+/// The checkpoint row of this table in `projector_checkpoint`.
+const CHECKPOINT: &str = "buy_order_view";
+const COLUMNS: &str = "id, created_at, currency, currency_amount, btc_rate, btc_amount";
+
+/// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
+/// passes it as a parameter, so the bound is an index condition of a backward range scan of the
+/// primary key (a joined subquery would plan as a full index walk).
+#[derive(Clone)]
+pub struct PgReadModel {
+    pool: Pool,
+}
+
+impl PgReadModel {
+    /// Applies the read migrations and opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`).
+    pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        let url = settings.read_url().ok_or_else(|| {
+            StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
+        })?;
+        migrate_read(url).await?;
+        let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size as usize)
+            .wait_timeout(Some(settings.acquire_timeout))
+            .create_timeout(Some(settings.acquire_timeout))
+            .recycle_timeout(Some(settings.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        Ok(PgReadModel { pool })
+    }
+
+    /// Empties the table and resets the checkpoint, in one transaction: the next catch-up is a
+    /// full replay from position 0 (`projector rebuild`).
+    pub async fn reset(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.batch_execute(
+            "LOCK TABLE projector_checkpoint IN EXCLUSIVE MODE; \
+             TRUNCATE buy_order_view; \
+             UPDATE projector_checkpoint SET position = 0 WHERE name = 'buy_order_view';",
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// The query plan of a page after the order at `position` (for tests of the index use).
+    pub async fn explain_page_after(
+        &self,
+        position: Position,
+        size: i64,
+    ) -> Result<String, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(
+                &format!(
+                    "EXPLAIN SELECT {COLUMNS} FROM buy_order_view \
+                     WHERE position < $1 ORDER BY position DESC LIMIT $2"
+                ),
+                &[&(position.0 as i64), &size],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// The position of an order in the table.
+    pub async fn position_of(&self, id: OrderId) -> Result<Option<Position>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client
+            .prepare_cached("SELECT position FROM buy_order_view WHERE id = $1")
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_opt(&statement, &[id.as_uuid()])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|row| Position(row.get::<_, i64>(0) as u64)))
+    }
+}
+
+fn to_view(row: &Row) -> Result<OrderView, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let id: Uuid = row.try_get("id").map_err(|e| corrupt("id", &e))?;
+    let created_at: DateTime<Utc> = row
+        .try_get("created_at")
+        .map_err(|e| corrupt("created_at", &e))?;
+    let currency: String = row
+        .try_get("currency")
+        .map_err(|e| corrupt("currency", &e))?;
+    let amount: Decimal = row
+        .try_get("currency_amount")
+        .map_err(|e| corrupt("currency_amount", &e))?;
+    let rate: Decimal = row
+        .try_get("btc_rate")
+        .map_err(|e| corrupt("btc_rate", &e))?;
+    let btc: Decimal = row
+        .try_get("btc_amount")
+        .map_err(|e| corrupt("btc_amount", &e))?;
+    Ok(OrderView {
+        id: OrderId::parse(&id.to_string()).map_err(|e| corrupt("id", &e))?,
+        created_at,
+        currency: currency
+            .parse::<Currency>()
+            .map_err(|e| corrupt("currency", &e))?,
+        currency_amount: FiatAmount::parse(&amount.to_string())
+            .map_err(|e| corrupt("currency_amount", &e))?,
+        btc_rate: BtcRate::new(rate).map_err(|e| corrupt("btc_rate", &e))?,
+        btc_amount: Satoshis::parse_btc(&btc.to_string()).map_err(|e| corrupt("btc_amount", &e))?,
+    })
+}
+
+#[async_trait]
+impl ReadModelWriter for PgReadModel {
+    async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Locks the checkpoint: one projector applies at a time, and what it skips is decided
+        // under the lock.
+        let checkpoint: i64 = tx
+            .query_one(
+                "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
+                &[&CHECKPOINT],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        let fresh: Vec<&LoggedEvent> = events
+            .iter()
+            .filter(|e| e.position.0 as i64 > checkpoint)
+            .collect();
+        let Some(last) = fresh.last() else {
+            return Ok(()); // all applied already
+        };
+        let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
+        let (mut amounts, mut rates, mut btcs) = (vec![], vec![], vec![]);
+        for logged in &fresh {
+            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+            positions.push(logged.position.0 as i64);
+            ids.push(*placed.order_id.as_uuid());
+            times.push(placed.placed_at);
+            currencies.push(placed.currency.code());
+            amounts.push(placed.amount.to_decimal());
+            rates.push(placed.rate.as_decimal());
+            btcs.push(placed.satoshis.to_btc_decimal());
+        }
+        tx.execute(
+            "INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount, btc_rate, btc_amount) \
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], \
+                                  $5::numeric[], $6::numeric[], $7::numeric[]) \
+             ON CONFLICT DO NOTHING",
+            &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.execute(
+            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
+            &[&CHECKPOINT, &(last.position.0 as i64)],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn checkpoint(&self) -> Result<Position, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let row = client
+            .query_one(
+                "SELECT position FROM projector_checkpoint WHERE name = $1",
+                &[&CHECKPOINT],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Position(row.get::<_, i64>(0) as u64))
+    }
+}
+
+#[async_trait]
+impl ReadModel for PgReadModel {
+    async fn page(&self, request: PageRequest) -> Result<Page, ReadError> {
+        let bound = match request.after {
+            None => i64::MAX,
+            Some(id) => {
+                let position = self
+                    .position_of(id)
+                    .await?
+                    .ok_or(ReadError::UnknownReference(id))?;
+                position.0 as i64
+            }
+        };
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM buy_order_view \
+                 WHERE position < $1 ORDER BY position DESC LIMIT $2"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let rows = client
+            .query(&statement, &[&bound, &(request.size.get() as i64)])
+            .await
+            .map_err(unavailable)?;
+        let rows = rows.iter().map(to_view).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::new(rows))
+    }
+
+    async fn get(&self, id: OrderId) -> Result<Option<OrderView>, ReadError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let row = client
+            .query_opt(&statement, &[id.as_uuid()])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(to_view).transpose()?)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client.simple_query("SELECT 1").await.map_err(unavailable)?;
+        Ok(())
+    }
+}
