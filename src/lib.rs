@@ -2,7 +2,8 @@
 //!
 //! The whole system in one process: the write API, the read API and the projector, on the
 //! in-memory store with the in-process log as the bus and (by default) simulated prices. No
-//! database, broker or network needed: `cargo run --release` and go.
+//! database, broker or network needed: `cargo run --release` and go. With `DATABASE_URL` set,
+//! the same three run on PostgreSQL instead (and `buy-orders migrate` applies the migrations).
 //!
 //! [`start`] assembles and starts everything and hands back a [`System`] with the addresses it
 //! listens on, so tests can run the real thing on ephemeral ports.
@@ -16,7 +17,8 @@ use api_write::config::WriteSettings;
 use api_write::WriteApi;
 use order_domain::BuyOrderServices;
 use order_store::memory::{MemEventStore, MemReadModel};
-use order_store::CqrsOrderWriter;
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+use order_store::{CqrsOrderWriter, EventLog, OrderWriter, ReadModel, ReadModelWriter, StoreError};
 use price_feed::{PriceFeedConfig, PriceSourceSpec};
 use projector::config::ProjectorSettings;
 use projector::Projector;
@@ -44,6 +46,19 @@ pub struct Config {
     /// Prices (default here: simulated).
     #[command(flatten)]
     pub prices: PriceFeedConfig,
+    /// PostgreSQL (in memory when DATABASE_URL is unset).
+    #[command(flatten)]
+    pub db: PgSettings,
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `buy-orders` does.
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
+pub enum Command {
+    /// Apply the PostgreSQL migrations (write store and read table), then exit.
+    Migrate,
 }
 
 /// Why the system could not start.
@@ -52,6 +67,9 @@ pub enum StartError {
     /// The price source could not be set up.
     #[error("price source: {0}")]
     Prices(#[from] price_feed::FeedError),
+    /// A PostgreSQL store could not be opened.
+    #[error("PostgreSQL (DATABASE_URL / READ_DATABASE_URL): {0}")]
+    Store(#[from] StoreError),
     /// A listening address could not be bound.
     #[error("cannot listen on {variable}={addr}: {source}")]
     Bind {
@@ -107,6 +125,13 @@ async fn bind(
     Ok((listener, bound))
 }
 
+/// Applies the PostgreSQL migrations of the write store and the read table.
+pub async fn migrate(db: &PgSettings) -> Result<(), StoreError> {
+    PgEventStore::connect(db).await?;
+    PgReadModel::open(db).await?;
+    Ok(())
+}
+
 /// Starts the write API, the read API and the projector.
 pub async fn start(config: &Config) -> Result<System, StartError> {
     let prices = config
@@ -115,18 +140,39 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let (write_listener, write_addr) = bind("WRITE_ADDR", config.write.write_addr).await?;
     let (read_listener, read_addr) = bind("READ_ADDR", config.read.read_addr).await?;
 
-    let store = MemEventStore::new(config.write.max_total_btc);
-    let model = Arc::new(MemReadModel::new());
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(prices));
-    let projector = Projector::new(
-        Arc::new(store),
-        model.clone(),
-        config.projector.batch as usize,
+    let services = BuyOrderServices::new(prices);
+    let cap = config.write.max_total_btc;
+    type Parts = (
+        Arc<dyn OrderWriter>,
+        Arc<dyn EventLog>,
+        Arc<dyn ReadModel>,
+        Arc<dyn ReadModelWriter>,
     );
+    let (writer, log, model, table): Parts = if config.db.database_url.is_some() {
+        let store = PgEventStore::open(&config.db, cap).await?;
+        let model = Arc::new(PgReadModel::open(&config.db).await?);
+        tracing::info!("on PostgreSQL");
+        (
+            Arc::new(CqrsOrderWriter::new(store.clone(), services)),
+            Arc::new(store),
+            model.clone(),
+            model,
+        )
+    } else {
+        let store = MemEventStore::new(cap);
+        let model = Arc::new(MemReadModel::new());
+        (
+            Arc::new(CqrsOrderWriter::new(store.clone(), services)),
+            Arc::new(store),
+            model.clone(),
+            model,
+        )
+    };
+    let projector = Projector::new(log, table, config.projector.batch as usize);
 
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let write_routes = WriteApi::new(Arc::new(writer)).routes();
+    let write_routes = WriteApi::new(writer).routes();
     let read_routes = ReadApi::new(model).routes();
     tasks.spawn(service_kit::serve(
         write_routes,
@@ -140,7 +186,7 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     ));
     let token = shutdown.clone();
     tasks.spawn(async move { projector.run(token).await });
-    tracing::info!(%write_addr, %read_addr, cap = %config.write.max_total_btc, "buy-orders started");
+    tracing::info!(%write_addr, %read_addr, %cap, "buy-orders started");
     Ok(System {
         write_addr,
         read_addr,

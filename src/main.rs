@@ -2,13 +2,29 @@
 
 use std::process::ExitCode;
 
-use buy_orders::Config;
+use buy_orders::{Command, Config};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     service_kit::init_logging();
     let config = Config::parse();
+    if let Some(Command::Migrate) = config.command {
+        if config.db.database_url.is_none() {
+            eprintln!("buy-orders migrate: set DATABASE_URL (and READ_DATABASE_URL if elsewhere)");
+            return ExitCode::from(2);
+        }
+        return match buy_orders::migrate(&config.db).await {
+            Ok(()) => {
+                println!("migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("buy-orders migrate: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let system = match buy_orders::start(&config).await {
         Ok(system) => system,
         Err(err) => {
@@ -20,7 +36,12 @@ async fn main() -> ExitCode {
         eprintln!("buy-orders: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    println!("buy-orders is running (in-memory store; Ctrl-C to stop)");
+    let backend = if config.db.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "in-memory store"
+    };
+    println!("buy-orders is running ({backend}; Ctrl-C to stop)");
     println!("  write API: http://{}/buy_order", system.write_addr);
     println!("  read API:  http://{}/buy_orders", system.read_addr);
     println!(

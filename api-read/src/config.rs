@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use order_store::postgres::PgSettings;
+
 /// Settings shared by every process that serves reads (`api-read`, the all-in-one).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadSettings {
@@ -26,6 +28,9 @@ pub struct ReadConfig {
     /// Listening address.
     #[command(flatten)]
     pub read: ReadSettings,
+    /// The PostgreSQL read table (READ_DATABASE_URL, else DATABASE_URL).
+    #[command(flatten)]
+    pub db: PgSettings,
 }
 
 #[cfg(test)]

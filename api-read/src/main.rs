@@ -1,20 +1,50 @@
-//! `api-read`: the read API as its own process.
-//!
-//! A separate read process needs a read table it shares with the projector, which is the
-//! PostgreSQL one; until that backend exists this binary refuses to start rather than serve an
-//! empty in-memory table. The whole system in one process is `buy-orders`.
+//! `api-read`: the read API as its own process, serving the PostgreSQL read table
+//! (`READ_DATABASE_URL`, else `DATABASE_URL`) that the projector keeps current. Any number can
+//! run.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use api_read::config::ReadConfig;
+use api_read::ReadApi;
 use clap::Parser;
+use order_store::postgres::PgReadModel;
+use service_kit::CancellationToken;
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
+    service_kit::init_logging();
     let config = ReadConfig::parse();
-    eprintln!(
-        "api-read: a separate read process needs the shared PostgreSQL read table, which this \
-         build does not have yet; run `buy-orders` (all-in-one) instead. (READ_ADDR={})",
-        config.read.read_addr
-    );
-    ExitCode::from(2)
+    if config.db.read_url().is_none() {
+        eprintln!(
+            "api-read: set READ_DATABASE_URL or DATABASE_URL: a separate read process serves the \
+             shared PostgreSQL read table (the all-in-one `buy-orders` runs without one)"
+        );
+        return ExitCode::from(2);
+    }
+    let model = match PgReadModel::open(&config.db).await {
+        Ok(model) => model,
+        Err(err) => {
+            eprintln!("api-read: cannot open the read table (READ_DATABASE_URL): {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.read.read_addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!(
+                "api-read: cannot listen on READ_ADDR={}: {err}",
+                config.read.read_addr
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    if let Err(err) = service_kit::shutdown_on_signal(shutdown.clone()) {
+        eprintln!("api-read: cannot install signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(addr = %config.read.read_addr, "api-read listening");
+    service_kit::serve(ReadApi::new(Arc::new(model)).routes(), listener, shutdown).await;
+    ExitCode::SUCCESS
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use order_domain::BtcCap;
+use order_store::postgres::PgSettings;
 use price_feed::PriceFeedConfig;
 
 /// Settings shared by every process that places orders (`api-write`, the all-in-one).
@@ -40,6 +41,9 @@ pub struct WriteConfig {
     /// Where prices come from.
     #[command(flatten)]
     pub prices: PriceFeedConfig,
+    /// The PostgreSQL write store (in memory when DATABASE_URL is unset).
+    #[command(flatten)]
+    pub db: PgSettings,
 }
 
 #[cfg(test)]

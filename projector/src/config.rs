@@ -1,5 +1,7 @@
 //! Settings of the projector, from environment variables (or the matching `--flags`).
 
+use order_store::postgres::PgSettings;
+
 /// Settings shared by every process that runs a projector (`projector`, the all-in-one).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectorSettings {
@@ -7,6 +9,16 @@ pub struct ProjectorSettings {
     #[arg(long = "projector-batch", env = "PROJECTOR_BATCH", value_name = "PROJECTOR_BATCH",
           default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
+}
+
+/// What the `projector` process does.
+#[derive(Debug, Clone, Copy, Default, clap::Subcommand)]
+pub enum ProjectorCommand {
+    /// Keep the read table current (the default).
+    #[default]
+    Run,
+    /// Empty the read table and build it afresh from position 0, then exit.
+    Rebuild,
 }
 
 /// Everything `projector` reads at start-up.
@@ -17,9 +29,15 @@ pub struct ProjectorSettings {
     about = "buy-orders projector: events → read table"
 )]
 pub struct ProjectorConfig {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<ProjectorCommand>,
     /// Batch size.
     #[command(flatten)]
     pub projector: ProjectorSettings,
+    /// The event store (DATABASE_URL) and the read table (READ_DATABASE_URL).
+    #[command(flatten)]
+    pub db: PgSettings,
 }
 
 #[cfg(test)]

@@ -37,9 +37,17 @@ pub struct PgEventStore {
 
 impl PgEventStore {
     /// Connects, applies the write migrations, sets the ledger's cap and starts listening for
-    /// new events. Fails if the database cannot be reached, or if `cap` is below the BTC
-    /// already sold.
+    /// new events: what a process that places orders opens. Fails if the database cannot be
+    /// reached, or if `cap` is below the BTC already sold.
     pub async fn open(settings: &PgSettings, cap: BtcCap) -> Result<Self, StoreError> {
+        let store = Self::connect(settings).await?;
+        set_cap(&store.pool, cap).await?;
+        Ok(store)
+    }
+
+    /// Connects, applies the write migrations and starts listening for new events, leaving the
+    /// cap as it is: what a process that only reads the log (the projector) opens.
+    pub async fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings
             .database_url
             .as_deref()
@@ -51,7 +59,6 @@ impl PgEventStore {
             .await
             .map_err(unavailable)?;
         migrate_write(&pool).await?;
-        set_cap(&pool, cap).await?;
         Ok(Self::with_pool(pool))
     }
 

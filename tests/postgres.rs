@@ -1,0 +1,93 @@
+//! The all-in-one on PostgreSQL (`DATABASE_URL`), and `buy-orders migrate`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use buy_orders::{start, Config};
+use clap::Parser;
+use order_store::testing::TestDb;
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn the_all_in_one_runs_on_postgres_and_keeps_orders_across_restarts() {
+    let db = TestDb::create().await;
+    let config = Config::try_parse_from([
+        "buy-orders",
+        "--write-addr=127.0.0.1:0",
+        "--read-addr=127.0.0.1:0",
+        "--price-source=fixed:USD=48478.88,EUR=41191.91,GBP=35330.89",
+        &format!("--database-url={}", db.url()),
+    ])
+    .unwrap();
+    let client = reqwest::Client::new();
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({"currency": "USD", "amount": "123.45", "idempotence_key": key});
+
+    let first = start(&config).await.unwrap();
+    let placed = client
+        .put(format!("http://{}/buy_order", first.write_addr))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 200);
+    let placed: Value = serde_json::from_str(&placed.text().await.unwrap()).unwrap();
+    first.shutdown();
+    first.wait().await;
+
+    // a new process on the same database: the order is there, and the key still replays
+    let second = start(&config).await.unwrap();
+    let replay = client
+        .put(format!("http://{}/buy_order", second.write_addr))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page: Value = client
+            .get(format!("http://{}/buy_orders", second.read_addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["rows"].as_array().unwrap().len() == 1 {
+            assert_eq!(page["rows"][0], placed["buy_order"]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not projected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.shutdown();
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_and_is_idempotent() {
+    let db = TestDb::create().await;
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_buy-orders"))
+            .arg("migrate")
+            .env("DATABASE_URL", db.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    }
+    let without = Command::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("DATABASE_URL"));
+}
