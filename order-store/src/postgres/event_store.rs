@@ -89,14 +89,6 @@ impl PgEventStore {
         let cap: i64 = row.get(1);
         Ok((Satoshis::new(sold as u64), Satoshis::new(cap as u64)))
     }
-
-    async fn last_position(&self) -> Result<Position, StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT last_position FROM btc_ledger")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(Position(last as u64))
-    }
 }
 
 /// Sets the cap (`MAX_TOTAL_BTC`). Every process does this at start-up, so they agree.
@@ -230,7 +222,7 @@ impl EventLog for PgEventStore {
     ) -> Result<bool, StoreError> {
         let mut head = self.head.clone();
         head.mark_unchanged();
-        if self.last_position().await? > after {
+        if self.head().await? > after {
             return Ok(true);
         }
         let arrived = tokio::time::timeout(timeout, head.wait_for(|head| *head > after)).await;

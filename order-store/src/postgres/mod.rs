@@ -17,11 +17,13 @@ mod config;
 mod event_store;
 mod migrate;
 mod read_model;
+mod relay;
 
 pub use config::PgSettings;
 pub use event_store::PgEventStore;
 pub use migrate::{migrate_read, migrate_write};
 pub use read_model::PgReadModel;
+pub use relay::RelayLease;
 
 use crate::error::StoreError;
 

@@ -1,0 +1,55 @@
+//! Settings of the bus, from the environment (or the matching `--flags`).
+
+use crate::message::Topology;
+
+fn parse_url(s: &str) -> Result<String, String> {
+    crate::connection::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Where the broker is and what the topology is called.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BusSettings {
+    /// RabbitMQ (`amqp://user:pass@host:port/vhost`). Unset: no broker (api-write does not
+    /// publish; the projector tails the event store directly).
+    #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "AMQP_URL", value_parser = parse_url)]
+    pub amqp_url: Option<String>,
+    /// The durable topic exchange events are published to.
+    #[arg(
+        long = "amqp-exchange",
+        env = "AMQP_EXCHANGE",
+        value_name = "AMQP_EXCHANGE",
+        default_value = "buy_orders"
+    )]
+    pub exchange: String,
+    /// The projector's durable queue (its dead letters go to `<queue>.dead`).
+    #[arg(
+        long = "amqp-queue",
+        env = "AMQP_QUEUE",
+        value_name = "AMQP_QUEUE",
+        default_value = "buy_order_view"
+    )]
+    pub queue: String,
+    /// Unacknowledged messages the projector may hold (and so its batch size).
+    #[arg(long = "amqp-prefetch", env = "AMQP_PREFETCH", value_name = "AMQP_PREFETCH",
+          default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+}
+
+impl BusSettings {
+    /// The topology these settings name.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.exchange, &self.queue)
+    }
+
+    /// Settings for one broker URL and unique names (tests).
+    pub fn for_url(url: &str, exchange: &str, queue: &str) -> Self {
+        BusSettings {
+            amqp_url: Some(url.to_owned()),
+            exchange: exchange.to_owned(),
+            queue: queue.to_owned(),
+            prefetch: 100,
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Consuming with manual acknowledgements, on a thread of its own.
+
+use std::time::Duration;
+
+use amiquip::{ConsumerMessage, ConsumerOptions};
+use crossbeam_channel::RecvTimeoutError;
+use tokio::sync::mpsc;
+
+use crate::connection::{open, AmqpAddress};
+use crate::error::BusError;
+use crate::message::{message_id, Topology};
+
+/// How long to wait for more messages to fill a batch once one has arrived.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+/// How often an idle consumer checks whether it should stop.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+/// The longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One message as the async side sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The body.
+    pub body: Vec<u8>,
+    /// `message_id`, for logs.
+    pub message_id: String,
+    /// Whether the broker delivered it before (a retry).
+    pub redelivered: bool,
+}
+
+/// What to do with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done: remove it from the queue.
+    Ack,
+    /// Not now: put it back (e.g. the database is down).
+    Requeue,
+    /// Never: send it to the dead-letter queue.
+    DeadLetter,
+}
+
+/// Messages delivered together (up to the prefetch count), answered together.
+pub struct Batch {
+    /// The messages, in delivery order.
+    pub messages: Vec<Message>,
+    reply: std::sync::mpsc::SyncSender<Vec<Verdict>>,
+}
+
+impl Batch {
+    /// Answers every message (one verdict each, in order). Acks are sent only now, so a crash
+    /// before this leaves the messages to be redelivered.
+    pub fn answer(self, verdicts: Vec<Verdict>) {
+        let _ = self.reply.send(verdicts);
+    }
+}
+
+/// Starts consuming the topology's queue on a dedicated thread, reconnecting with backoff, and
+/// returns the batches. Dropping the receiver stops the thread (unanswered messages are
+/// redelivered).
+pub fn start(address: AmqpAddress, topology: Topology, prefetch: u16) -> mpsc::Receiver<Batch> {
+    let (batches, receiver) = mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("amqp-consumer".into())
+        .spawn(move || {
+            let mut backoff = Duration::from_millis(100);
+            while !batches.is_closed() {
+                match consume(&address, &topology, prefetch, &batches) {
+                    Ok(()) => return,
+                    Err(err) => {
+                        tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "consumer disconnected");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        })
+        .expect("spawning a thread");
+    receiver
+}
+
+/// One connection's worth of consuming. `Ok` when the receiver is gone (stop), `Err` to
+/// reconnect.
+fn consume(
+    address: &AmqpAddress,
+    topology: &Topology,
+    prefetch: u16,
+    batches: &mpsc::Sender<Batch>,
+) -> Result<(), BusError> {
+    let err = |e: amiquip::Error| BusError::Unavailable(e.to_string());
+    let mut connection = open(address)?;
+    let channel = connection.open_channel(None).map_err(err)?;
+    topology.declare_all(&channel)?;
+    channel.qos(0, prefetch, false).map_err(err)?;
+    let consumer = channel
+        .basic_consume(topology.queue.as_str(), ConsumerOptions::default())
+        .map_err(err)?;
+    tracing::info!(queue = %topology.queue, prefetch, "consuming");
+    let lost = |message: &ConsumerMessage| BusError::Unavailable(format!("{message:?}"));
+    loop {
+        let first = match consumer.receiver().recv_timeout(IDLE_CHECK) {
+            Ok(ConsumerMessage::Delivery(delivery)) => delivery,
+            Ok(other) => return Err(lost(&other)),
+            Err(RecvTimeoutError::Timeout) if batches.is_closed() => {
+                let _ = connection.close();
+                return Ok(());
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(BusError::Unavailable("consumer channel closed".into()))
+            }
+        };
+        let mut deliveries = vec![first];
+        while deliveries.len() < usize::from(prefetch) {
+            match consumer.receiver().recv_timeout(BATCH_LINGER) {
+                Ok(ConsumerMessage::Delivery(delivery)) => deliveries.push(delivery),
+                Ok(other) => return Err(lost(&other)),
+                Err(_) => break,
+            }
+        }
+        let (reply, verdicts) = std::sync::mpsc::sync_channel(1);
+        let batch = Batch {
+            messages: deliveries
+                .iter()
+                .map(|d| Message {
+                    body: d.body.clone(),
+                    message_id: message_id(&d.properties),
+                    redelivered: d.redelivered,
+                })
+                .collect(),
+            reply,
+        };
+        if batches.blocking_send(batch).is_err() {
+            let _ = connection.close(); // unacked: redelivered to the next consumer
+            return Ok(());
+        }
+        let verdicts = verdicts.recv().unwrap_or_default();
+        for (index, delivery) in deliveries.into_iter().enumerate() {
+            match verdicts.get(index).copied().unwrap_or(Verdict::Requeue) {
+                Verdict::Ack => consumer.ack(delivery),
+                Verdict::Requeue => consumer.nack(delivery, true),
+                Verdict::DeadLetter => consumer.reject(delivery, false),
+            }
+            .map_err(err)?;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The relay: the event log, published in order, exactly as stored.
+
+use std::time::Duration;
+
+use order_store::postgres::PgEventStore;
+use order_store::{EventLog, StoreError};
+use service_kit::CancellationToken;
+
+use crate::error::BusError;
+use crate::publisher::Publisher;
+
+/// Events published per batch (and so the unconfirmed window).
+const BATCH: usize = 100;
+/// How long an idle relay waits for a notification before polling the log again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How often a standby relay asks for the lease.
+const STANDBY_WAIT: Duration = Duration::from_secs(1);
+/// The longest pause after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Tails the event store by position and publishes every event, advancing its checkpoint only
+/// after the broker confirms. Run one per `api-write` process: a PostgreSQL advisory lock makes
+/// exactly one of them active; the others stand by and take over when it dies.
+pub struct Relay {
+    store: PgEventStore,
+    publisher: Publisher,
+}
+
+enum Stop {
+    Shutdown,
+    LeaseLost,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+impl Relay {
+    /// A relay from `store` through `publisher`.
+    pub fn new(store: PgEventStore, publisher: Publisher) -> Self {
+        Relay { store, publisher }
+    }
+
+    /// Relays until `shutdown`: stands by until it holds the lease, then publishes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.store.try_relay_lease().await {
+                Ok(Some(mut lease)) => {
+                    tracing::info!("relay active");
+                    let stop = self.publish_while_held(&mut lease, &shutdown).await;
+                    lease.release().await;
+                    match stop {
+                        Stop::Shutdown => break,
+                        Stop::LeaseLost => tracing::warn!("relay lease lost; standing by"),
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Ok(None) => sleep_or_stop(STANDBY_WAIT, &shutdown).await,
+                Err(err) => {
+                    tracing::warn!(%err, "relay cannot reach the store");
+                    sleep_or_stop(backoff, &shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    async fn publish_while_held(
+        &self,
+        lease: &mut order_store::postgres::RelayLease,
+        shutdown: &CancellationToken,
+    ) -> Stop {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if shutdown.is_cancelled() {
+                return Stop::Shutdown;
+            }
+            match self.step().await {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) => {
+                    if !lease.is_held().await {
+                        return Stop::LeaseLost;
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "relay failed; retrying");
+                    sleep_or_stop(backoff, shutdown).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if !lease.is_held().await {
+                        return Stop::LeaseLost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the next batch; `Ok(false)` if there was nothing to publish (after waiting
+    /// for a notification or the poll interval).
+    async fn step(&self) -> Result<bool, RelayError> {
+        let checkpoint = self.store.relay_checkpoint().await?;
+        let events = self.store.read_after(checkpoint, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            self.store
+                .wait_for_events_after(checkpoint, IDLE_WAIT)
+                .await?;
+            return Ok(false);
+        };
+        let count = events.len();
+        self.publisher.publish(events).await?;
+        self.store.advance_relay_checkpoint(last).await?;
+        tracing::debug!(count, position = %last, "events published");
+        Ok(true)
+    }
+}
+
+async fn sleep_or_stop(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
