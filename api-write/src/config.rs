@@ -44,6 +44,9 @@ pub struct WriteConfig {
     /// The PostgreSQL write store (in memory when DATABASE_URL is unset).
     #[command(flatten)]
     pub db: PgSettings,
+    /// RabbitMQ: with AMQP_URL set (and DATABASE_URL), this process runs a relay.
+    #[command(flatten)]
+    pub bus: event_bus::BusSettings,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `api-write`: the write API as its own process. Any number can run against one PostgreSQL
-//! (`DATABASE_URL`); the cap and idempotency hold across them. Without `DATABASE_URL` it runs on
+//! (`DATABASE_URL`); the cap and idempotency hold across them. With `AMQP_URL` each also runs a
+//! relay to RabbitMQ, of which one at a time is active. Without `DATABASE_URL` it runs on
 //! a private in-memory store (useful to try the API alone; orders are not shared or kept).
 
 use std::process::ExitCode;
@@ -8,6 +9,8 @@ use std::sync::Arc;
 use api_write::config::WriteConfig;
 use api_write::WriteApi;
 use clap::Parser;
+use event_bus::publisher::Publisher;
+use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::MemEventStore;
 use order_store::postgres::PgEventStore;
@@ -31,9 +34,36 @@ async fn main() -> ExitCode {
     };
     let services = BuyOrderServices::new(prices);
     let cap = config.write.max_total_btc;
+    let shutdown = CancellationToken::new();
+    let relay_address = match config
+        .bus
+        .amqp_url
+        .as_deref()
+        .map(event_bus::connection::parse)
+    {
+        None => None,
+        Some(Ok(_)) if config.db.database_url.is_none() => {
+            eprintln!("api-write: AMQP_URL needs DATABASE_URL: the relay publishes the PostgreSQL event log");
+            return ExitCode::from(2);
+        }
+        Some(Ok(address)) => Some(address),
+        Some(Err(err)) => {
+            eprintln!("api-write: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut relay = None;
     let writer: Arc<dyn OrderWriter> = if config.db.database_url.is_some() {
         match PgEventStore::open(&config.db, cap).await {
-            Ok(store) => Arc::new(CqrsOrderWriter::new(store, services)),
+            Ok(store) => {
+                if let Some(address) = relay_address {
+                    let publisher = Publisher::start(address, config.bus.topology());
+                    let relay_run = Relay::new(store.clone(), publisher).run(shutdown.clone());
+                    relay = Some(tokio::spawn(relay_run));
+                    tracing::info!(exchange = %config.bus.exchange, "relay to RabbitMQ enabled");
+                }
+                Arc::new(CqrsOrderWriter::new(store, services))
+            }
             Err(err) => {
                 eprintln!("api-write: cannot open the write store (DATABASE_URL): {err}");
                 return ExitCode::FAILURE;
@@ -55,12 +85,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = CancellationToken::new();
     if let Err(err) = service_kit::shutdown_on_signal(shutdown.clone()) {
         eprintln!("api-write: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
     tracing::info!(addr = %config.write.write_addr, %cap, "api-write listening");
-    service_kit::serve(WriteApi::new(writer).routes(), listener, shutdown).await;
+    service_kit::serve(WriteApi::new(writer).routes(), listener, shutdown.clone()).await;
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     ExitCode::SUCCESS
 }

@@ -17,6 +17,8 @@ mod error;
 pub mod message;
 pub mod publisher;
 pub mod relay;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use config::BusSettings;
 pub use error::BusError;

@@ -57,6 +57,9 @@ pub trait EventLog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError>;
 
+    /// The position of the newest committed event (`Position::ZERO` for an empty log).
+    async fn head(&self) -> Result<Position, StoreError>;
+
     /// Waits until an event after `after` has been committed (returns `true`), or until
     /// `timeout` passes (returns `false`). Lets a tailing reader sleep instead of polling hot.
     async fn wait_for_events_after(

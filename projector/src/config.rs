@@ -38,6 +38,9 @@ pub struct ProjectorConfig {
     /// The event store (DATABASE_URL) and the read table (READ_DATABASE_URL).
     #[command(flatten)]
     pub db: PgSettings,
+    /// RabbitMQ (AMQP_URL; unset: tail the event store instead).
+    #[command(flatten)]
+    pub bus: event_bus::BusSettings,
 }
 
 #[cfg(test)]

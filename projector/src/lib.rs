@@ -6,9 +6,12 @@
 //! stop at any point and resume without losing or doubling an order; starting from an empty
 //! table is a full replay.
 //!
-//! In the all-in-one process it is woken in-process as soon as an event commits.
+//! Two ways to be fed: tailing the event log directly ([`Projector::run`]; in the all-in-one it
+//! is woken in-process as soon as an event commits), or consuming the RabbitMQ queue the relay
+//! publishes to ([`Projector::consume`]), falling back to the log on any gap.
 
 pub mod config;
+mod consume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +22,9 @@ use service_kit::CancellationToken;
 /// How long the projector sleeps on an idle log before checking again even without a wake-up.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// The longest pause after repeated failures.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first pause after a failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Folds the event log into a read table.
 #[derive(Clone)]

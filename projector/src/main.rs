@@ -1,13 +1,18 @@
-//! `projector`: keeps the PostgreSQL read table current from the PostgreSQL event store
-//! (`projector run`, the default), or rebuilds it from position 0 (`projector rebuild`). Run one
-//! per read table: a second one is safe (the checkpoint row is locked per batch) but useless.
+//! `projector`: keeps the PostgreSQL read table current (`projector run`, the default): from the
+//! RabbitMQ queue when `AMQP_URL` is set (catching up from the event store on start and on any
+//! gap), else by tailing the event store. `projector rebuild` rebuilds the table from position 0
+//! into a fresh table and swaps it in while readers keep being served. Run one per read table:
+//! a second one is safe (the checkpoint row is locked per batch) but useless.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use order_store::postgres::{PgEventStore, PgReadModel};
+use order_store::Position;
 use projector::config::{ProjectorCommand, ProjectorConfig};
 use projector::Projector;
 use service_kit::CancellationToken;
@@ -39,7 +44,7 @@ async fn main() -> ExitCode {
         }
     };
     let projector = Projector::new(
-        Arc::new(log),
+        Arc::new(log.clone()),
         model.clone(),
         config.projector.batch as usize,
     );
@@ -50,19 +55,43 @@ async fn main() -> ExitCode {
                 eprintln!("projector: cannot install signal handlers: {err}");
                 return ExitCode::FAILURE;
             }
-            tracing::info!("projector running");
-            projector.run(shutdown).await;
+            match &config.bus.amqp_url {
+                Some(url) => {
+                    let address = match event_bus::connection::parse(url) {
+                        Ok(address) => address,
+                        Err(err) => {
+                            eprintln!("projector: {err}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    let batches = event_bus::consumer::start(
+                        address,
+                        config.bus.topology(),
+                        config.bus.prefetch,
+                    );
+                    tracing::info!(queue = %config.bus.queue, "projector consuming from RabbitMQ");
+                    projector.consume(batches, shutdown).await;
+                }
+                None => {
+                    tracing::info!("projector tailing the event store (AMQP_URL unset)");
+                    projector.run(shutdown).await;
+                }
+            }
             ExitCode::SUCCESS
         }
         ProjectorCommand::Rebuild => {
             let started = Instant::now();
-            let rebuilt = async {
-                model.reset().await?;
-                projector.catch_up().await
-            };
-            match rebuilt.await {
+            let progress = Progress::new();
+            let rebuilt = model
+                .rebuild(&log, config.projector.batch as usize, &|done, head| {
+                    progress.show(done, head)
+                })
+                .await;
+            progress.finish();
+            match rebuilt {
                 Ok(position) => {
-                    tracing::info!(%position, seconds = started.elapsed().as_secs_f64(), "read table rebuilt");
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(%position, seconds, events_per_second = position.0 as f64 / seconds.max(1e-9), "read table rebuilt and swapped in");
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
@@ -70,6 +99,56 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Rebuild progress: a bar with events/s and ETA on a terminal, a log line every few seconds
+/// otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Mutex<Instant>,
+}
+
+impl Progress {
+    const LOG_EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} events  {per_sec}  ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_line: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn show(&self, done: Position, head: Position) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(head.0);
+                bar.set_position(done.0);
+            }
+            None => {
+                let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() >= Self::LOG_EVERY {
+                    *last = Instant::now();
+                    tracing::info!(done = done.0, of = head.0, "rebuilding");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }

@@ -169,6 +169,10 @@ impl EventLog for MemEventStore {
         Ok(state.log[start..end].to_vec())
     }
 
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(*self.shared.head.borrow())
+    }
+
     async fn wait_for_events_after(
         &self,
         after: Position,

@@ -215,6 +215,14 @@ impl EventLog for PgEventStore {
         rows.iter().map(logged_event).collect()
     }
 
+    async fn head(&self) -> Result<Position, StoreError> {
+        let last: i64 = sqlx::query_scalar("SELECT last_position FROM btc_ledger")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(Position(last as u64))
+    }
+
     async fn wait_for_events_after(
         &self,
         after: Position,

@@ -10,12 +10,16 @@ use uuid::Uuid;
 
 use super::{migrate_read, unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
-use crate::log::{LoggedEvent, Position};
+use crate::log::{EventLog, LoggedEvent, Position};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest};
 
 /// The checkpoint row of this table in `projector_checkpoint`.
 const CHECKPOINT: &str = "buy_order_view";
+/// The live table.
+const TABLE: &str = "buy_order_view";
+/// Where `rebuild` builds the new table before swapping it in.
+const REBUILD_TABLE: &str = "buy_order_view_rebuild";
 const COLUMNS: &str = "id, created_at, currency, currency_amount, btc_rate, btc_amount";
 
 /// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
@@ -67,6 +71,74 @@ impl PgReadModel {
         tx.commit().await.map_err(unavailable)
     }
 
+    /// Rebuilds the table from position 0 into a fresh table while the current one keeps
+    /// serving, then swaps it in atomically and moves the checkpoint to what it covers; a live
+    /// projector continues from there. `progress(done, head)` is called after each batch.
+    pub async fn rebuild(
+        &self,
+        log: &dyn EventLog,
+        batch: usize,
+        progress: &(dyn Fn(Position, Position) + Sync),
+    ) -> Result<Position, StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {REBUILD_TABLE}; \
+                 CREATE TABLE {REBUILD_TABLE} (LIKE {TABLE} INCLUDING ALL);"
+            ))
+            .await
+            .map_err(unavailable)?;
+        let head = log.head().await?;
+        let mut done = Position::ZERO;
+        // Bulk of the work, outside any lock: the live table keeps serving and being projected.
+        loop {
+            let events = log.read_after(done, batch).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let tx = client.transaction().await.map_err(unavailable)?;
+            insert_rows(&tx, REBUILD_TABLE, &events.iter().collect::<Vec<_>>()).await?;
+            tx.commit().await.map_err(unavailable)?;
+            done = last;
+            progress(done, head.max(done));
+        }
+        // The swap: under the checkpoint's lock (the live projector waits), add what arrived
+        // meanwhile, then put the new table in the old one's place.
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.query_one(
+            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
+            &[&CHECKPOINT],
+        )
+        .await
+        .map_err(unavailable)?;
+        loop {
+            let events = log.read_after(done, batch).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            insert_rows(&tx, REBUILD_TABLE, &events.iter().collect::<Vec<_>>()).await?;
+            done = last;
+        }
+        tx.batch_execute(&format!(
+            "ALTER TABLE {TABLE} RENAME TO buy_order_view_replaced; \
+             ALTER TABLE {REBUILD_TABLE} RENAME TO {TABLE}; \
+             DROP TABLE buy_order_view_replaced; \
+             ALTER INDEX {REBUILD_TABLE}_pkey RENAME TO {TABLE}_pkey; \
+             ALTER INDEX {REBUILD_TABLE}_id_key RENAME TO {TABLE}_id_key;"
+        ))
+        .await
+        .map_err(unavailable)?;
+        tx.execute(
+            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
+            &[&CHECKPOINT, &(done.0 as i64)],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        progress(done, done);
+        Ok(done)
+    }
+
     /// The query plan of a page after the order at `position` (for tests of the index use).
     pub async fn explain_page_after(
         &self,
@@ -104,6 +176,39 @@ impl PgReadModel {
             .map_err(unavailable)?;
         Ok(row.map(|row| Position(row.get::<_, i64>(0) as u64)))
     }
+}
+
+/// Inserts the rows of `events` into `table` (the live table or the one being rebuilt);
+/// events already there change nothing.
+async fn insert_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    events: &[&LoggedEvent],
+) -> Result<(), StoreError> {
+    let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
+    let (mut amounts, mut rates, mut btcs) = (vec![], vec![], vec![]);
+    for logged in events {
+        let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+        positions.push(logged.position.0 as i64);
+        ids.push(*placed.order_id.as_uuid());
+        times.push(placed.placed_at);
+        currencies.push(placed.currency.code());
+        amounts.push(placed.amount.to_decimal());
+        rates.push(placed.rate.as_decimal());
+        btcs.push(placed.satoshis.to_btc_decimal());
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (position, id, created_at, currency, currency_amount, btc_rate, btc_amount) \
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], \
+                                  $5::numeric[], $6::numeric[], $7::numeric[]) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn to_view(row: &Row) -> Result<OrderView, StoreError> {
@@ -160,27 +265,7 @@ impl ReadModelWriter for PgReadModel {
         let Some(last) = fresh.last() else {
             return Ok(()); // all applied already
         };
-        let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
-        let (mut amounts, mut rates, mut btcs) = (vec![], vec![], vec![]);
-        for logged in &fresh {
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-            positions.push(logged.position.0 as i64);
-            ids.push(*placed.order_id.as_uuid());
-            times.push(placed.placed_at);
-            currencies.push(placed.currency.code());
-            amounts.push(placed.amount.to_decimal());
-            rates.push(placed.rate.as_decimal());
-            btcs.push(placed.satoshis.to_btc_decimal());
-        }
-        tx.execute(
-            "INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount, btc_rate, btc_amount) \
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], \
-                                  $5::numeric[], $6::numeric[], $7::numeric[]) \
-             ON CONFLICT DO NOTHING",
-            &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs],
-        )
-        .await
-        .map_err(unavailable)?;
+        insert_rows(&tx, TABLE, &fresh).await?;
         tx.execute(
             "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
             &[&CHECKPOINT, &(last.position.0 as i64)],

@@ -71,13 +71,4 @@ impl PgEventStore {
         .map_err(unavailable)?;
         Ok(())
     }
-
-    /// The newest position in the log.
-    pub async fn head(&self) -> Result<Position, StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT last_position FROM btc_ledger")
-            .fetch_one(self.pool())
-            .await
-            .map_err(unavailable)?;
-        Ok(Position(last as u64))
-    }
 }
