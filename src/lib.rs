@@ -3,7 +3,8 @@
 //! The whole system in one process: the write API, the read API and the projector, on the
 //! in-memory store with the in-process log as the bus and (by default) simulated prices. No
 //! database, broker or network needed: `cargo run --release` and go. With `DATABASE_URL` set,
-//! the same three run on PostgreSQL instead (and `buy-orders migrate` applies the migrations).
+//! the same three run on PostgreSQL instead (and `buy-orders migrate` applies the migrations);
+//! adding `AMQP_URL`, events travel through RabbitMQ (a relay publishes, the projector consumes).
 //!
 //! [`start`] assembles and starts everything and hands back a [`System`] with the addresses it
 //! listens on, so tests can run the real thing on ephemeral ports.
@@ -15,6 +16,8 @@ use api_read::config::ReadSettings;
 use api_read::ReadApi;
 use api_write::config::WriteSettings;
 use api_write::WriteApi;
+use event_bus::publisher::Publisher;
+use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::{MemEventStore, MemReadModel};
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
@@ -49,6 +52,9 @@ pub struct Config {
     /// PostgreSQL (in memory when DATABASE_URL is unset).
     #[command(flatten)]
     pub db: PgSettings,
+    /// RabbitMQ (with DATABASE_URL: events go through the broker to the projector).
+    #[command(flatten)]
+    pub bus: event_bus::BusSettings,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -67,6 +73,12 @@ pub enum StartError {
     /// The price source could not be set up.
     #[error("price source: {0}")]
     Prices(#[from] price_feed::FeedError),
+    /// RabbitMQ is configured wrongly.
+    #[error("RabbitMQ (AMQP_URL): {0}")]
+    Bus(#[from] event_bus::BusError),
+    /// AMQP_URL without DATABASE_URL.
+    #[error("AMQP_URL needs DATABASE_URL: the relay publishes the PostgreSQL event log")]
+    BusWithoutDatabase,
     /// A PostgreSQL store could not be opened.
     #[error("PostgreSQL (DATABASE_URL / READ_DATABASE_URL): {0}")]
     Store(#[from] StoreError),
@@ -142,6 +154,14 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
 
     let services = BuyOrderServices::new(prices);
     let cap = config.write.max_total_btc;
+    let bus = match &config.bus.amqp_url {
+        None => None,
+        Some(_) if config.db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
+        Some(url) => Some(event_bus::connection::parse(url)?),
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let mut batches = None;
     type Parts = (
         Arc<dyn OrderWriter>,
         Arc<dyn EventLog>,
@@ -152,6 +172,17 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         let store = PgEventStore::open(&config.db, cap).await?;
         let model = Arc::new(PgReadModel::open(&config.db).await?);
         tracing::info!("on PostgreSQL");
+        if let Some(address) = bus {
+            let topology = config.bus.topology();
+            let publisher = Publisher::start(address.clone(), topology.clone());
+            tasks.spawn(Relay::new(store.clone(), publisher).run(shutdown.clone()));
+            batches = Some(event_bus::consumer::start(
+                address,
+                topology,
+                config.bus.prefetch,
+            ));
+            tracing::info!(exchange = %config.bus.exchange, queue = %config.bus.queue, "through RabbitMQ");
+        }
         (
             Arc::new(CqrsOrderWriter::new(store.clone(), services)),
             Arc::new(store),
@@ -170,8 +201,6 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     };
     let projector = Projector::new(log, table, config.projector.batch as usize);
 
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
     let write_routes = WriteApi::new(writer).routes();
     let read_routes = ReadApi::new(model).routes();
     tasks.spawn(service_kit::serve(
@@ -185,7 +214,10 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         shutdown.clone(),
     ));
     let token = shutdown.clone();
-    tasks.spawn(async move { projector.run(token).await });
+    match batches {
+        Some(batches) => tasks.spawn(async move { projector.consume(batches, token).await }),
+        None => tasks.spawn(async move { projector.run(token).await }),
+    };
     tracing::info!(%write_addr, %read_addr, %cap, "buy-orders started");
     Ok(System {
         write_addr,

@@ -78,7 +78,7 @@ impl Topology {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-dead-letter-exchange".into(),
-            AmqpValue::LongString(self.dead_letter_exchange.clone().into()),
+            AmqpValue::LongString(self.dead_letter_exchange.clone()),
         );
         channel
             .queue_declare(
@@ -120,8 +120,8 @@ pub fn encode(event: &LoggedEvent) -> (String, Vec<u8>, AmqpProperties) {
     let properties = AmqpProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
-        .with_message_id(format!("{}:{}", event.aggregate_id, event.sequence).into())
-        .with_type_(event.event.event_type().into())
+        .with_message_id(format!("{}:{}", event.aggregate_id, event.sequence))
+        .with_type_(event.event.event_type())
         .with_headers(headers);
     (event.event.event_type(), body, properties)
 }

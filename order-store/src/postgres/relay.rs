@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use crate::log::Position;
 
 /// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay").
-const RELAY_LOCK: i64 = 0x424f_7265_6c61_79;
+const RELAY_LOCK: i64 = 0x0042_4f72_656c_6179;
 
 /// Proof that this process is the active relay: a session-level advisory lock held on a
 /// connection of its own. If the process dies, or its connection does, PostgreSQL releases the

@@ -1,0 +1,178 @@
+//! The projector fed by RabbitMQ, against the real broker and PostgreSQL of this machine (a
+//! database and a topology of its own per test): poison messages are dead-lettered while the
+//! rest is applied; SIGKILL mid-stream and restart lose and double nothing; a rebuild while
+//! orders keep arriving ends equal to the event store.
+
+mod common;
+
+use std::time::Duration;
+
+use amiquip::{AmqpProperties, Publish};
+use common::*;
+use event_bus::publisher::Publisher;
+use event_bus::relay::Relay;
+use event_bus::testing::TestTopology;
+use order_domain::BtcCap;
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+use order_store::testing::TestDb;
+use order_store::*;
+use service_kit::CancellationToken;
+
+struct Setup {
+    db: TestDb,
+    topology: TestTopology,
+    store: PgEventStore,
+    model: PgReadModel,
+    relay_stop: CancellationToken,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.relay_stop.cancel();
+    }
+}
+
+/// A database, a topology, and a relay publishing the store to it.
+async fn setup() -> Setup {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let model = PgReadModel::open(&settings).await.unwrap();
+    let relay_stop = CancellationToken::new();
+    let publisher = Publisher::start(topology.address(), topology.topology.clone());
+    tokio::spawn(Relay::new(store.clone(), publisher).run(relay_stop.clone()));
+    Setup {
+        db,
+        topology,
+        store,
+        model,
+        relay_stop,
+    }
+}
+
+fn publish_raw(topology: &TestTopology, body: &[u8]) {
+    let mut connection = event_bus::connection::open(&topology.address()).unwrap();
+    let channel = connection.open_channel(None).unwrap();
+    let properties = AmqpProperties::default().with_message_id("poison-1".into());
+    channel
+        .basic_publish(
+            topology.topology.exchange.as_str(),
+            Publish::with_properties(body, "BuyOrderPlaced", properties),
+        )
+        .unwrap();
+    connection.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_rest_applied() {
+    let s = setup().await;
+    let mut running = projector(&s.db, Some(&s.topology), &[]).spawn().unwrap();
+    let writer = writer(&s.store);
+    place(&writer, 10).await;
+    publish_raw(&s.topology, b"{not an event");
+    place(&writer, 10).await;
+    wait_for_checkpoint(&s.model, Position(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s
+        .topology
+        .message_count(&s.topology.topology.dead_letter_queue)
+        < 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "poison not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        s.topology
+            .message_count(&s.topology.topology.dead_letter_queue),
+        1
+    );
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn killed_mid_stream_and_restarted_via_the_queue_nothing_is_lost_or_doubled() {
+    let s = setup().await;
+    let writer = writer(&s.store);
+    let mut running = projector(&s.db, Some(&s.topology), &["run"])
+        .spawn()
+        .unwrap();
+    let writers: Vec<_> = (0..6)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move { place(&writer, 80).await })
+        })
+        .collect();
+    wait_for_checkpoint(&s.model, Position(60)).await;
+    signal(&running, libc::SIGKILL);
+    running.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        s.model.checkpoint().await.unwrap() < Position(480),
+        "killed before the end"
+    );
+    let mut restarted = projector(&s.db, Some(&s.topology), &[]).spawn().unwrap();
+    wait_for_checkpoint(&s.model, Position(480)).await;
+    assert_eq!(
+        table(&s.model).await,
+        expected(&s.store).await,
+        "row by row"
+    );
+    signal(&restarted, libc::SIGTERM);
+    assert!(restarted.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_rebuild_while_orders_keep_arriving_ends_equal_to_the_store() {
+    let s = setup().await;
+    let writer = writer(&s.store);
+    place(&writer, 200).await;
+    let mut running = projector(&s.db, Some(&s.topology), &[]).spawn().unwrap();
+    wait_for_checkpoint(&s.model, Position(200)).await;
+    // orders keep arriving before, during and after the rebuild
+    let rebuilding = CancellationToken::new();
+    let arriving = {
+        let (writer, rebuilding) = (writer.clone(), rebuilding.clone());
+        tokio::spawn(async move {
+            let mut during = 0;
+            while !rebuilding.is_cancelled() {
+                place(&writer, 5).await;
+                during += 5;
+            }
+            place(&writer, 20).await;
+            during
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rebuild = tokio::task::spawn_blocking({
+        let mut command = projector(&s.db, None, &["rebuild"]);
+        move || command.status().unwrap()
+    })
+    .await
+    .unwrap();
+    rebuilding.cancel();
+    assert!(rebuild.success());
+    let during = arriving.await.unwrap();
+    assert!(during > 0, "orders arrived during the rebuild");
+    let head = s.store.head().await.unwrap();
+    wait_for_checkpoint(&s.model, head).await;
+    assert_eq!(
+        table(&s.model).await,
+        expected(&s.store).await,
+        "row by row"
+    );
+    // the swapped-in table pages on its primary key like the original
+    let plan = s.model.explain_page_after(Position(100), 10).await.unwrap();
+    assert!(plan.contains("buy_order_view_pkey"), "{plan}");
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}
