@@ -8,14 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use event_bus::publisher::Publisher;
-use event_bus::relay::Relay;
-use event_bus::testing::TestTopology;
-use order_domain::BtcCap;
-use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::testing::TestDb;
 use order_store::*;
-use service_kit::CancellationToken;
 
 fn rabbitmqctl(args: &[&str]) {
     let status = Command::new("rabbitmqctl")
@@ -39,19 +32,11 @@ impl Drop for RestartOnDrop {
 
 #[tokio::test]
 async fn orders_placed_while_the_broker_is_down_all_arrive_exactly_once() {
-    let db = TestDb::create().await;
-    let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let model = PgReadModel::open(&settings).await.unwrap();
-    let relay_stop = CancellationToken::new();
-    let publisher = Publisher::start(topology.address(), topology.topology.clone());
-    tokio::spawn(Relay::new(store.clone(), publisher).run(relay_stop.clone()));
-    let mut running = projector(&db, Some(&topology), &[]).spawn().unwrap();
+    let s = setup().await;
+    let (db, topology, store, model) = (&s.db, &s.topology, &s.store, &s.model);
+    let mut running = projector(db, Some(topology), &[]).spawn().unwrap();
 
-    let writer = writer(&store);
+    let writer = writer(store);
     let placing: Vec<_> = (0..5)
         .map(|_| {
             let writer = writer.clone();
@@ -59,7 +44,7 @@ async fn orders_placed_while_the_broker_is_down_all_arrive_exactly_once() {
         })
         .collect();
     // some orders flow through the broker first
-    wait_for_checkpoint(&model, Position(50)).await;
+    wait_for_checkpoint(model, Position(50)).await;
     let restart = RestartOnDrop;
     tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
         .await
@@ -73,15 +58,14 @@ async fn orders_placed_while_the_broker_is_down_all_arrive_exactly_once() {
         .await
         .unwrap();
 
-    wait_for_checkpoint(&model, Position(500)).await;
-    let rows = table(&model).await;
+    wait_for_checkpoint(model, Position(500)).await;
+    let rows = table(model).await;
     assert_eq!(rows.len(), 500);
     assert_eq!(
         rows,
-        expected(&store).await,
+        expected(store).await,
         "all 500, exactly once, row by row"
     );
-    relay_stop.cancel();
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }

@@ -13,45 +13,9 @@ use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
 use event_bus::testing::TestTopology;
 use order_domain::BtcCap;
-use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::testing::TestDb;
+use order_store::postgres::{PgEventStore, PgSettings};
 use order_store::*;
 use service_kit::CancellationToken;
-
-struct Setup {
-    db: TestDb,
-    topology: TestTopology,
-    store: PgEventStore,
-    model: PgReadModel,
-    relay_stop: CancellationToken,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.relay_stop.cancel();
-    }
-}
-
-/// A database, a topology, and a relay publishing the store to it.
-async fn setup() -> Setup {
-    let db = TestDb::create().await;
-    let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let model = PgReadModel::open(&settings).await.unwrap();
-    let relay_stop = CancellationToken::new();
-    let publisher = Publisher::start(topology.address(), topology.topology.clone());
-    tokio::spawn(Relay::new(store.clone(), publisher).run(relay_stop.clone()));
-    Setup {
-        db,
-        topology,
-        store,
-        model,
-        relay_stop,
-    }
-}
 
 fn publish_raw(topology: &TestTopology, body: &[u8]) {
     let mut connection = event_bus::connection::open(&topology.address()).unwrap();
@@ -173,6 +137,30 @@ async fn a_rebuild_while_orders_keep_arriving_ends_equal_to_the_store() {
     // the swapped-in table pages on its primary key like the original
     let plan = s.model.explain_page_after(Position(100), 10).await.unwrap();
     assert!(plan.contains("buy_order_view_pkey"), "{plan}");
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn two_relays_publish_everything_and_nothing_is_twice_in_the_table() {
+    let s = setup().await; // relay one
+    let second_store = PgEventStore::open(&PgSettings::for_url(s.db.url()), BtcCap::DEFAULT).await.unwrap();
+    let second_stop = CancellationToken::new();
+    let publisher = Publisher::start(s.topology.address(), s.topology.topology.clone());
+    tokio::spawn(Relay::new(second_store.clone(), publisher).run(second_stop.clone()));
+    let mut running = projector(&s.db, Some(&s.topology), &[]).spawn().unwrap();
+    let (a, b) = (writer(&s.store), writer(&second_store));
+    tokio::join!(place(&a, 60), place(&b, 60));
+    wait_for_checkpoint(&s.model, Position(120)).await;
+    let rows = table(&s.model).await;
+    assert_eq!(rows.len(), 120);
+    assert_eq!(rows, expected(&s.store).await, "each once, row by row");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.store.relay_checkpoint().await.unwrap() < Position(120) {
+        assert!(tokio::time::Instant::now() < deadline, "not every event was published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second_stop.cancel();
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }

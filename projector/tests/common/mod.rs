@@ -5,12 +5,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use event_bus::publisher::Publisher;
+use event_bus::relay::Relay;
 use event_bus::testing::{amqp_url, TestTopology};
 use order_domain::*;
-use order_store::postgres::{PgEventStore, PgReadModel};
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
 use order_store::testing::TestDb;
 use order_store::*;
 use price_feed::FixedSource;
+use service_kit::CancellationToken;
 
 /// The `projector` binary against `db` (and `topology`, when given).
 pub fn projector(db: &TestDb, topology: Option<&TestTopology>, args: &[&str]) -> Command {
@@ -107,3 +110,39 @@ pub async fn wait_for_checkpoint(model: &PgReadModel, at_least: Position) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+pub struct Setup {
+    pub db: TestDb,
+    pub topology: TestTopology,
+    pub store: PgEventStore,
+    pub model: PgReadModel,
+    pub relay_stop: CancellationToken,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.relay_stop.cancel();
+    }
+}
+
+/// A database, a topology, and a relay publishing the store to it.
+pub async fn setup() -> Setup {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let model = PgReadModel::open(&settings).await.unwrap();
+    let relay_stop = CancellationToken::new();
+    let publisher = Publisher::start(topology.address(), topology.topology.clone());
+    tokio::spawn(Relay::new(store.clone(), publisher).run(relay_stop.clone()));
+    Setup {
+        db,
+        topology,
+        store,
+        model,
+        relay_stop,
+    }
+}
+
