@@ -1,0 +1,158 @@
+//! deploy/: the compose file's structure (no Docker engine here to run it), the Dockerfile's
+//! shape, `.env.example` against the compose file, and `deploy/local.sh` bringing the
+//! distributed topology up and down on this machine.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn compose() -> Value {
+    let mut value: Value = serde_yaml_ng::from_str(&read("deploy/docker-compose.yml")).unwrap();
+    value.apply_merge().unwrap();
+    value
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_sequence()
+        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_has_every_service_with_health_checks_and_start_order() {
+    let compose = compose();
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
+    assert_eq!(names, BTreeSet::from(["api-read", "api-write", "postgres", "projector", "rabbitmq"]));
+    for name in ["postgres", "rabbitmq", "api-write", "api-read"] {
+        assert!(compose["services"][name]["healthcheck"]["test"].is_sequence(), "{name} health check");
+    }
+    assert!(compose["services"]["rabbitmq"]["image"].as_str().unwrap().contains("management"));
+    for app in ["api-write", "api-read", "projector"] {
+        let service = &compose["services"][app];
+        for dependency in ["postgres", "rabbitmq"] {
+            assert_eq!(service["depends_on"][dependency]["condition"], "service_healthy", "{app} waits for {dependency}");
+        }
+        let environment = &service["environment"];
+        assert!(environment["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"), "{app}");
+        assert!(environment["AMQP_URL"].as_str().unwrap().contains("@rabbitmq:5672/"), "{app}");
+        assert_eq!(service["build"]["dockerfile"], "deploy/Dockerfile");
+    }
+    assert_eq!(strings(&compose["services"]["api-write"]["command"]), ["api-write"]);
+    assert_eq!(strings(&compose["services"]["api-read"]["command"]), ["api-read"]);
+    assert_eq!(strings(&compose["services"]["projector"]["command"]), ["projector", "run"]);
+    assert_eq!(strings(&compose["services"]["api-write"]["ports"]), ["8777:8777"]);
+    assert_eq!(strings(&compose["services"]["api-read"]["ports"]), ["8778:8778"]);
+    assert_eq!(compose["services"]["api-write"]["environment"]["WRITE_ADDR"], "0.0.0.0:8777");
+    assert_eq!(compose["services"]["api-read"]["environment"]["READ_ADDR"], "0.0.0.0:8778");
+}
+
+#[test]
+fn the_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
+    let dockerfile = read("deploy/Dockerfile");
+    assert_eq!(dockerfile.lines().filter(|l| l.starts_with("FROM ")).count(), 2, "build + runtime");
+    assert!(dockerfile.contains("FROM debian:bookworm-slim"), "small runtime image");
+    let user = dockerfile.lines().find(|l| l.starts_with("USER ")).expect("a USER line");
+    assert!(!user.contains("root"), "{user}");
+    for binary in ["api-write", "api-read", "projector", "buy-orders"] {
+        assert!(dockerfile.contains(&format!("target/release/{binary}")), "{binary} copied");
+    }
+}
+
+#[test]
+fn env_example_documents_exactly_the_variables_compose_reads() {
+    let compose = read("deploy/docker-compose.yml");
+    let used: BTreeSet<String> = compose
+        .split("${")
+        .skip(1)
+        .map(|rest| rest.split([':', '}']).next().unwrap().to_owned())
+        .collect();
+    let documented: BTreeSet<String> = read("deploy/.env.example")
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| l.split('=').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(used, documented);
+}
+
+fn local(args: &[&str], name: &str, base_port: u16, run_dir: &Path) -> std::process::Output {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_buy-orders")).parent().unwrap();
+    Command::new(root().join("deploy/local.sh"))
+        .args(args)
+        .env("LOCAL_NAME", name)
+        .env("LOCAL_BASE_PORT", base_port.to_string())
+        .env("LOCAL_RUN_DIR", run_dir)
+        .env("LOCAL_BIN_DIR", bin_dir)
+        .env("PRICE_SOURCE", "fixed:USD=50000,EUR=40000,GBP=30000")
+        .output()
+        .unwrap()
+}
+
+/// Down however the test ends.
+struct Down<'a>(&'a str, u16, &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        local(&["down"], self.0, self.1, self.2);
+    }
+}
+
+#[tokio::test]
+async fn local_sh_runs_the_distributed_topology_with_two_writers() {
+    let name = format!("bo_local_{}", uuid::Uuid::new_v4().simple());
+    let base = 20_000 + (std::process::id() % 2000) as u16 * 10;
+    let run_dir = std::env::temp_dir().join(&name);
+    let _down = Down(&name, base, &run_dir);
+    let up = local(&["up", "--write-instances", "2"], &name, base, &run_dir);
+    assert!(up.status.success(), "{}\n{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
+    let status = String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).into_owned();
+    for process in ["api-write-0", "api-write-1", "api-read", "projector"] {
+        assert!(status.lines().any(|l| l.starts_with(process) && l.contains("running")), "{status}");
+    }
+
+    let client = reqwest::Client::new();
+    for writer in [base, base + 10] {
+        let body = serde_json::json!({"currency": "USD", "amount": "10", "idempotence_key": uuid::Uuid::new_v4().to_string()});
+        let response = client
+            .put(format!("http://127.0.0.1:{writer}/buy_order"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("http://127.0.0.1:{}/buy_orders", base + 1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["rows"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "orders not projected: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = local(&["down"], &name, base, &run_dir);
+    assert!(down.status.success());
+    assert_eq!(String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).trim(), "down");
+    let again = local(&["up", "--write-instances", "0"], &name, base, &run_dir);
+    assert!(!again.status.success(), "0 writers is refused");
+}
