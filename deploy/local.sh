@@ -8,7 +8,7 @@
 #
 # Logs and pid files: deploy/.run/. Settings (environment): LOCAL_NAME (database and vhost name,
 # default buy_orders_local), LOCAL_BASE_PORT (default 8777: api-write i listens on BASE+10*i,
-# api-read on BASE+1), PRICE_SOURCE (default simulated), MAX_TOTAL_BTC, LOCAL_RUN_DIR (default
+# api-read on BASE+1, the projector's /metrics on BASE+2), PRICE_SOURCE (default simulated), MAX_TOTAL_BTC, LOCAL_RUN_DIR (default
 # deploy/.run), LOCAL_BIN_DIR (use these binaries instead of building release ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +65,8 @@ up() {
   done
   READ_ADDR=127.0.0.1:$((BASE + 1)) start api-read $((BASE + 1)) "$bin/api-read"
   ports+=($((BASE + 1)))
-  start projector "" "$bin/projector" run
+  PROJECTOR_ADDR=127.0.0.1:$((BASE + 2)) start projector $((BASE + 2)) "$bin/projector" run
+  ports+=($((BASE + 2)))
 
   local deadline=$((SECONDS + 60))
   for port in "${ports[@]}"; do

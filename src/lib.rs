@@ -55,6 +55,9 @@ pub struct Config {
     /// RabbitMQ (with DATABASE_URL: events go through the broker to the projector).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// Log format (default here: text).
+    #[command(flatten)]
+    pub log: service_kit::LogSettings,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -159,6 +162,7 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         Some(_) if config.db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
         Some(url) => Some(event_bus::connection::parse(url)?),
     };
+    let bus_address = bus.clone();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut batches = None;
@@ -201,14 +205,19 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     };
     let projector = Projector::new(log, table, config.projector.batch as usize);
 
+    tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
+    let write_ops = api_write::ops(writer.clone(), bus_address.clone());
+    let read_ops = api_read::ops(model.clone());
     let write_routes = WriteApi::new(writer).routes();
     let read_routes = ReadApi::new(model).routes();
     tasks.spawn(service_kit::serve(
+        write_ops,
         write_routes,
         write_listener,
         shutdown.clone(),
     ));
     tasks.spawn(service_kit::serve(
+        read_ops,
         read_routes,
         read_listener,
         shutdown.clone(),

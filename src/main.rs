@@ -7,8 +7,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    service_kit::init_logging();
     let config = Config::parse();
+    config.log.init(service_kit::LogFormat::Text);
     if let Some(Command::Migrate) = config.command {
         if config.db.database_url.is_none() {
             eprintln!("buy-orders migrate: set DATABASE_URL (and READ_DATABASE_URL if elsewhere)");

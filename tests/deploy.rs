@@ -26,7 +26,12 @@ fn compose() -> Value {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_sequence()
-        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -35,39 +40,100 @@ fn compose_has_every_service_with_health_checks_and_start_order() {
     let compose = compose();
     let services = compose["services"].as_mapping().expect("services");
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
-    assert_eq!(names, BTreeSet::from(["api-read", "api-write", "postgres", "projector", "rabbitmq"]));
-    for name in ["postgres", "rabbitmq", "api-write", "api-read"] {
-        assert!(compose["services"][name]["healthcheck"]["test"].is_sequence(), "{name} health check");
+    assert_eq!(
+        names,
+        BTreeSet::from(["api-read", "api-write", "postgres", "projector", "rabbitmq"])
+    );
+    for name in ["postgres", "rabbitmq", "api-write", "api-read", "projector"] {
+        assert!(
+            compose["services"][name]["healthcheck"]["test"].is_sequence(),
+            "{name} health check"
+        );
     }
-    assert!(compose["services"]["rabbitmq"]["image"].as_str().unwrap().contains("management"));
+    assert!(compose["services"]["rabbitmq"]["image"]
+        .as_str()
+        .unwrap()
+        .contains("management"));
     for app in ["api-write", "api-read", "projector"] {
         let service = &compose["services"][app];
         for dependency in ["postgres", "rabbitmq"] {
-            assert_eq!(service["depends_on"][dependency]["condition"], "service_healthy", "{app} waits for {dependency}");
+            assert_eq!(
+                service["depends_on"][dependency]["condition"], "service_healthy",
+                "{app} waits for {dependency}"
+            );
         }
         let environment = &service["environment"];
-        assert!(environment["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"), "{app}");
-        assert!(environment["AMQP_URL"].as_str().unwrap().contains("@rabbitmq:5672/"), "{app}");
+        assert!(
+            environment["DATABASE_URL"]
+                .as_str()
+                .unwrap()
+                .contains("@postgres:5432/"),
+            "{app}"
+        );
+        assert!(
+            environment["AMQP_URL"]
+                .as_str()
+                .unwrap()
+                .contains("@rabbitmq:5672/"),
+            "{app}"
+        );
         assert_eq!(service["build"]["dockerfile"], "deploy/Dockerfile");
     }
-    assert_eq!(strings(&compose["services"]["api-write"]["command"]), ["api-write"]);
-    assert_eq!(strings(&compose["services"]["api-read"]["command"]), ["api-read"]);
-    assert_eq!(strings(&compose["services"]["projector"]["command"]), ["projector", "run"]);
-    assert_eq!(strings(&compose["services"]["api-write"]["ports"]), ["8777:8777"]);
-    assert_eq!(strings(&compose["services"]["api-read"]["ports"]), ["8778:8778"]);
-    assert_eq!(compose["services"]["api-write"]["environment"]["WRITE_ADDR"], "0.0.0.0:8777");
-    assert_eq!(compose["services"]["api-read"]["environment"]["READ_ADDR"], "0.0.0.0:8778");
+    assert_eq!(
+        strings(&compose["services"]["api-write"]["command"]),
+        ["api-write"]
+    );
+    assert_eq!(
+        strings(&compose["services"]["api-read"]["command"]),
+        ["api-read"]
+    );
+    assert_eq!(
+        strings(&compose["services"]["projector"]["command"]),
+        ["projector", "run"]
+    );
+    assert_eq!(
+        strings(&compose["services"]["api-write"]["ports"]),
+        ["8777:8777"]
+    );
+    assert_eq!(
+        strings(&compose["services"]["api-read"]["ports"]),
+        ["8778:8778"]
+    );
+    assert_eq!(
+        compose["services"]["api-write"]["environment"]["WRITE_ADDR"],
+        "0.0.0.0:8777"
+    );
+    assert_eq!(
+        compose["services"]["api-read"]["environment"]["READ_ADDR"],
+        "0.0.0.0:8778"
+    );
 }
 
 #[test]
 fn the_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
     let dockerfile = read("deploy/Dockerfile");
-    assert_eq!(dockerfile.lines().filter(|l| l.starts_with("FROM ")).count(), 2, "build + runtime");
-    assert!(dockerfile.contains("FROM debian:bookworm-slim"), "small runtime image");
-    let user = dockerfile.lines().find(|l| l.starts_with("USER ")).expect("a USER line");
+    assert_eq!(
+        dockerfile
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .count(),
+        2,
+        "build + runtime"
+    );
+    assert!(
+        dockerfile.contains("FROM debian:bookworm-slim"),
+        "small runtime image"
+    );
+    let user = dockerfile
+        .lines()
+        .find(|l| l.starts_with("USER "))
+        .expect("a USER line");
     assert!(!user.contains("root"), "{user}");
     for binary in ["api-write", "api-read", "projector", "buy-orders"] {
-        assert!(dockerfile.contains(&format!("target/release/{binary}")), "{binary} copied");
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "{binary} copied"
+        );
     }
 }
 
@@ -88,7 +154,9 @@ fn env_example_documents_exactly_the_variables_compose_reads() {
 }
 
 fn local(args: &[&str], name: &str, base_port: u16, run_dir: &Path) -> std::process::Output {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_buy-orders")).parent().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .parent()
+        .unwrap();
     Command::new(root().join("deploy/local.sh"))
         .args(args)
         .env("LOCAL_NAME", name)
@@ -116,10 +184,21 @@ async fn local_sh_runs_the_distributed_topology_with_two_writers() {
     let run_dir = std::env::temp_dir().join(&name);
     let _down = Down(&name, base, &run_dir);
     let up = local(&["up", "--write-instances", "2"], &name, base, &run_dir);
-    assert!(up.status.success(), "{}\n{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
-    let status = String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).into_owned();
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let status =
+        String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).into_owned();
     for process in ["api-write-0", "api-write-1", "api-read", "projector"] {
-        assert!(status.lines().any(|l| l.starts_with(process) && l.contains("running")), "{status}");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(process) && l.contains("running")),
+            "{status}"
+        );
     }
 
     let client = reqwest::Client::new();
@@ -147,12 +226,18 @@ async fn local_sh_runs_the_distributed_topology_with_two_writers() {
         if page["rows"].as_array().unwrap().len() == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "orders not projected: {page}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders not projected: {page}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let down = local(&["down"], &name, base, &run_dir);
     assert!(down.status.success());
-    assert_eq!(String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).trim(), "down");
+    assert_eq!(
+        String::from_utf8_lossy(&local(&["status"], &name, base, &run_dir).stdout).trim(),
+        "down"
+    );
     let again = local(&["up", "--write-instances", "0"], &name, base, &run_dir);
     assert!(!again.status.success(), "0 writers is refused");
 }

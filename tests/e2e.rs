@@ -127,6 +127,32 @@ async fn orders_placed_are_paged_newest_first_each_exactly_once() {
         placed,
         "every order exactly once, newest first, as the write API answered"
     );
+    // both APIs are ready and measured
+    for addr in [system.write_addr, system.read_addr] {
+        let ready = client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    let metrics = client
+        .get(format!("http://{}/metrics", system.write_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"http_requests_total{service="api-write",method="PUT",route="/buy_order",status="200"}"#,
+        r#"orders_placed_total{currency="USD"}"#,
+        r#"http_requests_total{service="api-read",method="GET",route="/buy_orders",status="200"}"#,
+        "http_request_duration_seconds_bucket",
+        "events_projected_total",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in\n{metrics}");
+    }
     system.shutdown();
     tokio::time::timeout(Duration::from_secs(5), system.wait())
         .await

@@ -100,3 +100,56 @@ fn sigterm_stops_it_cleanly() {
 fn ctrl_c_stops_it_cleanly() {
     stops_cleanly_on(libc::SIGINT);
 }
+
+#[test]
+fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() {
+    let (write, read) = (free_port(), free_port());
+    let mut child = binary()
+        .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
+        .env("READ_ADDR", format!("127.0.0.1:{read}"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("PRICE_SOURCE", "fixed:USD=50000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let body = r#"{"currency":"USD","amount":"10","idempotence_key":"3f2504e0-4f89-11d3-9a0c-0305e82c3301"}"#;
+    let request = format!(
+        "PUT /buy_order HTTP/1.0\r\ncontent-type: application/json\r\nx-request-id: test-req-1\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", write)).unwrap();
+    std::io::Write::write_all(&mut socket, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut socket, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-request-id: test-req-1"),
+        "{answer}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let request_line = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["path"] == "/buy_order")
+        .expect("a request line");
+    assert_eq!(request_line["request_id"], "test-req-1");
+    assert_eq!(request_line["method"], "PUT");
+    assert_eq!(request_line["status"], 200);
+    assert!(request_line["latency_ms"].is_number());
+    assert!(
+        lines.iter().any(|l| l["message"] == "order placed"),
+        "a decision line"
+    );
+}

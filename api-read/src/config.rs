@@ -31,6 +31,9 @@ pub struct ReadConfig {
     /// The PostgreSQL read table (READ_DATABASE_URL, else DATABASE_URL).
     #[command(flatten)]
     pub db: PgSettings,
+    /// Log format.
+    #[command(flatten)]
+    pub log: service_kit::LogSettings,
 }
 
 #[cfg(test)]

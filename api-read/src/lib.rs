@@ -24,6 +24,23 @@ use warp::{Filter, Rejection, Reply};
 
 pub use query::parse_page_request;
 
+/// The read API's routes, as metric labels.
+pub const ROUTES: &[&str] = &[
+    "/buy_orders",
+    "/buy_orders/:id",
+    "/healthcheck",
+    "/readyz",
+    "/metrics",
+];
+
+/// Observability of the read API: ready when the read table answers.
+pub fn ops(model: Arc<dyn ReadModel>) -> service_kit::Ops {
+    service_kit::Ops::new("api-read", ROUTES, move || {
+        let model = model.clone();
+        async move { model.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
 /// What the read routes need: the read table.
 #[derive(Clone)]
 pub struct ReadApi {

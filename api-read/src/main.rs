@@ -13,8 +13,8 @@ use service_kit::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    service_kit::init_logging();
     let config = ReadConfig::parse();
+    config.log.init(service_kit::LogFormat::Json);
     if config.db.read_url().is_none() {
         eprintln!(
             "api-read: set READ_DATABASE_URL or DATABASE_URL: a separate read process serves the \
@@ -45,6 +45,8 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!(addr = %config.read.read_addr, "api-read listening");
-    service_kit::serve(ReadApi::new(Arc::new(model)).routes(), listener, shutdown).await;
+    let model: Arc<dyn order_store::ReadModel> = Arc::new(model);
+    let ops = api_read::ops(model.clone());
+    service_kit::serve(ops, ReadApi::new(model).routes(), listener, shutdown).await;
     ExitCode::SUCCESS
 }

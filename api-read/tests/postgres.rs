@@ -47,12 +47,14 @@ async fn serves_the_table_and_survives_an_outage() {
     let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = PgSettings::for_url(&proxy.url_for(db.url()));
     settings.acquire_timeout = Duration::from_millis(500);
-    let model = PgReadModel::open(&settings).await.unwrap();
+    let model: Arc<dyn order_store::ReadModel> =
+        Arc::new(PgReadModel::open(&settings).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/buy_orders", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::serve(
-        ReadApi::new(Arc::new(model)).routes(),
+        api_read::ops(model.clone()),
+        ReadApi::new(model).routes(),
         listener,
         stop.clone(),
     ));

@@ -47,6 +47,9 @@ pub struct WriteConfig {
     /// RabbitMQ: with AMQP_URL set (and DATABASE_URL), this process runs a relay.
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// Log format.
+    #[command(flatten)]
+    pub log: service_kit::LogSettings,
 }
 
 #[cfg(test)]

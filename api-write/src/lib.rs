@@ -26,6 +26,45 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::request::{parse_place, RequestHeaders};
 
+/// The write API's routes, as metric labels.
+pub const ROUTES: &[&str] = &["/buy_order", "/healthcheck", "/readyz", "/metrics"];
+
+/// Observability of the write API: ready when the store (and the broker, if the process relays
+/// to one) answers.
+pub fn ops(
+    writer: Arc<dyn OrderWriter>,
+    broker: Option<event_bus::connection::AmqpAddress>,
+) -> service_kit::Ops {
+    service_kit::Ops::new("api-write", ROUTES, move || {
+        let (writer, broker) = (writer.clone(), broker.clone());
+        async move {
+            writer.ping().await.map_err(|e| e.to_string())?;
+            match broker {
+                Some(broker) => broker.reachable().await,
+                None => Ok(()),
+            }
+        }
+    })
+}
+
+/// How often the `btc_remaining` gauge is refreshed from the store.
+const LEDGER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the `btc_remaining` gauge current (every few seconds, and after each cap refusal)
+/// until `shutdown`.
+pub async fn watch_ledger(writer: Arc<dyn OrderWriter>, shutdown: service_kit::CancellationToken) {
+    loop {
+        if let Ok(remaining) = writer.remaining_btc().await {
+            metrics::gauge!("btc_remaining")
+                .set(remaining.to_btc_decimal().try_into().unwrap_or(0.0));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LEDGER_REFRESH) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// What the write routes need: where orders are placed.
 #[derive(Clone)]
 pub struct WriteApi {
@@ -75,8 +114,12 @@ impl WriteApi {
             error::to_api_error(err)
         })?;
         if replayed {
+            metrics::counter!("idempotent_replays_total").increment(1);
             tracing::info!(order_id = %order.order_id, "idempotent replay");
         } else {
+            metrics::counter!("orders_placed_total", "currency" => order.currency.code())
+                .increment(1);
+            metrics::counter!("btc_sold_satoshis_total").increment(order.satoshis.count());
             tracing::info!(order_id = %order.order_id, currency = %order.currency,
                            amount = %order.amount, btc = %order.satoshis, rate = %order.rate,
                            "order placed");

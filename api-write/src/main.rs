@@ -20,8 +20,8 @@ use service_kit::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    service_kit::init_logging();
     let config = WriteConfig::parse();
+    config.log.init(service_kit::LogFormat::Json);
     let prices = match config
         .prices
         .build(&config.prices.spec(PriceSourceSpec::Coinbase))
@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let relay_address_for_ops = relay_address.clone();
     let mut relay = None;
     let writer: Arc<dyn OrderWriter> = if config.db.database_url.is_some() {
         match PgEventStore::open(&config.db, cap).await {
@@ -90,7 +91,15 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!(addr = %config.write.write_addr, %cap, "api-write listening");
-    service_kit::serve(WriteApi::new(writer).routes(), listener, shutdown.clone()).await;
+    tokio::spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
+    let ops = api_write::ops(writer.clone(), relay_address_for_ops);
+    service_kit::serve(
+        ops,
+        WriteApi::new(writer).routes(),
+        listener,
+        shutdown.clone(),
+    )
+    .await;
     if let Some(relay) = relay {
         let _ = relay.await;
     }

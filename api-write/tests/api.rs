@@ -45,6 +45,9 @@ impl OrderWriter for DownStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
+    async fn remaining_btc(&self) -> Result<Satoshis, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 struct App {

@@ -36,12 +36,16 @@ async fn instance(settings: &PgSettings, cap: &str, prices: &str) -> Instance {
     let cap: BtcCap = cap.parse().unwrap();
     let store = PgEventStore::open(settings, cap).await.unwrap();
     let prices: FixedSource = prices.parse().unwrap();
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
+    let writer: Arc<dyn order_store::OrderWriter> = Arc::new(CqrsOrderWriter::new(
+        store.clone(),
+        BuyOrderServices::new(Arc::new(prices)),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::serve(
-        WriteApi::new(Arc::new(writer)).routes(),
+        api_write::ops(writer.clone(), None),
+        WriteApi::new(writer).routes(),
         listener,
         stop.clone(),
     ));
@@ -211,6 +215,12 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
         assert!(tokio::time::Instant::now() < deadline, "did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let ready = client
+        .get(format!("http://{}/readyz", api.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     // nothing half-written: exactly the two accepted orders are stored
     let direct = PgEventStore::connect(&PgSettings::for_url(db.url()))
         .await

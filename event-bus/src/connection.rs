@@ -57,6 +57,18 @@ pub fn parse(text: &str) -> Result<AmqpAddress, BusError> {
     })
 }
 
+impl AmqpAddress {
+    /// Whether the broker accepts TCP connections (a cheap readiness probe; no AMQP handshake).
+    pub async fn reachable(&self) -> Result<(), String> {
+        let addr = self.addrs.first().ok_or("no broker address")?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(format!("broker {addr}: {err}")),
+            Err(_) => Err(format!("broker {addr}: timed out")),
+        }
+    }
+}
+
 /// Opens a connection with `TCP_NODELAY` set on the socket (amiquip leaves Nagle on, which
 /// costs ~40 ms per synchronous round trip).
 pub fn open(address: &AmqpAddress) -> Result<Connection, BusError> {

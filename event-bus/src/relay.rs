@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use order_domain::BuyOrderEvent;
 use order_store::postgres::PgEventStore;
 use order_store::{EventLog, StoreError};
 use service_kit::CancellationToken;
@@ -113,9 +114,19 @@ impl Relay {
             return Ok(false);
         };
         let count = events.len();
+        let BuyOrderEvent::BuyOrderPlaced(newest) = &events[count - 1].event;
+        let placed_at = newest.placed_at;
         self.publisher.publish(events).await?;
         self.store.advance_relay_checkpoint(last).await?;
-        tracing::debug!(count, position = %last, "events published");
+        let backlog = self.store.head().await?.0.saturating_sub(last.0);
+        let lag = (chrono::Utc::now() - placed_at)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1e6;
+        metrics::counter!("events_published_total").increment(count as u64);
+        metrics::gauge!("relay_backlog_events").set(backlog as f64);
+        metrics::gauge!("relay_lag_seconds").set(lag.max(0.0));
+        tracing::info!(count, position = %last, backlog, "events published");
         Ok(true)
     }
 }

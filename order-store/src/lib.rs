@@ -29,4 +29,4 @@ pub use error::{PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LoggedEvent, Position};
 pub use read_model::{ReadModel, ReadModelWriter};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize};
-pub use writer::{CqrsOrderWriter, OrderWriter, Placement};
+pub use writer::{CqrsOrderWriter, Ledger, OrderWriter, Placement};

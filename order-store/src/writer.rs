@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
-use order_domain::{BuyOrder, BuyOrderError, BuyOrderEvent, BuyOrderPlaced, PlaceBuyOrder};
+use order_domain::{
+    BuyOrder, BuyOrderError, BuyOrderEvent, BuyOrderPlaced, PlaceBuyOrder, Satoshis,
+};
 use uuid::Uuid;
 
 use crate::error::{PlaceError, StoreError};
@@ -18,6 +20,13 @@ pub struct Placement {
     pub replayed: bool,
 }
 
+/// The BTC cap as an event store sees it.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// BTC that can still be sold, as committed.
+    async fn remaining(&self) -> Result<Satoshis, StoreError>;
+}
+
 /// Places buy orders: what `api-write` needs from a store.
 #[async_trait]
 pub trait OrderWriter: Send + Sync {
@@ -27,6 +36,9 @@ pub trait OrderWriter: Send + Sync {
 
     /// Whether the backend answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// BTC that can still be sold (for the `btc_remaining` gauge).
+    async fn remaining_btc(&self) -> Result<Satoshis, StoreError>;
 }
 
 /// The metadata key under which each commit records the request that made it, so that a request
@@ -42,12 +54,12 @@ const MAX_ATTEMPTS: usize = 3;
 /// The order id is derived from (client, key), so a concurrent duplicate meets the winner in the
 /// event store as an `AggregateConflict`. The loser runs the command again: the aggregate now
 /// exists, emits nothing, and the loser answers with the stored order, as a replay.
-pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Clone> {
+pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Ledger + Clone> {
     cqrs: CqrsFramework<BuyOrder, ES>,
     store: ES,
 }
 
-impl<ES: EventStore<BuyOrder> + Clone> CqrsOrderWriter<ES> {
+impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
     /// A writer over `store`, with the services (price source, clock) the aggregate needs.
     pub fn new(store: ES, services: order_domain::BuyOrderServices) -> Self {
         CqrsOrderWriter {
@@ -71,7 +83,7 @@ impl<ES: EventStore<BuyOrder> + Clone> CqrsOrderWriter<ES> {
 #[async_trait]
 impl<ES> OrderWriter for CqrsOrderWriter<ES>
 where
-    ES: EventStore<BuyOrder> + Clone + 'static,
+    ES: EventStore<BuyOrder> + Ledger + Clone + 'static,
     ES::AC: Send,
 {
     async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError> {
@@ -98,6 +110,10 @@ where
             "order {id}: still conflicting after {MAX_ATTEMPTS} attempts"
         ))
         .into())
+    }
+
+    async fn remaining_btc(&self) -> Result<Satoshis, StoreError> {
+        self.store.remaining().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -122,7 +122,12 @@ impl PriceSource for CoinbaseSource {
                 |err, wait| tracing::warn!(%err, ?wait, %currency, "price fetch failed, retrying"),
             )
             .await
+            .inspect(|quote| {
+                metrics::counter!("price_fetches_total", "source" => "coinbase").increment(1);
+                tracing::info!(%currency, rate = %quote.rate, "price fetched");
+            })
             .map_err(|err| {
+                metrics::counter!("price_feed_errors_total", "source" => "coinbase").increment(1);
                 tracing::warn!(%err, %currency, "no price from coinbase");
                 PriceError::from(err)
             })

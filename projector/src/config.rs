@@ -5,6 +5,14 @@ use order_store::postgres::PgSettings;
 /// Settings shared by every process that runs a projector (`projector`, the all-in-one).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectorSettings {
+    /// Where the projector process serves /healthcheck, /readyz and /metrics.
+    #[arg(
+        long = "projector-addr",
+        env = "PROJECTOR_ADDR",
+        value_name = "PROJECTOR_ADDR",
+        default_value = "127.0.0.1:8779"
+    )]
+    pub addr: std::net::SocketAddr,
     /// Events read and applied per batch.
     #[arg(long = "projector-batch", env = "PROJECTOR_BATCH", value_name = "PROJECTOR_BATCH",
           default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -41,6 +49,9 @@ pub struct ProjectorConfig {
     /// RabbitMQ (AMQP_URL; unset: tail the event store instead).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// Log format.
+    #[command(flatten)]
+    pub log: service_kit::LogSettings,
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ impl Projector {
                 Ok(event) => events.push((index, event)),
                 Err(why) if message.redelivered => {
                     tracing::error!(message_id = %message.message_id, %why, "message dead-lettered");
+                    metrics::counter!("messages_dead_lettered_total").increment(1);
                     verdicts[index] = Verdict::DeadLetter;
                 }
                 Err(why) => {
@@ -90,6 +91,7 @@ impl Projector {
         if contiguous {
             if !events.is_empty() {
                 self.model.apply(events).await?;
+                self.record(events).await;
             }
         } else {
             tracing::info!(%checkpoint, first = %events[0].position, "gap in the stream; catching up from the event store");

@@ -16,7 +16,8 @@ mod consume;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_store::{EventLog, Position, ReadModelWriter, StoreError};
+use order_domain::BuyOrderEvent;
+use order_store::{EventLog, LoggedEvent, Position, ReadModelWriter, StoreError};
 use service_kit::CancellationToken;
 
 /// How long the projector sleeps on an idle log before checking again even without a wake-up.
@@ -25,6 +26,29 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first pause after a failure.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The projector process's routes, as metric labels.
+pub const ROUTES: &[&str] = &["/healthcheck", "/readyz", "/metrics"];
+
+/// Observability of the projector process: ready when the event store, the read table (and the
+/// broker, if it consumes one) answer.
+pub fn ops(
+    log: Arc<dyn EventLog>,
+    model: Arc<dyn order_store::ReadModel>,
+    broker: Option<event_bus::connection::AmqpAddress>,
+) -> service_kit::Ops {
+    service_kit::Ops::new("projector", ROUTES, move || {
+        let (log, model, broker) = (log.clone(), model.clone(), broker.clone());
+        async move {
+            log.head().await.map_err(|e| e.to_string())?;
+            model.ping().await.map_err(|e| e.to_string())?;
+            match broker {
+                Some(broker) => broker.reachable().await,
+                None => Ok(()),
+            }
+        }
+    })
+}
 
 /// Folds the event log into a read table.
 #[derive(Clone)]
@@ -54,9 +78,29 @@ impl Projector {
             };
             let reached = last.position;
             self.model.apply(&events).await?;
-            tracing::debug!(events = events.len(), position = %reached, "events projected");
+            self.record(&events).await;
             checkpoint = reached;
         }
+    }
+
+    /// Logs and measures a batch just applied: count, lag in positions behind the log's head,
+    /// and in seconds since the last event was placed.
+    pub(crate) async fn record(&self, applied: &[LoggedEvent]) {
+        let Some(last) = applied.last() else { return };
+        let BuyOrderEvent::BuyOrderPlaced(placed) = &last.event;
+        let age = (chrono::Utc::now() - placed.placed_at)
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1e6;
+        let behind = match self.log.head().await {
+            Ok(head) => head.0.saturating_sub(last.position.0),
+            Err(_) => 0,
+        };
+        metrics::counter!("events_projected_total").increment(applied.len() as u64);
+        metrics::gauge!("projector_checkpoint_position").set(last.position.0 as f64);
+        metrics::gauge!("projector_lag_positions").set(behind as f64);
+        metrics::gauge!("projector_lag_seconds").set(age.max(0.0));
+        tracing::info!(events = applied.len(), position = %last.position, lag_positions = behind, "events projected");
     }
 
     /// Projects until `shutdown` is cancelled: catches up, then sleeps until the log grows.

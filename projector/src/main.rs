@@ -19,8 +19,8 @@ use service_kit::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    service_kit::init_logging();
     let config = ProjectorConfig::parse();
+    config.log.init(service_kit::LogFormat::Json);
     if config.db.database_url.is_none() {
         eprintln!(
             "projector: set DATABASE_URL (and READ_DATABASE_URL if the read table is elsewhere): \
@@ -55,15 +55,38 @@ async fn main() -> ExitCode {
                 eprintln!("projector: cannot install signal handlers: {err}");
                 return ExitCode::FAILURE;
             }
-            match &config.bus.amqp_url {
-                Some(url) => {
-                    let address = match event_bus::connection::parse(url) {
-                        Ok(address) => address,
-                        Err(err) => {
-                            eprintln!("projector: {err}");
-                            return ExitCode::from(2);
-                        }
-                    };
+            let broker = match config
+                .bus
+                .amqp_url
+                .as_deref()
+                .map(event_bus::connection::parse)
+            {
+                Some(Ok(address)) => Some(address),
+                Some(Err(err)) => {
+                    eprintln!("projector: {err}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let listener = match tokio::net::TcpListener::bind(config.projector.addr).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    eprintln!(
+                        "projector: cannot listen on PROJECTOR_ADDR={}: {err}",
+                        config.projector.addr
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let ops = projector::ops(Arc::new(log.clone()), model.clone(), broker.clone());
+            tokio::spawn(service_kit::serve(
+                ops,
+                service_kit::health_route(),
+                listener,
+                shutdown.clone(),
+            ));
+            match broker {
+                Some(address) => {
                     let batches = event_bus::consumer::start(
                         address,
                         config.bus.topology(),

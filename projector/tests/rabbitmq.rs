@@ -33,7 +33,15 @@ fn publish_raw(topology: &TestTopology, body: &[u8]) {
 #[tokio::test]
 async fn a_poison_message_is_dead_lettered_and_the_rest_applied() {
     let s = setup().await;
-    let mut running = projector(&s.db, Some(&s.topology), &[]).spawn().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut running = projector(&s.db, Some(&s.topology), &[])
+        .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
     let writer = writer(&s.store);
     place(&writer, 10).await;
     publish_raw(&s.topology, b"{not an event");
@@ -144,7 +152,9 @@ async fn a_rebuild_while_orders_keep_arriving_ends_equal_to_the_store() {
 #[tokio::test]
 async fn two_relays_publish_everything_and_nothing_is_twice_in_the_table() {
     let s = setup().await; // relay one
-    let second_store = PgEventStore::open(&PgSettings::for_url(s.db.url()), BtcCap::DEFAULT).await.unwrap();
+    let second_store = PgEventStore::open(&PgSettings::for_url(s.db.url()), BtcCap::DEFAULT)
+        .await
+        .unwrap();
     let second_stop = CancellationToken::new();
     let publisher = Publisher::start(s.topology.address(), s.topology.topology.clone());
     tokio::spawn(Relay::new(second_store.clone(), publisher).run(second_stop.clone()));
@@ -157,7 +167,10 @@ async fn two_relays_publish_everything_and_nothing_is_twice_in_the_table() {
     assert_eq!(rows, expected(&s.store).await, "each once, row by row");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while s.store.relay_checkpoint().await.unwrap() < Position(120) {
-        assert!(tokio::time::Instant::now() < deadline, "not every event was published");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every event was published"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     second_stop.cancel();

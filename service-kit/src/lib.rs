@@ -9,12 +9,16 @@
 //! - [`serve`]: runs routes on a bound listener until a [`CancellationToken`] fires, draining
 //!   requests in flight; [`shutdown_on_signal`] fires it on Ctrl-C or SIGTERM.
 //! - [`body`]: reading a JSON request body with a size limit and a content-type check.
-//! - [`init_logging`]: `tracing` output, one line per request.
+//! - [`Ops`]: per request a request id, a log line and metrics; `GET /metrics` (Prometheus)
+//!   and `GET /readyz` on every service.
+//! - [`init_logging`]: `tracing` output, JSON lines or text (`LOG_FORMAT`).
 
 pub mod body;
 mod error;
+mod observe;
 mod serve;
 
 pub use error::{recover, ApiError};
-pub use serve::{health_route, init_logging, serve, shutdown_on_signal};
+pub use observe::{metrics_handle, Ops, ReadyCheck, REQUEST_ID};
+pub use serve::{health_route, init_logging, serve, shutdown_on_signal, LogFormat, LogSettings};
 pub use tokio_util::sync::CancellationToken;

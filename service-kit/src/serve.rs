@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use warp::{Filter, Reply};
 
 use crate::error::recover;
+use crate::observe::{instrument, ops_routes, Ops};
 
 /// `GET /healthcheck` → 200 `{"status":"ok"}`: the process is alive and serving.
 pub fn health_route() -> impl Filter<Extract = (impl Reply,), Error = warp::Rejection> + Clone {
@@ -14,24 +15,22 @@ pub fn health_route() -> impl Filter<Extract = (impl Reply,), Error = warp::Reje
         .map(|| warp::reply::json(&json!({ "status": "ok" })))
 }
 
-/// Serves `routes` on `listener` until `shutdown` is cancelled, then stops accepting and lets
-/// requests in flight finish. Every rejection becomes a JSON error ([`recover`]), and every
-/// request is logged with its method, path, status and latency.
-pub async fn serve<F>(routes: F, listener: TcpListener, shutdown: CancellationToken)
+/// Serves `routes`, plus `GET /metrics` and `GET /readyz` ([`Ops`]), on `listener` until
+/// `shutdown` is cancelled, then stops accepting and lets requests in flight finish. Every
+/// rejection becomes a JSON error ([`recover`]); every request gets a request id (echoed in
+/// `X-Request-Id`), one log line with its method, path, status and latency, and metrics.
+pub async fn serve<F, R>(ops: Ops, routes: F, listener: TcpListener, shutdown: CancellationToken)
 where
-    F: Filter<Error = warp::Rejection> + Clone + Send + Sync + 'static,
-    F::Extract: Reply,
+    F: Filter<Extract = (R,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    R: Reply + 'static,
 {
-    let routes = routes.recover(recover).with(warp::log::custom(|info| {
-        tracing::info!(
-            target: "http",
-            method = %info.method(),
-            path = info.path(),
-            status = info.status().as_u16(),
-            latency_us = info.elapsed().as_micros() as u64,
-            "request"
-        );
-    }));
+    let routes = routes
+        .map(|reply: R| reply.into_response())
+        .or(ops_routes(&ops))
+        .unify()
+        .recover(recover)
+        .unify();
+    let routes = instrument(ops.name, ops.routes, routes);
     warp::serve(routes)
         .incoming(listener)
         .graceful(async move { shutdown.cancelled().await })
@@ -56,13 +55,41 @@ pub fn shutdown_on_signal(token: CancellationToken) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`). Safe to call
-/// more than once (tests): later calls do nothing.
-pub fn init_logging() {
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Logging settings every binary flattens into its own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogSettings {
+    /// `json` or `text`; each binary has its default (services: json, the all-in-one: text).
+    #[arg(long = "log-format", env = "LOG_FORMAT", value_name = "LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl LogSettings {
+    /// Initialises logging in the chosen format, or `default`.
+    pub fn init(&self, default: LogFormat) {
+        init_logging(self.log_format.unwrap_or(default));
+    }
+}
+
+/// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), as JSON lines or
+/// text. Safe to call more than once (tests): later calls do nothing.
+pub fn init_logging(format: LogFormat) {
+    crate::observe::metrics_handle(); // metrics from the very start, like the logs
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }

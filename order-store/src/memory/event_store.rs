@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
-use order_domain::{BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId};
+use order_domain::{BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId, Satoshis};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::error::StoreError;
 use crate::log::{EventLog, LoggedEvent, Position};
+use crate::writer::Ledger;
 
 /// An in-memory event store for `BuyOrder`.
 ///
@@ -150,6 +151,13 @@ impl EventStore<BuyOrder> for MemEventStore {
             .head
             .send_replace(Position(state.log.len() as u64));
         Ok(committed)
+    }
+}
+
+#[async_trait]
+impl Ledger for MemEventStore {
+    async fn remaining(&self) -> Result<Satoshis, StoreError> {
+        Ok(self.ledger().remaining())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::{migrate_write, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LoggedEvent, Position};
+use crate::writer::Ledger;
 
 /// The channel the trigger notifies with each new event's position.
 const CHANNEL: &str = "buy_order_events";
@@ -193,6 +194,14 @@ impl EventStore<BuyOrder> for PgEventStore {
             }
             other => other,
         }
+    }
+}
+
+#[async_trait]
+impl Ledger for PgEventStore {
+    async fn remaining(&self) -> Result<Satoshis, StoreError> {
+        let (sold, cap) = self.ledger().await?;
+        Ok(cap.saturating_sub(sold))
     }
 }
 

@@ -24,6 +24,7 @@ pub fn projector(db: &TestDb, topology: Option<&TestTopology>, args: &[&str]) ->
         .env_remove("READ_DATABASE_URL")
         .env_remove("AMQP_URL")
         .env("PROJECTOR_BATCH", "25")
+        .env("PROJECTOR_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -145,4 +146,3 @@ pub async fn setup() -> Setup {
         relay_stop,
     }
 }
-

@@ -1,0 +1,271 @@
+//! Observability every service shares: one log line and metrics per request with a request id,
+//! `GET /metrics` (Prometheus) and `GET /readyz`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::path::FullPath;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+/// The header that carries a request's id: taken from the request when the client sends a
+/// sane one, generated otherwise, and always echoed in the response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A readiness check: `Ok` when every backend the service needs answers.
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// What [`crate::serve`] needs to know about a service to observe it.
+#[derive(Clone)]
+pub struct Ops {
+    /// The service's name (the `service` label of its metrics).
+    pub name: &'static str,
+    /// Its routes as patterns (`/buy_orders/:id`), so metrics are labelled by route, not by
+    /// every path a client tries.
+    pub routes: &'static [&'static str],
+    /// What `GET /readyz` checks.
+    pub ready: ReadyCheck,
+}
+
+impl Ops {
+    /// Ops for a service whose readiness is `ready`.
+    pub fn new<F, Fut>(name: &'static str, routes: &'static [&'static str], ready: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        metrics_handle(); // the recorder must exist before the first metric is recorded
+        Ops {
+            name,
+            routes,
+            ready: Arc::new(move || Box::pin(ready())),
+        }
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use (metrics are per process).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+            .expect("static buckets")
+            .install_recorder()
+            .expect("one recorder per process")
+    })
+}
+
+/// `GET /metrics` and `GET /readyz`.
+pub(crate) fn ops_routes(
+    ops: &Ops,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let metrics = warp::path!("metrics").and(warp::get()).map(|| {
+        let mut response = metrics_handle().render().into_response();
+        response.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    });
+    let ready = ops.ready.clone();
+    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
+        let ready = ready.clone();
+        async move {
+            match ready().await {
+                Ok(()) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
+                Err(reason) => {
+                    tracing::warn!(%reason, "not ready");
+                    crate::ApiError::unavailable(format!("not ready: {reason}")).into_response()
+                }
+            }
+        }
+    });
+    metrics.or(readyz).unify()
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The route pattern `path` matches (UUID segments read as `:id`), or `other`.
+fn route_label(path: &str, routes: &[&'static str]) -> &'static str {
+    let normalized: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            if uuid::Uuid::try_parse(segment).is_ok() {
+                ":id"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let normalized = normalized.join("/");
+    routes
+        .iter()
+        .find(|route| **route == normalized)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Wraps recovered routes: a request id, one log line and the request metrics per request.
+pub(crate) fn instrument<F>(
+    name: &'static str,
+    routes_list: &'static [&'static str],
+    routes: F,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(routes)
+        .map(
+            move |started: Instant,
+                  method: Method,
+                  path: FullPath,
+                  headers: HeaderMap,
+                  mut response: Response| {
+                let id = request_id(&headers);
+                let status: StatusCode = response.status();
+                let elapsed = started.elapsed();
+                let route = route_label(path.as_str(), routes_list);
+                tracing::info!(
+                    target: "http",
+                    request_id = %id,
+                    method = %method,
+                    path = path.as_str(),
+                    status = status.as_u16(),
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request"
+                );
+                let labels = [
+                    ("service", name.to_owned()),
+                    ("method", method.to_string()),
+                    ("route", route.to_owned()),
+                    ("status", status.as_u16().to_string()),
+                ];
+                metrics::counter!("http_requests_total", &labels).increment(1);
+                metrics::histogram!("http_request_duration_seconds", &labels)
+                    .record(elapsed.as_secs_f64());
+                if let Ok(value) = HeaderValue::from_str(&id) {
+                    response.headers_mut().insert(REQUEST_ID, value);
+                }
+                response
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_routes(ready: bool) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+        let ops = Ops::new(
+            "test",
+            &["/hello", "/readyz", "/metrics"],
+            move || async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("database down".to_owned())
+                }
+            },
+        );
+        let routes = warp::path!("hello")
+            .map(|| "hi".into_response())
+            .or(ops_routes(&ops))
+            .unify()
+            .recover(crate::recover)
+            .unify();
+        instrument(ops.name, ops.routes, routes)
+    }
+
+    #[tokio::test]
+    async fn requests_get_an_id_metrics_and_readiness() {
+        let routes = serve_routes(true);
+        let hello = warp::test::request().path("/hello").reply(&routes).await;
+        assert_eq!(hello.headers()[REQUEST_ID].len(), 36, "generated");
+        let echoed = warp::test::request()
+            .path("/hello")
+            .header(REQUEST_ID, "req-7")
+            .reply(&routes)
+            .await;
+        assert_eq!(echoed.headers()[REQUEST_ID], "req-7");
+        let missing = warp::test::request().path("/nope").reply(&routes).await;
+        assert_eq!(missing.status(), 404);
+        assert!(missing.headers().contains_key(REQUEST_ID), "errors too");
+
+        let ready = warp::test::request().path("/readyz").reply(&routes).await;
+        assert_eq!(ready.status(), 200);
+        let metrics = warp::test::request().path("/metrics").reply(&routes).await;
+        assert_eq!(metrics.status(), 200);
+        assert!(metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = String::from_utf8_lossy(metrics.body());
+        assert!(
+            text.contains(
+                r#"http_requests_total{service="test",method="GET",route="/hello",status="200"}"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"route="other",status="404""#), "{text}");
+        assert!(
+            text.contains("http_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_when_a_backend_is_down() {
+        let response = warp::test::request()
+            .path("/readyz")
+            .reply(&serve_routes(false))
+            .await;
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("database down"));
+    }
+
+    #[test]
+    fn routes_are_labelled_by_pattern() {
+        let routes = &["/buy_orders", "/buy_orders/:id"];
+        assert_eq!(route_label("/buy_orders", routes), "/buy_orders");
+        assert_eq!(
+            route_label("/buy_orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301", routes),
+            "/buy_orders/:id"
+        );
+        assert_eq!(route_label("/wp-admin", routes), "other");
+    }
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_generated_otherwise() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_id(&headers).len(), 36);
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&headers), "abc-123");
+        headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&headers), "has space");
+    }
+}
