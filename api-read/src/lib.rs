@@ -12,6 +12,7 @@
 
 pub mod config;
 mod error;
+pub mod openapi;
 mod query;
 
 use std::sync::Arc;
@@ -25,12 +26,13 @@ use warp::{Filter, Rejection, Reply};
 pub use query::parse_page_request;
 
 /// The read API's routes, as metric labels.
-pub const ROUTES: &[&str] = &[
-    "/buy_orders",
-    "/buy_orders/:id",
-    "/healthcheck",
-    "/readyz",
-    "/metrics",
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/buy_orders", "GET"),
+    ("/buy_orders/:id", "GET"),
+    ("/healthcheck", "GET"),
+    ("/readyz", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
 ];
 
 /// Observability of the read API: ready when the read table answers.
@@ -72,7 +74,8 @@ impl ReadApi {
                 async move { api.one(&id).await.map_err(warp::reject::custom) }
             });
         let health = health_route().map(Reply::into_response);
-        list.or(one).unify().or(health).unify()
+        let docs = service_kit::docs::openapi_route(openapi::document());
+        list.or(one).unify().or(health).unify().or(docs).unify()
     }
 
     async fn list(&self, query: &str) -> Result<Response, ApiError> {

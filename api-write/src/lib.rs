@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod request;
 
 use std::sync::Arc;
@@ -27,7 +28,13 @@ use warp::{Filter, Rejection, Reply};
 use crate::request::{parse_place, RequestHeaders};
 
 /// The write API's routes, as metric labels.
-pub const ROUTES: &[&str] = &["/buy_order", "/healthcheck", "/readyz", "/metrics"];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/buy_order", "PUT"),
+    ("/healthcheck", "GET"),
+    ("/readyz", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
+];
 
 /// Observability of the write API: ready when the store (and the broker, if the process relays
 /// to one) answers.
@@ -73,9 +80,11 @@ pub struct WriteApi {
 
 /// The answer to `PUT /buy_order`, the same for the request that placed the order and for every
 /// replay of it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = PlaceBuyOrderResponse)]
 pub struct PlaceResponse {
     /// The key the order was placed with.
+    #[schema(value_type = String, format = Uuid)]
     pub idempotence_key: IdempotencyKey,
     /// The order.
     pub buy_order: OrderView,
@@ -100,7 +109,8 @@ impl WriteApi {
                 async move { api.place(headers, body).await.map_err(warp::reject::custom) }
             });
         let health = health_route().map(Reply::into_response);
-        place.or(health).unify()
+        let docs = service_kit::docs::openapi_route(openapi::document());
+        place.or(health).unify().or(docs).unify()
     }
 
     async fn place(

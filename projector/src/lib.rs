@@ -28,7 +28,11 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The projector process's routes, as metric labels.
-pub const ROUTES: &[&str] = &["/healthcheck", "/readyz", "/metrics"];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/healthcheck", "GET"),
+    ("/readyz", "GET"),
+    ("/metrics", "GET"),
+];
 
 /// Observability of the projector process: ready when the event store, the read table (and the
 /// broker, if it consumes one) answer.

@@ -14,6 +14,7 @@
 //! - [`init_logging`]: `tracing` output, JSON lines or text (`LOG_FORMAT`).
 
 pub mod body;
+pub mod docs;
 mod error;
 mod observe;
 mod serve;

@@ -27,16 +27,21 @@ pub type ReadyCheck =
 pub struct Ops {
     /// The service's name (the `service` label of its metrics).
     pub name: &'static str,
-    /// Its routes as patterns (`/buy_orders/:id`), so metrics are labelled by route, not by
-    /// every path a client tries.
-    pub routes: &'static [&'static str],
+    /// Its routes as patterns (`/buy_orders/:id`) with the methods each allows (`"GET"`), so
+    /// metrics are labelled by route, not by every path a client tries, and a 405 says what is
+    /// allowed (`Allow`).
+    pub routes: &'static [(&'static str, &'static str)],
     /// What `GET /readyz` checks.
     pub ready: ReadyCheck,
 }
 
 impl Ops {
     /// Ops for a service whose readiness is `ready`.
-    pub fn new<F, Fut>(name: &'static str, routes: &'static [&'static str], ready: F) -> Self
+    pub fn new<F, Fut>(
+        name: &'static str,
+        routes: &'static [(&'static str, &'static str)],
+        ready: F,
+    ) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -100,8 +105,9 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// The route pattern `path` matches (UUID segments read as `:id`), or `other`.
-fn route_label(path: &str, routes: &[&'static str]) -> &'static str {
+/// The route `path` matches (UUID segments read as `:id`): its pattern and allowed methods, or
+/// `("other", "")`.
+fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static str, &'static str) {
     let normalized: Vec<&str> = path
         .split('/')
         .map(|segment| {
@@ -115,15 +121,15 @@ fn route_label(path: &str, routes: &[&'static str]) -> &'static str {
     let normalized = normalized.join("/");
     routes
         .iter()
-        .find(|route| **route == normalized)
+        .find(|(route, _)| *route == normalized)
         .copied()
-        .unwrap_or("other")
+        .unwrap_or(("other", ""))
 }
 
 /// Wraps recovered routes: a request id, one log line and the request metrics per request.
 pub(crate) fn instrument<F>(
     name: &'static str,
-    routes_list: &'static [&'static str],
+    routes_list: &'static [(&'static str, &'static str)],
     routes: F,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone
 where
@@ -144,7 +150,12 @@ where
                 let id = request_id(&headers);
                 let status: StatusCode = response.status();
                 let elapsed = started.elapsed();
-                let route = route_label(path.as_str(), routes_list);
+                let (route, allowed) = route_of(path.as_str(), routes_list);
+                if status == StatusCode::METHOD_NOT_ALLOWED && !allowed.is_empty() {
+                    response
+                        .headers_mut()
+                        .insert("allow", HeaderValue::from_static(allowed));
+                }
                 tracing::info!(
                     target: "http",
                     request_id = %id,
@@ -178,7 +189,7 @@ mod tests {
     fn serve_routes(ready: bool) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
         let ops = Ops::new(
             "test",
-            &["/hello", "/readyz", "/metrics"],
+            &[("/hello", "GET"), ("/readyz", "GET"), ("/metrics", "GET")],
             move || async move {
                 if ready {
                     Ok(())
@@ -188,6 +199,7 @@ mod tests {
             },
         );
         let routes = warp::path!("hello")
+            .and(warp::get())
             .map(|| "hi".into_response())
             .or(ops_routes(&ops))
             .unify()
@@ -210,6 +222,22 @@ mod tests {
         let missing = warp::test::request().path("/nope").reply(&routes).await;
         assert_eq!(missing.status(), 404);
         assert!(missing.headers().contains_key(REQUEST_ID), "errors too");
+
+        let wrong = warp::test::request()
+            .method("DELETE")
+            .path("/hello")
+            .reply(&routes)
+            .await;
+        assert_eq!(wrong.status(), 405);
+        assert_eq!(wrong.headers()["allow"], "GET");
+
+        let wrong = warp::test::request()
+            .method("DELETE")
+            .path("/hello")
+            .reply(&routes)
+            .await;
+        assert_eq!(wrong.status(), 405);
+        assert_eq!(wrong.headers()["allow"], "GET");
 
         let ready = warp::test::request().path("/readyz").reply(&routes).await;
         assert_eq!(ready.status(), 200);
@@ -250,13 +278,13 @@ mod tests {
 
     #[test]
     fn routes_are_labelled_by_pattern() {
-        let routes = &["/buy_orders", "/buy_orders/:id"];
-        assert_eq!(route_label("/buy_orders", routes), "/buy_orders");
+        let routes = &[("/buy_orders", "GET"), ("/buy_orders/:id", "GET")];
+        assert_eq!(route_of("/buy_orders", routes), ("/buy_orders", "GET"));
         assert_eq!(
-            route_label("/buy_orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301", routes),
+            route_of("/buy_orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301", routes).0,
             "/buy_orders/:id"
         );
-        assert_eq!(route_label("/wp-admin", routes), "other");
+        assert_eq!(route_of("/wp-admin", routes).0, "other");
     }
 
     #[test]

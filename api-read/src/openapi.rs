@@ -1,0 +1,75 @@
+//! The read API's OpenAPI document, generated from the code's types (utoipa). Served at
+//! `GET /openapi.json` and kept in the repository (`openapi/api-read.json`; a test fails when
+//! they differ).
+
+use order_store::{OrderView, Page};
+use service_kit::docs::{ErrorBody, ErrorDetail, FieldProblem};
+use utoipa::OpenApi;
+
+#[utoipa::path(get, path = "/buy_orders", tag = "read",
+    params(
+        ("last_reference" = Option<String>, Query, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The previous page's `last_reference`; absent or empty: the first page"),
+        ("page_size" = Option<u16>, Query, minimum = 1, maximum = 100, description = "Rows per page, 1..=100, default 10"),
+    ),
+    responses(
+        (status = 200, description = "A page, newest first", body = Page),
+        (status = 404, description = "`unknown_reference`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn get_buy_orders() {}
+
+#[utoipa::path(get, path = "/buy_orders/{id}", tag = "read",
+    params(("id" = String, Path, format = Uuid, description = "The order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn get_buy_order() {}
+
+#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
+#[allow(dead_code)]
+fn healthcheck() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "The read table answers"),
+    (status = 503, description = "`unavailable`", body = ErrorBody)))]
+#[allow(dead_code)]
+fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "buy-orders read API",
+        description = "Buy orders, newest first, keyset-paginated."
+    ),
+    paths(
+        get_buy_orders,
+        get_buy_order,
+        healthcheck,
+        readyz,
+        metrics,
+        openapi_json
+    ),
+    components(schemas(Page, OrderView, ErrorBody, ErrorDetail, FieldProblem))
+)]
+pub struct ReadApiDoc;
+
+/// The document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ReadApiDoc::openapi()).expect("an OpenAPI document serializes")
+}

@@ -1,0 +1,89 @@
+//! The write API's OpenAPI document, generated from the code's types (utoipa). Served at
+//! `GET /openapi.json` and kept in the repository (`openapi/api-write.json`; a test fails when
+//! they differ).
+
+use order_store::OrderView;
+use service_kit::docs::{ErrorBody, ErrorDetail, FieldProblem};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::PlaceResponse;
+
+/// The body of `PUT /buy_order`.
+#[derive(ToSchema)]
+#[schema(as = PlaceBuyOrderRequest)]
+pub struct PlaceRequest {
+    /// The fiat currency paid.
+    #[schema(pattern = "^(USD|EUR|GBP)$", example = "USD")]
+    pub currency: String,
+    /// The amount paid: `0 < amount < 1000000000`, at most 2 decimals. A JSON number is accepted
+    /// too and read exactly (never through floating point).
+    #[schema(
+        pattern = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,8}(\.[0-9]{1,2})?)$",
+        example = "123.45"
+    )]
+    pub amount: String,
+    /// The idempotence key. It may come in the `Idempotency-Key` header instead (if both are
+    /// sent they must be equal).
+    #[schema(format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub idempotence_key: String,
+}
+
+#[utoipa::path(put, path = "/buy_order", tag = "write",
+    request_body(content = PlaceRequest, content_type = "application/json"),
+    params(
+        ("X-Client-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Scopes the key; `anonymous` if absent"),
+    ),
+    responses(
+        (status = 200, description = "Placed, or replayed (header `Idempotent-Replayed: true`)", body = PlaceResponse),
+        (status = 400, description = "`invalid_json`, `invalid_header`", body = ErrorBody),
+        (status = 409, description = "`btc_cap_exceeded`: nothing stored", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over 16 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`price_unavailable`, `unavailable`: nothing stored; `Retry-After`", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn put_buy_order() {}
+
+#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
+#[allow(dead_code)]
+fn healthcheck() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "The store (and broker) answer"),
+    (status = 503, description = "`unavailable`", body = ErrorBody)))]
+#[allow(dead_code)]
+fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "buy-orders write API",
+        description = "Buy bitcoin with fiat at the market rate."
+    ),
+    paths(put_buy_order, healthcheck, readyz, metrics, openapi_json),
+    components(schemas(
+        PlaceRequest,
+        PlaceResponse,
+        OrderView,
+        ErrorBody,
+        ErrorDetail,
+        FieldProblem
+    ))
+)]
+pub struct WriteApiDoc;
+
+/// The document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(WriteApiDoc::openapi()).expect("an OpenAPI document serializes")
+}

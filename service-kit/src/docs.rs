@@ -1,0 +1,49 @@
+//! OpenAPI pieces every service shares: the error body's schema and serving the document.
+
+use serde_json::Value;
+use utoipa::ToSchema;
+use warp::{Filter, Rejection, Reply};
+
+/// The error body, `{"error":{"code":…,"message":…}}`, as documented (what [`crate::ApiError`]
+/// renders).
+#[derive(ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// One error: a stable code, a message, and fields some codes add.
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `validation_failed`, `btc_cap_exceeded`, …
+    pub code: String,
+    /// For people: what went wrong and how to fix it.
+    pub message: String,
+    /// `validation_failed`: each bad field and the rule it breaks.
+    pub fields: Option<Vec<FieldProblem>>,
+    /// `btc_cap_exceeded`: BTC still available under the cap.
+    #[schema(pattern = r"^[0-9]+\.[0-9]{8}$")]
+    pub remaining_btc: Option<String>,
+    /// `btc_cap_exceeded`: BTC the refused order asked for.
+    #[schema(pattern = r"^[0-9]+\.[0-9]{8}$")]
+    pub requested_btc: Option<String>,
+}
+
+/// A field that broke a rule.
+#[derive(ToSchema)]
+pub struct FieldProblem {
+    /// The field (or header) name.
+    pub field: String,
+    /// The rule it broke.
+    pub message: String,
+}
+
+/// `GET /openapi.json`: the service's document.
+pub fn openapi_route(
+    document: Value,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("openapi.json")
+        .and(warp::get())
+        .map(move || warp::reply::json(&document).into_response())
+}
