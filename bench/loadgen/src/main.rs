@@ -1,0 +1,175 @@
+//! `loadgen`: drives a running buy-orders for a fixed time and prints one JSON object of
+//! results. Latencies are recorded in HDR histograms (microseconds).
+//!
+//! - `loadgen write --write-url URL --read-url URL --connections N --seconds S`: `PUT /buy_order`
+//!   with unique keys from N concurrent connections; meanwhile a sampler measures the lag from a
+//!   PUT's 200 to the order appearing in `GET /buy_orders/<id>`.
+//! - `loadgen read --url URL --connections N --seconds S`: `GET` of one URL (a page).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "loadgen", about = "buy-orders load generator")]
+enum Command {
+    /// Writes at a given concurrency, with the read-side lag sampled meanwhile.
+    Write {
+        #[arg(long)]
+        write_url: String,
+        #[arg(long)]
+        read_url: String,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+    },
+    /// Reads one URL at a given concurrency.
+    Read {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn summary(h: &Histogram<u64>, elapsed: Duration, errors: u64) -> serde_json::Value {
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "requests": h.len(),
+        "per_second": (h.len() as f64 / elapsed.as_secs_f64()).round(),
+        "p50_ms": ms(h.value_at_quantile(0.5)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "errors": errors,
+    })
+}
+
+/// Runs `connections` loops of `request` until `deadline`; returns latencies and errors.
+async fn drive<F, Fut>(connections: usize, seconds: u64, request: F) -> (Histogram<u64>, u64, Duration)
+where
+    F: Fn(reqwest::Client) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                // one client per worker: one keep-alive connection each
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let (mut h, mut errors) = (histogram(), 0u64);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let ok = request(client.clone()).await;
+                    if ok {
+                        h.record(sent.elapsed().as_micros().max(1) as u64).unwrap();
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (h, errors)
+            })
+        })
+        .collect();
+    let (mut all, mut errors) = (histogram(), 0);
+    for worker in workers {
+        let (h, e) = worker.await.unwrap();
+        all.add(h).unwrap();
+        errors += e;
+    }
+    (all, errors, started.elapsed())
+}
+
+async fn put(client: &reqwest::Client, write_url: &str) -> Option<String> {
+    let body = json!({"currency": "USD", "amount": "10.00", "idempotence_key": uuid::Uuid::new_v4().to_string()});
+    let response = client
+        .put(format!("{write_url}/buy_order"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let answer: serde_json::Value = response.json().await.ok()?;
+    answer["buy_order"]["id"].as_str().map(str::to_owned)
+}
+
+/// Every 100 ms: a PUT, then `GET /buy_orders/<id>` until it answers 200; records the time from
+/// the PUT's answer to the order being readable.
+async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histogram<u64> {
+    let client = reqwest::Client::new();
+    let mut lag = histogram();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if let Some(id) = put(&client, &write_url).await {
+            let answered = Instant::now();
+            let give_up = answered + Duration::from_secs(30);
+            while Instant::now() < give_up {
+                let found = client
+                    .get(format!("{read_url}/buy_orders/{id}"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if found {
+                    lag.record(answered.elapsed().as_micros().max(1) as u64).unwrap();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lag
+}
+
+#[tokio::main]
+async fn main() {
+    match Command::parse() {
+        Command::Write { write_url, read_url, connections, seconds } => {
+            let sampler = tokio::spawn(sample_lag(write_url.clone(), read_url, seconds));
+            let url = Arc::new(write_url);
+            let (h, errors, elapsed) = drive(connections, seconds, move |client| {
+                let url = url.clone();
+                async move { put(&client, &url).await.is_some() }
+            })
+            .await;
+            let lag = sampler.await.unwrap();
+            let mut out = summary(&h, elapsed, errors);
+            out["connections"] = json!(connections);
+            out["lag_p50_ms"] = json!(lag.value_at_quantile(0.5) as f64 / 1000.0);
+            out["lag_p99_ms"] = json!(lag.value_at_quantile(0.99) as f64 / 1000.0);
+            out["lag_samples"] = json!(lag.len());
+            println!("{out}");
+        }
+        Command::Read { url, connections, seconds } => {
+            let url = Arc::new(url);
+            let (h, errors, elapsed) = drive(connections, seconds, move |client| {
+                let url = url.clone();
+                async move {
+                    match client.get(url.as_str()).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            })
+            .await;
+            let mut out = summary(&h, elapsed, errors);
+            out["connections"] = json!(connections);
+            println!("{out}");
+        }
+    }
+}
