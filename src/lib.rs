@@ -179,7 +179,11 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         if let Some(address) = bus {
             let topology = config.bus.topology();
             let publisher = Publisher::start(address.clone(), topology.clone());
-            tasks.spawn(Relay::new(store.clone(), publisher).run(shutdown.clone()));
+            tasks.spawn(
+                Relay::open(&config.db, publisher)
+                    .await?
+                    .run(shutdown.clone()),
+            );
             batches = Some(event_bus::consumer::start(
                 address,
                 topology,

@@ -59,8 +59,17 @@ async fn main() -> ExitCode {
             Ok(store) => {
                 if let Some(address) = relay_address {
                     let publisher = Publisher::start(address, config.bus.topology());
-                    let relay_run = Relay::new(store.clone(), publisher).run(shutdown.clone());
-                    relay = Some(tokio::spawn(relay_run));
+                    match Relay::open(&config.db, publisher).await {
+                        Ok(relay_store) => {
+                            relay = Some(tokio::spawn(relay_store.run(shutdown.clone())))
+                        }
+                        Err(err) => {
+                            eprintln!(
+                                "api-write: cannot open the relay's store (DATABASE_URL): {err}"
+                            );
+                            return ExitCode::FAILURE;
+                        }
+                    }
                     tracing::info!(exchange = %config.bus.exchange, "relay to RabbitMQ enabled");
                 }
                 Arc::new(CqrsOrderWriter::new(store, services))

@@ -1,12 +1,14 @@
 //! The write side: placing an order through cqrs-es, idempotently.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use cqrs_es::{AggregateError, CqrsFramework, EventStore};
+use cqrs_es::{AggregateError, CqrsFramework, EventEnvelope, EventStore, Query};
 use order_domain::{
     BuyOrder, BuyOrderError, BuyOrderEvent, BuyOrderPlaced, PlaceBuyOrder, Satoshis,
 };
+use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::error::{PlaceError, StoreError};
@@ -54,17 +56,46 @@ const MAX_ATTEMPTS: usize = 3;
 /// The order id is derived from (client, key), so a concurrent duplicate meets the winner in the
 /// event store as an `AggregateConflict`. The loser runs the command again: the aggregate now
 /// exists, emits nothing, and the loser answers with the stored order, as a replay.
+///
+/// A request that commits gets its order back from the framework's query dispatch (keyed by its
+/// request id), so answering it costs no second read of the store; only replays read it back.
 pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Ledger + Clone> {
     cqrs: CqrsFramework<BuyOrder, ES>,
     store: ES,
+    committed: Arc<Committed>,
+}
+
+/// Orders committed by requests of this process that have not collected them yet, by request id.
+#[derive(Default)]
+struct Committed(Mutex<HashMap<String, BuyOrderPlaced>>);
+
+/// The cqrs-es query that fills [`Committed`]: it runs right after each commit, before
+/// `execute` returns.
+struct CaptureCommitted(Arc<Committed>);
+
+#[async_trait]
+impl Query<BuyOrder> for CaptureCommitted {
+    async fn dispatch(&self, _aggregate_id: &str, events: &[EventEnvelope<BuyOrder>]) {
+        let mut committed = self.0 .0.lock();
+        for envelope in events {
+            if let (Some(request), BuyOrderEvent::BuyOrderPlaced(placed)) =
+                (envelope.metadata.get(REQUEST_ID), &envelope.payload)
+            {
+                committed.insert(request.clone(), placed.clone());
+            }
+        }
+    }
 }
 
 impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
     /// A writer over `store`, with the services (price source, clock) the aggregate needs.
     pub fn new(store: ES, services: order_domain::BuyOrderServices) -> Self {
+        let committed = Arc::new(Committed::default());
+        let capture: Box<dyn Query<BuyOrder>> = Box::new(CaptureCommitted(committed.clone()));
         CqrsOrderWriter {
-            cqrs: CqrsFramework::new(store.clone(), vec![], services),
+            cqrs: CqrsFramework::new(store.clone(), vec![capture], services),
             store,
+            committed,
         }
     }
 
@@ -97,6 +128,13 @@ where
                 .await;
             match outcome {
                 Ok(()) => {
+                    // No await between `execute` returning and this: nothing can leave the entry.
+                    if let Some(order) = self.committed.0.lock().remove(&request_id) {
+                        return Ok(Placement {
+                            order,
+                            replayed: false,
+                        });
+                    }
                     let (order, placed_by) = self.stored(&id).await?;
                     let replayed = placed_by.as_deref() != Some(request_id.as_str());
                     return Ok(Placement { order, replayed });

@@ -55,7 +55,11 @@ fn summary(h: &Histogram<u64>, elapsed: Duration, errors: u64) -> serde_json::Va
 }
 
 /// Runs `connections` loops of `request` until `deadline`; returns latencies and errors.
-async fn drive<F, Fut>(connections: usize, seconds: u64, request: F) -> (Histogram<u64>, u64, Duration)
+async fn drive<F, Fut>(
+    connections: usize,
+    seconds: u64,
+    request: F,
+) -> (Histogram<u64>, u64, Duration)
 where
     F: Fn(reqwest::Client) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -68,7 +72,10 @@ where
             let request = request.clone();
             tokio::spawn(async move {
                 // one client per worker: one keep-alive connection each
-                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap();
                 let (mut h, mut errors) = (histogram(), 0u64);
                 while Instant::now() < deadline {
                     let sent = Instant::now();
@@ -125,7 +132,8 @@ async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histog
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 if found {
-                    lag.record(answered.elapsed().as_micros().max(1) as u64).unwrap();
+                    lag.record(answered.elapsed().as_micros().max(1) as u64)
+                        .unwrap();
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -139,7 +147,12 @@ async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histog
 #[tokio::main]
 async fn main() {
     match Command::parse() {
-        Command::Write { write_url, read_url, connections, seconds } => {
+        Command::Write {
+            write_url,
+            read_url,
+            connections,
+            seconds,
+        } => {
             let sampler = tokio::spawn(sample_lag(write_url.clone(), read_url, seconds));
             let url = Arc::new(write_url);
             let (h, errors, elapsed) = drive(connections, seconds, move |client| {
@@ -155,7 +168,11 @@ async fn main() {
             out["lag_samples"] = json!(lag.len());
             println!("{out}");
         }
-        Command::Read { url, connections, seconds } => {
+        Command::Read {
+            url,
+            connections,
+            seconds,
+        } => {
             let url = Arc::new(url);
             let (h, errors, elapsed) = drive(connections, seconds, move |client| {
                 let url = url.clone();
