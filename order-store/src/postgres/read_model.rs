@@ -21,6 +21,16 @@ const TABLE: &str = "buy_order_view";
 /// Where `rebuild` builds the new table before swapping it in.
 const REBUILD_TABLE: &str = "buy_order_view_rebuild";
 const COLUMNS: &str = "id, created_at, currency, currency_amount, btc_rate, btc_amount";
+/// The first page: a backward scan of the primary key.
+const FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
+     FROM buy_order_view ORDER BY position DESC LIMIT $1";
+/// A page after an order, in one round trip: the reference's position is a scalar subquery,
+/// which PostgreSQL runs once as an InitPlan and passes to the range scan as its index bound
+/// (a *joined* subquery would instead plan as a full index walk with a Join Filter).
+const PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
+     FROM buy_order_view \
+     WHERE position < (SELECT position FROM buy_order_view WHERE id = $1) \
+     ORDER BY position DESC LIMIT $2";
 
 /// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
 /// passes it as a parameter, so the bound is an index condition of a backward range scan of the
@@ -139,21 +149,15 @@ impl PgReadModel {
         Ok(done)
     }
 
-    /// The query plan of a page after the order at `position` (for tests of the index use).
+    /// The query plan of a page after the order `after` (for tests of the index use).
     pub async fn explain_page_after(
         &self,
-        position: Position,
+        after: OrderId,
         size: i64,
     ) -> Result<String, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let rows = client
-            .query(
-                &format!(
-                    "EXPLAIN SELECT {COLUMNS} FROM buy_order_view \
-                     WHERE position < $1 ORDER BY position DESC LIMIT $2"
-                ),
-                &[&(position.0 as i64), &size],
-            )
+            .query(&format!("EXPLAIN {PAGE_AFTER}"), &[after.as_uuid(), &size])
             .await
             .map_err(unavailable)?;
         Ok(rows
@@ -291,28 +295,32 @@ impl ReadModelWriter for PgReadModel {
 #[async_trait]
 impl ReadModel for PgReadModel {
     async fn page(&self, request: PageRequest) -> Result<Page, ReadError> {
-        let bound = match request.after {
-            None => i64::MAX,
-            Some(id) => {
-                let position = self
-                    .position_of(id)
-                    .await?
-                    .ok_or(ReadError::UnknownReference(id))?;
-                position.0 as i64
-            }
-        };
+        let size = request.size.get() as i64;
         let client = self.pool.get().await.map_err(unavailable)?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM buy_order_view \
-                 WHERE position < $1 ORDER BY position DESC LIMIT $2"
-            ))
-            .await
-            .map_err(unavailable)?;
-        let rows = client
-            .query(&statement, &[&bound, &(request.size.get() as i64)])
-            .await
-            .map_err(unavailable)?;
+        let rows = match request.after {
+            None => {
+                let statement = client
+                    .prepare_cached(FIRST_PAGE)
+                    .await
+                    .map_err(unavailable)?;
+                client.query(&statement, &[&size]).await
+            }
+            Some(id) => {
+                let statement = client
+                    .prepare_cached(PAGE_AFTER)
+                    .await
+                    .map_err(unavailable)?;
+                client.query(&statement, &[id.as_uuid(), &size]).await
+            }
+        }
+        .map_err(unavailable)?;
+        drop(client);
+        // An empty page after a reference: the end of the table, or a reference to no order.
+        if let (true, Some(id)) = (rows.is_empty(), request.after) {
+            if self.position_of(id).await?.is_none() {
+                return Err(ReadError::UnknownReference(id));
+            }
+        }
         let rows = rows.iter().map(to_view).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::new(rows))
     }
