@@ -31,25 +31,6 @@ fn get_buy_orders() {}
 #[allow(dead_code)]
 fn get_buy_order() {}
 
-#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
-#[allow(dead_code)]
-fn healthcheck() {}
-
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
-    (status = 200, description = "The read table answers"),
-    (status = 503, description = "`unavailable`", body = ErrorBody)))]
-#[allow(dead_code)]
-fn readyz() {}
-
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
-    (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
-#[allow(dead_code)]
-fn metrics() {}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
-#[allow(dead_code)]
-fn openapi_json() {}
-
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -60,10 +41,10 @@ fn openapi_json() {}
     paths(
         get_buy_orders,
         get_buy_order,
-        healthcheck,
-        readyz,
-        metrics,
-        openapi_json
+        service_kit::docs::healthcheck,
+        service_kit::docs::readyz,
+        service_kit::docs::metrics,
+        service_kit::docs::openapi_json
     ),
     components(schemas(Page, OrderView, ErrorBody, ErrorDetail, FieldProblem))
 )]

@@ -45,25 +45,6 @@ pub struct PlaceRequest {
 #[allow(dead_code)]
 fn put_buy_order() {}
 
-#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
-#[allow(dead_code)]
-fn healthcheck() {}
-
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
-    (status = 200, description = "The store (and broker) answer"),
-    (status = 503, description = "`unavailable`", body = ErrorBody)))]
-#[allow(dead_code)]
-fn readyz() {}
-
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
-    (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
-#[allow(dead_code)]
-fn metrics() {}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
-#[allow(dead_code)]
-fn openapi_json() {}
-
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -71,7 +52,13 @@ fn openapi_json() {}
         title = "buy-orders write API",
         description = "Buy bitcoin with fiat at the market rate."
     ),
-    paths(put_buy_order, healthcheck, readyz, metrics, openapi_json),
+    paths(
+        put_buy_order,
+        service_kit::docs::healthcheck,
+        service_kit::docs::readyz,
+        service_kit::docs::metrics,
+        service_kit::docs::openapi_json
+    ),
     components(schemas(
         PlaceRequest,
         PlaceResponse,

@@ -39,6 +39,29 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
+#[allow(dead_code)]
+/// `GET /healthcheck`, as documented.
+pub fn healthcheck() {}
+
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Every backend the service needs answers"),
+    (status = 503, description = "`unavailable`", body = ErrorBody)))]
+#[allow(dead_code)]
+/// `GET /readyz`, as documented.
+pub fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+#[allow(dead_code)]
+/// `GET /metrics`, as documented.
+pub fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
+#[allow(dead_code)]
+/// `GET /openapi.json`, as documented.
+pub fn openapi_json() {}
+
 /// `GET /openapi.json`: the service's document.
 pub fn openapi_route(
     document: Value,
