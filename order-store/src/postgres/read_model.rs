@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use order_domain::{BtcRate, BuyOrderEvent, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
 use tokio_postgres::{NoTls, Row};
@@ -66,21 +66,6 @@ impl PgReadModel {
         Ok(PgReadModel { pool })
     }
 
-    /// Empties the table and resets the checkpoint, in one transaction: the next catch-up is a
-    /// full replay from position 0 (`projector rebuild`).
-    pub async fn reset(&self) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.batch_execute(
-            "LOCK TABLE projector_checkpoint IN EXCLUSIVE MODE; \
-             TRUNCATE buy_order_view; \
-             UPDATE projector_checkpoint SET position = 0 WHERE name = 'buy_order_view';",
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
-    }
-
     /// Rebuilds the table from position 0 into a fresh table while the current one keeps
     /// serving, then swaps it in atomically and moves the checkpoint to what it covers; a live
     /// projector continues from there. `progress(done, head)` is called after each batch.
@@ -101,14 +86,7 @@ impl PgReadModel {
         let head = log.head().await?;
         let mut done = Position::ZERO;
         // Bulk of the work, outside any lock: the live table keeps serving and being projected.
-        loop {
-            let events = log.read_after(done, batch).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            let tx = client.transaction().await.map_err(unavailable)?;
-            insert_rows(&tx, REBUILD_TABLE, &events.iter().collect::<Vec<_>>()).await?;
-            tx.commit().await.map_err(unavailable)?;
+        while let Some(last) = copy_batch(&client, log, done, batch).await? {
             done = last;
             progress(done, head.max(done));
         }
@@ -121,12 +99,7 @@ impl PgReadModel {
         )
         .await
         .map_err(unavailable)?;
-        loop {
-            let events = log.read_after(done, batch).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            insert_rows(&tx, REBUILD_TABLE, &events.iter().collect::<Vec<_>>()).await?;
+        while let Some(last) = copy_batch(&tx, log, done, batch).await? {
             done = last;
         }
         tx.batch_execute(&format!(
@@ -182,12 +155,28 @@ impl PgReadModel {
     }
 }
 
-/// Inserts the rows of `events` into `table` (the live table or the one being rebuilt);
-/// events already there change nothing.
-async fn insert_rows(
-    tx: &tokio_postgres::Transaction<'_>,
+/// Copies the batch of events after `after` into the table being rebuilt; the position reached,
+/// or `None` when the log has nothing more.
+async fn copy_batch(
+    client: &impl GenericClient,
+    log: &dyn EventLog,
+    after: Position,
+    batch: usize,
+) -> Result<Option<Position>, StoreError> {
+    let events = log.read_after(after, batch).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(None);
+    };
+    insert_rows(client, REBUILD_TABLE, &events).await?;
+    Ok(Some(last))
+}
+
+/// Inserts the rows of `events` into `table` (the live table or the one being rebuilt), in one
+/// statement; events already there change nothing.
+async fn insert_rows<'e>(
+    client: &impl GenericClient,
     table: &str,
-    events: &[&LoggedEvent],
+    events: impl IntoIterator<Item = &'e LoggedEvent>,
 ) -> Result<(), StoreError> {
     let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
     let (mut amounts, mut rates, mut btcs) = (vec![], vec![], vec![]);
@@ -201,7 +190,8 @@ async fn insert_rows(
         rates.push(placed.rate.as_decimal());
         btcs.push(placed.satoshis.to_btc_decimal());
     }
-    tx.execute(
+    client
+        .execute(
         &format!(
             "INSERT INTO {table} (position, id, created_at, currency, currency_amount, btc_rate, btc_amount) \
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], \
@@ -269,7 +259,7 @@ impl ReadModelWriter for PgReadModel {
         let Some(last) = fresh.last() else {
             return Ok(()); // all applied already
         };
-        insert_rows(&tx, TABLE, &fresh).await?;
+        insert_rows(&tx, TABLE, fresh.iter().copied()).await?;
         tx.execute(
             "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
             &[&CHECKPOINT, &(last.position.0 as i64)],
