@@ -52,12 +52,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let relay_address_for_ops = relay_address.clone();
     let mut relay = None;
     let writer: Arc<dyn OrderWriter> = if config.db.database_url.is_some() {
         match PgEventStore::open(&config.db, cap).await {
             Ok(store) => {
-                if let Some(address) = relay_address {
+                if let Some(address) = relay_address.clone() {
                     let publisher = Publisher::start(address, config.bus.topology());
                     match Relay::open(&config.db, publisher).await {
                         Ok(relay_store) => {
@@ -101,7 +100,7 @@ async fn main() -> ExitCode {
     }
     tracing::info!(addr = %config.write.write_addr, %cap, "api-write listening");
     tokio::spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
-    let ops = api_write::ops(writer.clone(), relay_address_for_ops);
+    let ops = api_write::ops(writer.clone(), relay_address);
     service_kit::serve(
         ops,
         WriteApi::new(writer).routes(),
