@@ -245,6 +245,37 @@ async fn status_422_validation_failed_names_the_field_and_rule() {
     assert_eq!(stored(&app).await, 0);
 }
 
+/// Exponents that once wrapped to a small amount (1e9223372036854775807 was placed as 0.10 USD):
+/// as JSON numbers and as strings, every one is a 422 and nothing is stored.
+#[tokio::test]
+async fn status_422_for_amounts_with_extreme_exponents() {
+    let app = app(Some("50000"), BtcCap::DEFAULT);
+    let zeros = "0".repeat(5000);
+    let amounts = [
+        "1e9223372036854775807".to_owned(),
+        "5e9223372036854775807".to_owned(),
+        "1e-9223372036854775808".to_owned(),
+        "1e9223372036854775808".to_owned(),
+        "1E+99999999999999999999999999999".to_owned(),
+        format!("1{zeros}"),
+        format!("0.{zeros}1"),
+        format!("1e{zeros}9"),
+    ];
+    for amount in &amounts {
+        for body in [
+            format!(r#"{{"currency":"USD","amount":{amount},"idempotence_key":"{KEY}"}}"#),
+            format!(r#"{{"currency":"USD","amount":"{amount}","idempotence_key":"{KEY}"}}"#),
+        ] {
+            let response = put(&body).reply(&app.routes).await;
+            assert_eq!(response.status(), 422, "{}", &body[..body.len().min(80)]);
+            let error = &json_of(&response)["error"];
+            assert_eq!(error["code"], "validation_failed");
+            assert_eq!(error["fields"][0]["field"], "amount", "{error}");
+        }
+    }
+    assert_eq!(stored(&app).await, 0);
+}
+
 #[tokio::test]
 async fn status_422_idempotency_key_reused() {
     let app = app(Some("50000"), BtcCap::DEFAULT);

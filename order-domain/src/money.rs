@@ -96,6 +96,31 @@ impl<'a> DecimalText<'a> {
     }
 }
 
+/// The exponent of decimal text, exactly when it fits an `i64` (leading zeros and all), else
+/// only its sign: no amount can have an exponent beyond `i64`'s range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exponent {
+    Exact(i64),
+    HugePositive,
+    HugeNegative,
+}
+
+impl Exponent {
+    /// Parses the digits after `e` (already checked to be `[+-]?digits`).
+    fn parse(text: &str) -> Self {
+        match text.parse::<i64>() {
+            Ok(e) => Exponent::Exact(e),
+            Err(_) if text.starts_with('-') => Exponent::HugeNegative,
+            Err(_) => Exponent::HugePositive,
+        }
+    }
+}
+
+/// A length as an `i128`; lengths are at most `isize::MAX`, so this never saturates in practice.
+fn len_i128(s: &str) -> i128 {
+    i128::try_from(s.len()).unwrap_or(i128::MAX)
+}
+
 /// Parses decimal text strictly (see [`DecimalText`]). The result is exact or an error, never
 /// rounded: past rust_decimal's 28 digits it is an error.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, ValueError> {
@@ -147,34 +172,39 @@ impl FiatAmount {
         let parts =
             DecimalText::split(text).ok_or_else(|| ValueError::NotADecimal(text.to_owned()))?;
         let out_of_range = || ValueError::AmountOutOfRange(text.to_owned());
+        let too_precise = || ValueError::TooManyDecimals(text.to_owned());
         let int = parts.mantissa.trim_start_matches('-');
         let int = int.split_once('.').map_or(int, |(i, _)| i);
-        let exponent: i64 = match parts.exponent {
-            None => 0,
-            Some(e) => e.parse().unwrap_or(if e.starts_with('-') {
-                i64::MIN / 2
-            } else {
-                i64::MAX / 2
-            }),
-        };
+        let exponent = parts.exponent.map_or(Exponent::Exact(0), Exponent::parse);
         // All digits, and where the decimal point falls among them.
         let digits = format!("{int}{}", parts.fraction);
-        let point = int.len() as i64 + exponent;
         let without_trailing = digits.trim_end_matches('0');
         let significant = without_trailing.trim_start_matches('0');
         if significant.is_empty() || parts.mantissa.starts_with('-') {
             return Err(out_of_range());
         }
-        let places = without_trailing.len() as i64 - point;
+        // Digit counts are at most isize::MAX and the exponent is an i64 (or beyond it): in
+        // i128 none of the sums below can overflow.
+        let point = match exponent {
+            Exponent::Exact(e) => i128::from(e) + len_i128(int),
+            // |exponent| > i64::MAX dwarfs any digit string that fits in memory.
+            Exponent::HugePositive => return Err(out_of_range()),
+            Exponent::HugeNegative => return Err(too_precise()),
+        };
+        let places = len_i128(without_trailing) - point;
         if places > 2 {
-            return Err(ValueError::TooManyDecimals(text.to_owned()));
+            return Err(too_precise());
         }
-        let leading_zeros = (without_trailing.len() - significant.len()) as i64;
+        let leading_zeros = len_i128(without_trailing) - len_i128(significant);
         if point - leading_zeros > 9 {
             return Err(out_of_range()); // ten or more integer digits: at least 1,000,000,000
         }
-        // At most 9 integer digits and 2 decimals: the cents fit in a u64.
-        let scale = 10u64.pow((2 - places) as u32);
+        // At most 9 integer digits and 2 decimals: at most 11 significant digits, and the
+        // scale to cents is at most 10^10 (so every step below is checked, none can fail).
+        let scale = u32::try_from(2 - places)
+            .ok()
+            .and_then(|power| 10u64.checked_pow(power))
+            .ok_or_else(out_of_range)?;
         let cents = significant
             .parse::<u64>()
             .ok()
@@ -198,7 +228,7 @@ impl FiatAmount {
 
     /// The amount as an exact decimal with two decimal places.
     pub fn to_decimal(self) -> Decimal {
-        Decimal::new(self.cents as i64, 2)
+        Decimal::from_i128_with_scale(i128::from(self.cents), 2)
     }
 }
 
