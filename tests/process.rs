@@ -39,6 +39,71 @@ fn a_bad_value_stops_start_up_naming_the_variable() {
     }
 }
 
+/// No password reaches `--help` or an error message, for each binary and each URL variable.
+#[test]
+fn secrets_stay_out_of_help_and_errors() {
+    // The services' binaries sit beside this package's (`cargo test --workspace` builds them).
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .parent()
+        .unwrap();
+    for name in ["buy-orders", "api-write", "api-read", "projector"] {
+        let path = dir.join(name);
+        assert!(
+            path.exists(),
+            "{path:?} missing: run `cargo test --workspace`"
+        );
+        let binary = path.to_str().unwrap();
+        let help = Command::new(binary)
+            .arg("--help")
+            .env("DATABASE_URL", "postgres://app:S3cretPw@db:5432/orders")
+            .env(
+                "READ_DATABASE_URL",
+                "postgres://app:S3cretPw@db:5432/orders",
+            )
+            .env("AMQP_URL", "amqp://app:S3cretPw@broker:5672/%2f")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains("DATABASE_URL"), "{binary}: {text}");
+        assert!(
+            !text.contains("S3cretPw"),
+            "{binary} --help shows a password:\n{text}"
+        );
+        for (variable, bad) in [
+            ("DATABASE_URL", "postgres://app:S3cretPw@db:99999999/orders"),
+            ("DATABASE_URL", "mysql://app:S3cretPw@db/orders"),
+            (
+                "READ_DATABASE_URL",
+                "postgres://app:S3cretPw@db/orders?sslmode=bogus",
+            ),
+            ("AMQP_URL", "amqps://app:S3cretPw@broker/%2f"),
+            ("AMQP_URL", "amqp://app:S3cretPw@[::1/x"),
+        ] {
+            if binary.ends_with("api-read") && variable == "AMQP_URL" {
+                continue; // api-read has no broker
+            }
+            let output = Command::new(binary)
+                .env_remove("DATABASE_URL")
+                .env_remove("READ_DATABASE_URL")
+                .env_remove("AMQP_URL")
+                .env(variable, bad)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(
+                !output.status.success(),
+                "{binary}: {variable}={bad} accepted"
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(variable), "{binary} {variable}: {stderr}");
+            assert!(
+                !stderr.contains("S3cretPw"),
+                "{binary} echoes {variable}: {stderr}"
+            );
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

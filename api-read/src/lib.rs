@@ -39,7 +39,12 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn ops(model: Arc<dyn ReadModel>) -> service_kit::Ops {
     service_kit::Ops::new("api-read", ROUTES, move || {
         let model = model.clone();
-        async move { model.ping().await.map_err(|e| e.to_string()) }
+        async move {
+            model
+                .ping()
+                .await
+                .map_err(|e| service_kit::NotReady::new("read table", e))
+        }
     })
 }
 

@@ -45,9 +45,15 @@ pub fn ops(
     service_kit::Ops::new("api-write", ROUTES, move || {
         let (writer, broker) = (writer.clone(), broker.clone());
         async move {
-            writer.ping().await.map_err(|e| e.to_string())?;
+            writer
+                .ping()
+                .await
+                .map_err(|e| service_kit::NotReady::new("order store", e))?;
             match broker {
-                Some(broker) => broker.reachable().await,
+                Some(broker) => broker
+                    .reachable()
+                    .await
+                    .map_err(|e| service_kit::NotReady::new("broker", e)),
                 None => Ok(()),
             }
         }

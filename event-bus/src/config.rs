@@ -2,10 +2,14 @@
 
 use crate::message::Topology;
 
-fn parse_url(s: &str) -> Result<String, String> {
-    crate::connection::parse(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| e.to_string())
+use order_store::{SecretUrl, SecretUrlParser};
+
+fn parse_url() -> SecretUrlParser {
+    SecretUrlParser::new(|s| {
+        crate::connection::parse(s)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Where the broker is and what the topology is called.
@@ -13,8 +17,8 @@ fn parse_url(s: &str) -> Result<String, String> {
 pub struct BusSettings {
     /// RabbitMQ (`amqp://user:pass@host:port/vhost`). Unset: no broker (api-write does not
     /// publish; the projector tails the event store directly).
-    #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "AMQP_URL", value_parser = parse_url)]
-    pub amqp_url: Option<String>,
+    #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "AMQP_URL", value_parser = parse_url(), hide_env_values = true)]
+    pub amqp_url: Option<SecretUrl>,
     /// The durable topic exchange events are published to.
     #[arg(
         long = "amqp-exchange",
@@ -46,7 +50,7 @@ impl BusSettings {
     /// Settings for one broker URL and unique names (tests).
     pub fn for_url(url: &str, exchange: &str, queue: &str) -> Self {
         BusSettings {
-            amqp_url: Some(url.to_owned()),
+            amqp_url: Some(SecretUrl::new(url)),
             exchange: exchange.to_owned(),
             queue: queue.to_owned(),
             prefetch: 100,

@@ -20,6 +20,7 @@ mod log;
 pub mod memory;
 pub mod postgres;
 mod read_model;
+pub mod secret;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod view;
@@ -28,5 +29,6 @@ mod writer;
 pub use error::{PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LoggedEvent, Position};
 pub use read_model::{ReadModel, ReadModelWriter};
+pub use secret::{redact_url, SecretUrl, SecretUrlParser};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize};
 pub use writer::{CqrsOrderWriter, Ledger, OrderWriter, Placement};

@@ -44,10 +44,18 @@ pub fn ops(
     service_kit::Ops::new("projector", ROUTES, move || {
         let (log, model, broker) = (log.clone(), model.clone(), broker.clone());
         async move {
-            log.head().await.map_err(|e| e.to_string())?;
-            model.ping().await.map_err(|e| e.to_string())?;
+            log.head()
+                .await
+                .map_err(|e| service_kit::NotReady::new("event store", e))?;
+            model
+                .ping()
+                .await
+                .map_err(|e| service_kit::NotReady::new("read table", e))?;
             match broker {
-                Some(broker) => broker.reachable().await,
+                Some(broker) => broker
+                    .reachable()
+                    .await
+                    .map_err(|e| service_kit::NotReady::new("broker", e)),
                 None => Ok(()),
             }
         }

@@ -20,6 +20,6 @@ mod observe;
 mod serve;
 
 pub use error::{recover, ApiError};
-pub use observe::{metrics_handle, Ops, ReadyCheck, REQUEST_ID};
+pub use observe::{metrics_handle, NotReady, Ops, ReadyCheck, REQUEST_ID};
 pub use serve::{health_route, init_logging, serve, shutdown_on_signal, LogFormat, LogSettings};
 pub use tokio_util::sync::CancellationToken;

@@ -18,9 +18,30 @@ use warp::{Filter, Rejection, Reply};
 /// sane one, generated otherwise, and always echoed in the response.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// A readiness check: `Ok` when every backend the service needs answers.
+/// A readiness check: `Ok` when every backend the service needs answers, else the dependency
+/// that does not ([`NotReady`]).
 pub type ReadyCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), NotReady>> + Send>> + Send + Sync>;
+
+/// A dependency that does not answer. `/readyz` shows only `dependency` (a fixed name such as
+/// `database`); `detail`, the driver's text, goes to the log, never into the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// Which dependency: a fixed name, safe to show.
+    pub dependency: &'static str,
+    /// Why, for the log only.
+    pub detail: String,
+}
+
+impl NotReady {
+    /// `dependency` is down because of `detail`.
+    pub fn new(dependency: &'static str, detail: impl std::fmt::Display) -> Self {
+        NotReady {
+            dependency,
+            detail: detail.to_string(),
+        }
+    }
+}
 
 /// What [`crate::serve`] needs to know about a service to observe it.
 #[derive(Clone)]
@@ -44,7 +65,7 @@ impl Ops {
     ) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), NotReady>> + Send + 'static,
     {
         metrics_handle(); // the recorder must exist before the first metric is recorded
         Ops {
@@ -87,14 +108,36 @@ pub(crate) fn ops_routes(
         async move {
             match ready().await {
                 Ok(()) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
-                Err(reason) => {
-                    tracing::warn!(%reason, "not ready");
-                    crate::ApiError::unavailable(format!("not ready: {reason}")).into_response()
+                Err(NotReady { dependency, detail }) => {
+                    tracing::warn!(dependency, %detail, "not ready");
+                    crate::ApiError::unavailable(format!("not ready: {dependency} unavailable"))
+                        .with("dependency", dependency)
+                        .into_response()
                 }
             }
         }
     });
     metrics.or(readyz).unify()
+}
+
+/// The `method` label: one of the standard methods, or `other`, so that no request can add a
+/// series to `/metrics` (hyper accepts any token as a method: `M1`, `M2`, …).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", |known| known.as_str())
 }
 
 fn request_id(header: Option<&str>) -> String {
@@ -170,7 +213,7 @@ where
                 );
                 let labels = [
                     ("service", name.to_owned()),
-                    ("method", method.to_string()),
+                    ("method", method_label(&method).to_owned()),
                     ("route", route.to_owned()),
                     ("status", status.as_u16().to_string()),
                 ];
@@ -197,7 +240,10 @@ mod tests {
                 if ready {
                     Ok(())
                 } else {
-                    Err("database down".to_owned())
+                    Err(NotReady::new(
+                        "database",
+                        "connection to postgres://app:s3cret@db failed",
+                    ))
                 }
             },
         );
@@ -258,6 +304,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"route="other",status="404""#), "{text}");
+        for made_up in ["M1", "M2", "PROPFIND"] {
+            warp::test::request()
+                .method(made_up)
+                .path("/hello")
+                .reply(&routes)
+                .await;
+        }
+        let text = String::from_utf8_lossy(
+            warp::test::request()
+                .path("/metrics")
+                .reply(&routes)
+                .await
+                .body(),
+        )
+        .into_owned();
+        assert!(!text.contains("M1") && !text.contains("PROPFIND"), "{text}");
+        assert!(text.contains(r#"method="other""#), "{text}");
         assert!(
             text.contains("http_request_duration_seconds_bucket"),
             "{text}"
@@ -273,10 +336,13 @@ mod tests {
         assert_eq!(response.status(), 503);
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["error"]["code"], "unavailable");
-        assert!(body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("database down"));
+        assert_eq!(body["error"]["dependency"], "database");
+        let text = String::from_utf8_lossy(response.body());
+        assert!(text.contains("database unavailable"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("postgres://"),
+            "{text}"
+        );
     }
 
     #[test]

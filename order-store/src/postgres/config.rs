@@ -10,14 +10,21 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a whole number of milliseconds greater than 0"))
 }
 
-fn parse_url(s: &str) -> Result<String, String> {
+use crate::secret::{SecretUrl, SecretUrlParser};
+
+fn check_url(s: &str) -> Result<(), String> {
     let ok = s.starts_with("postgres://") || s.starts_with("postgresql://");
+    // tokio-postgres's message names the part it could not read, never the value.
     let parsed = s.parse::<tokio_postgres::Config>();
     match (ok, parsed) {
-        (true, Ok(_)) => Ok(s.to_owned()),
+        (true, Ok(_)) => Ok(()),
         (_, Err(e)) => Err(format!("not a PostgreSQL URL: {e}")),
         (false, _) => Err("must start with postgres:// or postgresql://".into()),
     }
+}
+
+fn parse_url() -> SecretUrlParser {
+    SecretUrlParser::new(check_url)
 }
 
 /// Where the databases are and how many connections to keep.
@@ -25,12 +32,12 @@ fn parse_url(s: &str) -> Result<String, String> {
 pub struct PgSettings {
     /// The write store (events, ledger). Unset: the in-memory store (all-in-one only).
     #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL",
-          value_parser = parse_url)]
-    pub database_url: Option<String>,
+          value_parser = parse_url(), hide_env_values = true)]
+    pub database_url: Option<SecretUrl>,
     /// The read table; defaults to DATABASE_URL. May be another database.
     #[arg(long = "read-database-url", env = "READ_DATABASE_URL",
-          value_name = "READ_DATABASE_URL", value_parser = parse_url)]
-    pub read_database_url: Option<String>,
+          value_name = "READ_DATABASE_URL", value_parser = parse_url(), hide_env_values = true)]
+    pub read_database_url: Option<SecretUrl>,
     /// Connections per pool.
     #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
           default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -52,7 +59,7 @@ impl PgSettings {
     /// Settings for one URL (tests, tools).
     pub fn for_url(url: &str) -> Self {
         PgSettings {
-            database_url: Some(url.to_owned()),
+            database_url: Some(SecretUrl::new(url)),
             read_database_url: None,
             pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
