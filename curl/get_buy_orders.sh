@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # The first page of orders, newest first: get_buy_orders.sh [PAGE_SIZE]   (1..100, default 10)
 # READ_URL overrides the read API's address (default http://127.0.0.1:8778).
+# BUY_ORDERS_API_KEY, when set, is sent as `Authorization: Bearer …` (passed on curl's standard
+# input, so the key never shows in the process list).
 set -euo pipefail
-curl -sS -i "${READ_URL:-http://127.0.0.1:8778}/buy_orders?page_size=${1:-10}"
+# curl reads the header from its standard input (--config -): printf is a shell builtin.
+auth() {
+  if [ -n "${BUY_ORDERS_API_KEY:-}" ]; then
+    printf 'header = "Authorization: Bearer %s"\n' "$BUY_ORDERS_API_KEY"
+  fi
+}
+auth | curl -sS -i --config - "${READ_URL:-http://127.0.0.1:8778}/buy_orders?page_size=${1:-10}"
 echo

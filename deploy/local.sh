@@ -6,6 +6,9 @@
 #   deploy/local.sh status                      which processes run, and their health
 #   deploy/local.sh down                        stop everything (SIGTERM), drop database and vhost
 #
+# API keys (AUTH=required): `up` creates a client `local` and an admin `local-admin` and writes
+# their keys to $RUN/api-key and $RUN/admin-key (mode 600), e.g.
+#   BUY_ORDERS_API_KEY=$(cat deploy/.run/api-key) curl/put_buy_order.sh
 # Logs and pid files: deploy/.run/. Settings (environment): LOCAL_NAME (database and vhost name,
 # default buy_orders_local), LOCAL_BASE_PORT (default 8777: api-write i listens on BASE+10*i,
 # api-read on BASE+1, the projector's /metrics on BASE+2), PRICE_SOURCE (default simulated), MAX_TOTAL_BTC, LOCAL_RUN_DIR (default
@@ -54,6 +57,11 @@ up() {
   rabbitmqctl -q add_vhost "$NAME"
   rabbitmqctl -q set_permissions -p "$NAME" guest ".*" ".*" ".*"
   DATABASE_URL=$DATABASE_URL RUST_LOG=warn "$bin/buy-orders" migrate >/dev/null
+  (
+    umask 077
+    DATABASE_URL=$DATABASE_URL RUST_LOG=warn "$bin/buy-orders" clients add local >"$RUN/api-key"
+    DATABASE_URL=$DATABASE_URL RUST_LOG=warn "$bin/buy-orders" clients add local-admin --admin >"$RUN/admin-key"
+  ) 2>/dev/null
 
   export DATABASE_URL AMQP_URL
   export PRICE_SOURCE=${PRICE_SOURCE:-simulated}
@@ -78,6 +86,7 @@ up() {
   echo "up: $writers api-write, api-read, projector (database and vhost $NAME)"
   for i in $(seq 0 $((writers - 1))); do echo "  write: http://127.0.0.1:$((BASE + 10 * i))/buy_order"; done
   echo "  read:  http://127.0.0.1:$((BASE + 1))/buy_orders"
+  echo "  keys:  $RUN/api-key (client local), $RUN/admin-key (admin)"
 }
 
 status() {
@@ -109,6 +118,7 @@ down() {
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile" "${pidfile%.pid}.port"
   done
+  rm -f "$RUN/api-key" "$RUN/admin-key"
   "${PG_ADMIN[@]}" -c "DROP DATABASE IF EXISTS $NAME WITH (FORCE)" >/dev/null 2>&1 || true
   rabbitmqctl -q delete_vhost "$NAME" >/dev/null 2>&1 || true
   echo "down"

@@ -20,12 +20,14 @@ use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::{MemEventStore, MemReadModel};
-use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::{CqrsOrderWriter, EventLog, OrderWriter, ReadModel, ReadModelWriter, StoreError};
+use order_store::postgres::{PgClientRegistry, PgEventStore, PgReadModel, PgSettings};
+use order_store::{
+    CqrsOrderWriter, EventLog, Identity, OrderWriter, ReadModel, ReadModelWriter, StoreError,
+};
 use price_feed::{PriceFeedConfig, PriceSourceSpec};
 use projector::config::ProjectorSettings;
 use projector::Projector;
-use service_kit::CancellationToken;
+use service_kit::{AuthMode, CancellationToken};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -43,6 +45,9 @@ pub struct Config {
     /// Read API address.
     #[command(flatten)]
     pub read: ReadSettings,
+    /// API keys and rate limits (default AUTH: off in memory, required on PostgreSQL).
+    #[command(flatten)]
+    pub access: service_kit::AccessSettings,
     /// Projector batch size.
     #[command(flatten)]
     pub projector: ProjectorSettings,
@@ -55,6 +60,9 @@ pub struct Config {
     /// RabbitMQ (with DATABASE_URL: events go through the broker to the projector).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// HTTP timeouts and connection limits.
+    #[command(flatten)]
+    pub http: service_kit::HttpSettings,
     /// Log format (default here: text).
     #[command(flatten)]
     pub log: service_kit::LogSettings,
@@ -64,10 +72,50 @@ pub struct Config {
 }
 
 /// What `buy-orders` does.
-#[derive(Debug, Clone, Copy, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Apply the PostgreSQL migrations (write store and read table), then exit.
     Migrate,
+    /// API clients on DATABASE_URL: add, list, revoke.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// The BTC cap on DATABASE_URL: show it and its history, or set it.
+    #[command(subcommand)]
+    Cap(CapCommand),
+}
+
+/// `buy-orders clients …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClientsCommand {
+    /// Create a client and print its API key: standard output carries only the key
+    /// (`KEY=$(buy-orders clients add shop-1)`); it cannot be shown again.
+    Add {
+        /// 1 to 64 characters of A-Z a-z 0-9 . _ - ; never reused, even once revoked.
+        name: order_domain::ClientId,
+        /// An admin sees every client's orders.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Every client: name, role, created, revoked (never keys).
+    List,
+    /// Revoke a client's key: refused on every instance within seconds.
+    Revoke {
+        /// The client.
+        name: order_domain::ClientId,
+    },
+}
+
+/// `buy-orders cap …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CapCommand {
+    /// The cap, what is sold, and every change of the cap.
+    Show,
+    /// Set the cap in BTC (refused below what is already sold); recorded with its time and the
+    /// previous value.
+    Set {
+        /// BTC, at most 8 decimals.
+        btc: order_domain::BtcCap,
+    },
 }
 
 /// Why the system could not start.
@@ -85,6 +133,12 @@ pub enum StartError {
     /// A PostgreSQL store could not be opened.
     #[error("PostgreSQL (DATABASE_URL / READ_DATABASE_URL): {0}")]
     Store(#[from] StoreError),
+    /// AUTH=required without a database to hold the API clients.
+    #[error(
+        "AUTH=required needs DATABASE_URL (API clients live there, see `buy-orders clients`); \
+         the in-memory all-in-one runs with AUTH=off"
+    )]
+    AuthWithoutDatabase,
     /// A listening address could not be bound.
     #[error("cannot listen on {variable}={addr}: {source}")]
     Bind {
@@ -140,11 +194,99 @@ async fn bind(
     Ok((listener, bound))
 }
 
-/// Applies the PostgreSQL migrations of the write store and the read table.
+/// Applies the PostgreSQL migrations of the write store and the read table, and gives rows
+/// projected before the read table knew clients their client.
 pub async fn migrate(db: &PgSettings) -> Result<(), StoreError> {
-    PgEventStore::connect(db).await?;
-    PgReadModel::open(db).await?;
+    let store = PgEventStore::connect(db).await?;
+    let model = PgReadModel::open(db).await?;
+    model.backfill_clients(&store, BACKFILL_BATCH).await?;
     Ok(())
+}
+
+/// Events per statement when backfilling the read table's clients.
+const BACKFILL_BATCH: usize = 5_000;
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A client command was refused or failed.
+    #[error(transparent)]
+    Clients(#[from] order_store::clients::ClientError),
+    /// The cap was refused or could not be set.
+    #[error(transparent)]
+    Cap(#[from] order_store::postgres::CapError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs `buy-orders clients …` on `DATABASE_URL`. What it returns goes to standard output (for
+/// `add`, the key alone); what it says about itself it logs to standard error.
+pub async fn clients(db: &PgSettings, command: &ClientsCommand) -> Result<String, AdminError> {
+    use order_store::clients::ClientRegistry;
+    let registry = PgClientRegistry::open(db).await?;
+    match command {
+        ClientsCommand::Add { name, admin } => {
+            let key = registry.add(name, *admin).await?;
+            let role = if *admin { "admin" } else { "client" };
+            eprintln!("created {role} {name}; its key follows on standard output (shown once)");
+            Ok(format!("{}\n", key.reveal()))
+        }
+        ClientsCommand::List => {
+            let mut out = String::from("name\trole\tcreated_at\trevoked_at\n");
+            for client in registry.list().await? {
+                let role = if client.admin { "admin" } else { "client" };
+                let revoked = client
+                    .revoked_at
+                    .map_or("-".to_owned(), |at| at.to_rfc3339());
+                out.push_str(&format!(
+                    "{}\t{role}\t{}\t{revoked}\n",
+                    client.name,
+                    client.created_at.to_rfc3339()
+                ));
+            }
+            Ok(out)
+        }
+        ClientsCommand::Revoke { name } => {
+            let now = registry.revoke(name).await?;
+            eprintln!(
+                "{name} {}; every instance refuses its key within {} s",
+                if now {
+                    "revoked"
+                } else {
+                    "was revoked already"
+                },
+                order_store::KeyDirectory::REFRESH.as_secs() + 1
+            );
+            Ok(String::new())
+        }
+    }
+}
+
+/// Runs `buy-orders cap …` on `DATABASE_URL`; returns the report for standard output.
+pub async fn cap(db: &PgSettings, command: &CapCommand) -> Result<String, AdminError> {
+    // `connect`, not `open`: an operator command must not seed or compare the cap.
+    let store = PgEventStore::connect(db).await?;
+    if let CapCommand::Set { btc } = command {
+        let change = store.set_cap(*btc).await?;
+        let previous = change.previous.map_or("none".to_owned(), |p| p.to_string());
+        eprintln!("cap set to {} BTC (was {previous})", change.cap);
+    }
+    let (sold, cap) = store.ledger().await?;
+    let mut out = format!(
+        "cap {cap} BTC, sold {sold} BTC, remaining {} BTC\nchanges:\n",
+        cap.saturating_sub(sold)
+    );
+    for change in store.cap_history().await? {
+        let previous = change.previous.map_or("-".to_owned(), |p| p.to_string());
+        out.push_str(&format!(
+            "  {}  {previous} -> {}  ({})\n",
+            change.changed_at.to_rfc3339(),
+            change.cap,
+            change.reason
+        ));
+    }
+    Ok(out)
 }
 
 /// Starts the write API, the read API and the projector.
@@ -172,7 +314,22 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         Arc<dyn ReadModel>,
         Arc<dyn ReadModelWriter>,
     );
-    let (writer, log, model, table): Parts = if config.db.database_url.is_some() {
+    let on_postgres = config.db.database_url.is_some();
+    let identity = match config.access.mode(if on_postgres {
+        AuthMode::Required
+    } else {
+        AuthMode::Off
+    }) {
+        AuthMode::Off => {
+            tracing::warn!("AUTH=off: no API keys; X-Client-Id names the client and every caller sees every order");
+            Identity::Off
+        }
+        AuthMode::Required if !on_postgres => return Err(StartError::AuthWithoutDatabase),
+        AuthMode::Required => {
+            PgClientRegistry::identity(&config.db, shutdown.clone().cancelled_owned()).await?
+        }
+    };
+    let (writer, log, model, table): Parts = if on_postgres {
         let store = PgEventStore::open(&config.db, cap).await?;
         let model = Arc::new(PgReadModel::open(&config.db).await?);
         tracing::info!("on PostgreSQL");
@@ -192,13 +349,16 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
             tracing::info!(exchange = %config.bus.exchange, queue = %config.bus.queue, "through RabbitMQ");
         }
         (
-            Arc::new(CqrsOrderWriter::new(store.clone(), services)),
+            Arc::new(
+                CqrsOrderWriter::new(store.clone(), services)
+                    .with_resolve_within(config.write.resolve_within),
+            ),
             Arc::new(store),
             model.clone(),
             model,
         )
     } else {
-        let store = MemEventStore::new(cap);
+        let store = MemEventStore::new(cap.unwrap_or_default());
         let model = Arc::new(MemReadModel::new());
         (
             Arc::new(CqrsOrderWriter::new(store.clone(), services)),
@@ -212,26 +372,22 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
     let write_ops = api_write::ops(writer.clone(), bus_address.clone());
     let read_ops = api_read::ops(model.clone());
-    let write_routes = WriteApi::new(writer).routes();
-    let read_routes = ReadApi::new(model).routes();
-    tasks.spawn(service_kit::serve(
-        write_ops,
-        write_routes,
-        write_listener,
-        shutdown.clone(),
-    ));
-    tasks.spawn(service_kit::serve(
-        read_ops,
-        read_routes,
-        read_listener,
-        shutdown.clone(),
-    ));
+    let write_routes = WriteApi::new(writer, identity.clone(), config.access.limits()).routes();
+    let read_routes = ReadApi::new(model, identity, config.access.limits()).routes();
+    let (token, http) = (shutdown.clone(), config.http.clone());
+    tasks.spawn(async move {
+        service_kit::serve_with(write_ops, write_routes, write_listener, token, &http).await
+    });
+    let (token, http) = (shutdown.clone(), config.http.clone());
+    tasks.spawn(async move {
+        service_kit::serve_with(read_ops, read_routes, read_listener, token, &http).await
+    });
     let token = shutdown.clone();
     match batches {
         Some(batches) => tasks.spawn(async move { projector.consume(batches, token).await }),
         None => tasks.spawn(async move { projector.run(token).await }),
     };
-    tracing::info!(%write_addr, %read_addr, %cap, "buy-orders started");
+    tracing::info!(%write_addr, %read_addr, "buy-orders started");
     Ok(System {
         write_addr,
         read_addr,

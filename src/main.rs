@@ -4,23 +4,43 @@ use std::process::ExitCode;
 
 use buy_orders::{Command, Config};
 use clap::Parser;
+use std::io::Write;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
     config.log.init(service_kit::LogFormat::Text);
-    if let Some(Command::Migrate) = config.command {
+    if let Some(command) = &config.command {
+        let name = match command {
+            Command::Migrate => "migrate",
+            Command::Clients(_) => "clients",
+            Command::Cap(_) => "cap",
+        };
         if config.db.database_url.is_none() {
-            eprintln!("buy-orders migrate: set DATABASE_URL (and READ_DATABASE_URL if elsewhere)");
+            eprintln!("buy-orders {name}: set DATABASE_URL (and READ_DATABASE_URL if elsewhere)");
             return ExitCode::from(2);
         }
-        return match buy_orders::migrate(&config.db).await {
-            Ok(()) => {
-                println!("migrations applied");
-                ExitCode::SUCCESS
+        let outcome = match command {
+            Command::Migrate => buy_orders::migrate(&config.db)
+                .await
+                .map(|()| "migrations applied\n".to_owned())
+                .map_err(buy_orders::AdminError::from),
+            Command::Clients(command) => buy_orders::clients(&config.db, command).await,
+            Command::Cap(command) => buy_orders::cap(&config.db, command).await,
+        };
+        return match outcome {
+            Ok(out) => {
+                let mut stdout = std::io::stdout().lock();
+                match stdout
+                    .write_all(out.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                }
             }
             Err(err) => {
-                eprintln!("buy-orders migrate: {err}");
+                eprintln!("buy-orders {name}: {err}");
                 ExitCode::FAILURE
             }
         };

@@ -201,7 +201,22 @@ async fn local_sh_runs_the_distributed_topology_with_two_writers() {
         );
     }
 
-    let client = reqwest::Client::new();
+    let key = std::fs::read_to_string(run_dir.join("api-key")).unwrap();
+    let key = key.trim();
+    assert!(key.starts_with("bo_"), "up writes the local client's key");
+    let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        )]))
+        .build()
+        .unwrap();
+    let anonymous = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/buy_orders", base + 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "AUTH=required by default");
     for writer in [base, base + 10] {
         let body = serde_json::json!({"currency": "USD", "amount": "10", "idempotence_key": uuid::Uuid::new_v4().to_string()});
         let response = client

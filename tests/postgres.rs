@@ -19,7 +19,14 @@ async fn the_all_in_one_runs_on_postgres_and_keeps_orders_across_restarts() {
         &format!("--database-url={}", db.url()),
     ])
     .unwrap();
-    let client = reqwest::Client::new();
+    let key = db.client_key("pg-e2e", false).await;
+    let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        )]))
+        .build()
+        .unwrap();
     let key = uuid::Uuid::new_v4().to_string();
     let body = json!({"currency": "USD", "amount": "123.45", "idempotence_key": key});
 

@@ -26,8 +26,15 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
         &format!("--amqp-queue={}", topology.topology.queue),
     ])
     .unwrap();
+    let key = db.client_key("rabbit", false).await;
     let system = start(&config).await.unwrap();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        )]))
+        .build()
+        .unwrap();
     let mut placed = Vec::new();
     for i in 0..30 {
         let currency = ["USD", "EUR", "GBP"][i % 3];

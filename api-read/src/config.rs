@@ -28,9 +28,16 @@ pub struct ReadConfig {
     /// Listening address.
     #[command(flatten)]
     pub read: ReadSettings,
-    /// The PostgreSQL read table (READ_DATABASE_URL, else DATABASE_URL).
+    /// API keys and rate limits.
+    #[command(flatten)]
+    pub access: service_kit::AccessSettings,
+    /// The PostgreSQL read table (READ_DATABASE_URL, else DATABASE_URL); API clients live in
+    /// DATABASE_URL.
     #[command(flatten)]
     pub db: PgSettings,
+    /// HTTP timeouts and connection limits.
+    #[command(flatten)]
+    pub http: service_kit::HttpSettings,
     /// Log format.
     #[command(flatten)]
     pub log: service_kit::LogSettings,

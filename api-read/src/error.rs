@@ -1,8 +1,14 @@
 //! The one place where the read side's errors become HTTP answers.
 
-use order_store::{ReadError, StoreError};
+use order_store::{IdentityError, ReadError, StoreError};
 use service_kit::ApiError;
 use warp::http::StatusCode;
+
+/// The HTTP answer for a caller who could not be identified (`X-Client-Id` is not read here, so
+/// only a missing or bad key is possible with authentication on).
+pub(crate) fn identity_error(err: IdentityError) -> ApiError {
+    ApiError::unauthenticated(err.to_string())
+}
 
 /// The HTTP answer for a failed read.
 pub(crate) fn to_api_error(err: ReadError) -> ApiError {
@@ -10,9 +16,9 @@ pub(crate) fn to_api_error(err: ReadError) -> ApiError {
         ReadError::UnknownReference(id) => ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_reference",
-            format!("last_reference {id} names no order (it may not be projected yet)"),
+            format!("last_reference {id} names no order of yours (it may not be projected yet)"),
         ),
-        ReadError::Store(StoreError::Unavailable(reason)) => {
+        ReadError::Store(StoreError::Unavailable(reason) | StoreError::OutcomeUnknown(reason)) => {
             tracing::error!(%reason, "read table unavailable");
             ApiError::unavailable("the read table is unavailable; retry shortly")
         }

@@ -18,8 +18,8 @@ mod query;
 use std::sync::Arc;
 
 use order_domain::OrderId;
-use order_store::ReadModel;
-use service_kit::{health_route, ApiError};
+use order_store::{Caller, Identity, ReadModel, Scope};
+use service_kit::{health_route, ApiError, RateLimits};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
@@ -48,16 +48,38 @@ pub fn ops(model: Arc<dyn ReadModel>) -> service_kit::Ops {
     })
 }
 
-/// What the read routes need: the read table.
+/// What the read routes need: the read table, who may read it, how often.
 #[derive(Clone)]
 pub struct ReadApi {
     model: Arc<dyn ReadModel>,
+    identity: Identity,
+    limits: Arc<RateLimits>,
 }
 
 impl ReadApi {
-    /// Routes over `model`.
-    pub fn new(model: Arc<dyn ReadModel>) -> Self {
-        ReadApi { model }
+    /// Routes over `model`: callers identified by `identity` see their own orders (an admin, or
+    /// anyone with authentication off, sees all), each limited by `limits`.
+    pub fn new(model: Arc<dyn ReadModel>, identity: Identity, limits: Arc<RateLimits>) -> Self {
+        ReadApi {
+            model,
+            identity,
+            limits,
+        }
+    }
+
+    /// Who calls, as a scope: the filter every order route starts with.
+    fn scope(&self) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
+        let identity = self.identity.clone();
+        service_kit::access::caller(
+            move |bearer, client| {
+                identity
+                    .resolve(bearer, client)
+                    .map_err(error::identity_error)
+            },
+            |caller: &Caller| caller.client.as_str(),
+            self.limits.clone(),
+        )
+        .map(|caller: Caller| Scope::from(&caller))
     }
 
     /// `GET /buy_orders`, `GET /buy_orders/<id>` and `GET /healthcheck`. Rejections still need
@@ -66,36 +88,44 @@ impl ReadApi {
         let api = self.clone();
         let list = warp::path!("buy_orders")
             .and(warp::get())
+            .and(self.scope())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-            .and_then(move |query: String| {
+            .and_then(move |scope: Scope, query: String| {
                 let api = api.clone();
-                async move { api.list(&query).await.map_err(warp::reject::custom) }
+                async move { api.list(&scope, &query).await.map_err(warp::reject::custom) }
             });
         let api = self.clone();
         let one = warp::path!("buy_orders" / String)
             .and(warp::get())
-            .and_then(move |id: String| {
+            .and(self.scope())
+            .and_then(move |id: String, scope: Scope| {
                 let api = api.clone();
-                async move { api.one(&id).await.map_err(warp::reject::custom) }
+                async move { api.one(&scope, &id).await.map_err(warp::reject::custom) }
             });
         let health = health_route().map(Reply::into_response);
         let docs = service_kit::docs::openapi_route(openapi::document());
         list.or(one).unify().or(health).unify().or(docs).unify()
     }
 
-    async fn list(&self, query: &str) -> Result<Response, ApiError> {
+    async fn list(&self, scope: &Scope, query: &str) -> Result<Response, ApiError> {
         let request = parse_page_request(query)?;
         let page = self
             .model
-            .page(request)
+            .page(request, scope)
             .await
             .map_err(error::to_api_error)?;
         Ok(warp::reply::json(&page).into_response())
     }
 
-    async fn one(&self, id: &str) -> Result<Response, ApiError> {
+    async fn one(&self, scope: &Scope, id: &str) -> Result<Response, ApiError> {
         let id = OrderId::parse(id).map_err(|e| ApiError::validation(format!("order id: {e}")))?;
-        match self.model.get(id).await.map_err(error::to_api_error)? {
+        // Another client's order answers exactly as one that does not exist.
+        match self
+            .model
+            .get(id, scope)
+            .await
+            .map_err(error::to_api_error)?
+        {
             Some(order) => Ok(warp::reply::json(&order).into_response()),
             None => Err(ApiError::not_found(format!("no order {id}"))),
         }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use api_read::config::ReadConfig;
 use api_read::ReadApi;
 use clap::Parser;
-use order_store::postgres::PgReadModel;
-use service_kit::CancellationToken;
+use order_store::postgres::{PgClientRegistry, PgReadModel};
+use order_store::Identity;
+use service_kit::{AuthMode, CancellationToken};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,9 +45,32 @@ async fn main() -> ExitCode {
         eprintln!("api-read: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
+    let identity = match config.access.mode(AuthMode::Required) {
+        AuthMode::Off => {
+            tracing::warn!("AUTH=off: no API keys; every caller sees every order (local use only)");
+            Identity::Off
+        }
+        AuthMode::Required if config.db.database_url.is_none() => {
+            eprintln!(
+                "api-read: AUTH=required needs DATABASE_URL, where the API clients live \
+                 (READ_DATABASE_URL may name another database for the read table)"
+            );
+            return ExitCode::from(2);
+        }
+        AuthMode::Required => {
+            match PgClientRegistry::identity(&config.db, shutdown.clone().cancelled_owned()).await {
+                Ok(identity) => identity,
+                Err(err) => {
+                    eprintln!("api-read: cannot read the API clients (DATABASE_URL): {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     tracing::info!(addr = %config.read.read_addr, "api-read listening");
     let model: Arc<dyn order_store::ReadModel> = Arc::new(model);
     let ops = api_read::ops(model.clone());
-    service_kit::serve(ops, ReadApi::new(model).routes(), listener, shutdown).await;
+    let routes = ReadApi::new(model, identity, config.access.limits()).routes();
+    service_kit::serve_with(ops, routes, listener, shutdown, &config.http).await;
     ExitCode::SUCCESS
 }

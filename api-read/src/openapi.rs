@@ -3,29 +3,35 @@
 //! they differ).
 
 use order_store::{OrderView, Page};
-use service_kit::docs::{ErrorBody, ErrorDetail, FieldProblem};
+use service_kit::docs::{BearerAuth, ErrorBody, ErrorDetail, FieldProblem};
 use utoipa::OpenApi;
 
 #[utoipa::path(get, path = "/buy_orders", tag = "read",
+    security(("api_key" = [])),
     params(
         ("last_reference" = Option<String>, Query, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The previous page's `last_reference`; absent or empty: the first page"),
         ("page_size" = Option<u16>, Query, minimum = 1, maximum = 100, description = "Rows per page, 1..=100, default 10"),
     ),
     responses(
-        (status = 200, description = "A page, newest first", body = Page),
-        (status = 404, description = "`unknown_reference`", body = ErrorBody),
+        (status = 200, description = "A page of the caller's orders (an admin's: every order), newest first", body = Page),
+        (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 404, description = "`unknown_reference`: no order of the caller's has that id", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 fn get_buy_orders() {}
 
 #[utoipa::path(get, path = "/buy_orders/{id}", tag = "read",
+    security(("api_key" = [])),
     params(("id" = String, Path, format = Uuid, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such order, or another client's", body = ErrorBody),
         (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
         (status = 503, description = "`unavailable`", body = ErrorBody),
     ))]
 #[allow(dead_code)]
@@ -36,8 +42,9 @@ fn get_buy_order() {}
 #[openapi(
     info(
         title = "buy-orders read API",
-        description = "Buy orders, newest first, keyset-paginated."
+        description = "Buy orders, newest first, keyset-paginated. A client sees only its own orders."
     ),
+    modifiers(&BearerAuth),
     paths(
         get_buy_orders,
         get_buy_order,

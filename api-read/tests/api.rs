@@ -17,10 +17,10 @@ struct Down;
 
 #[async_trait]
 impl ReadModel for Down {
-    async fn page(&self, _: PageRequest) -> Result<Page, ReadError> {
+    async fn page(&self, _: PageRequest, _: &Scope) -> Result<Page, ReadError> {
         Err(StoreError::Unavailable("connection refused".into()).into())
     }
-    async fn get(&self, _: OrderId) -> Result<Option<OrderView>, ReadError> {
+    async fn get(&self, _: OrderId, _: &Scope) -> Result<Option<OrderView>, ReadError> {
         Err(StoreError::Unavailable("connection refused".into()).into())
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -33,12 +33,16 @@ fn rate() -> FixedSource {
 }
 
 fn routes(model: Arc<dyn ReadModel>) -> BoxedFilter<(Response,)> {
-    api_read::ReadApi::new(model)
-        .routes()
-        .recover(service_kit::recover)
-        .unify()
-        .map(warp::Reply::into_response)
-        .boxed()
+    api_read::ReadApi::new(
+        model,
+        order_store::Identity::Off,
+        std::sync::Arc::new(service_kit::RateLimits::off()),
+    )
+    .routes()
+    .recover(service_kit::recover)
+    .unify()
+    .map(warp::Reply::into_response)
+    .boxed()
 }
 
 /// `n` orders placed and projected; returns the routes and the ids, newest first.

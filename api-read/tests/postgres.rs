@@ -19,9 +19,12 @@ use service_kit::CancellationToken;
 async fn serves_the_table_and_survives_an_outage() {
     let db = TestDb::create().await;
     // three orders, projected
-    let store = PgEventStore::open(&PgSettings::for_url(db.url()), Default::default())
-        .await
-        .unwrap();
+    let store = PgEventStore::open(
+        &PgSettings::for_url(db.url()),
+        order_domain::BtcCap::DEFAULT,
+    )
+    .await
+    .unwrap();
     let prices: FixedSource = "EUR=41191.91".parse().unwrap();
     let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
     for _ in 0..3 {
@@ -54,7 +57,12 @@ async fn serves_the_table_and_survives_an_outage() {
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::serve(
         api_read::ops(model.clone()),
-        ReadApi::new(model).routes(),
+        ReadApi::new(
+            model,
+            order_store::Identity::Off,
+            std::sync::Arc::new(service_kit::RateLimits::off()),
+        )
+        .routes(),
         listener,
         stop.clone(),
     ));

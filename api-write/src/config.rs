@@ -17,14 +17,21 @@ pub struct WriteSettings {
         default_value = "127.0.0.1:8777"
     )]
     pub write_addr: SocketAddr,
-    /// The most BTC ever sold over all orders, in BTC (at most 8 decimals).
+    /// The most BTC ever sold over all orders, in BTC (at most 8 decimals). Seeds the cap of a
+    /// store that has none yet (default 100); a stored cap changes only with `buy-orders cap set`.
     #[arg(
         long = "max-total-btc",
         env = "MAX_TOTAL_BTC",
-        value_name = "MAX_TOTAL_BTC",
-        default_value = "100"
+        value_name = "MAX_TOTAL_BTC"
     )]
-    pub max_total_btc: BtcCap,
+    pub max_total_btc: Option<BtcCap>,
+    /// When the store fails during a commit, how long the order's outcome is sought (the same
+    /// command retried) before answering 503 `outcome_unknown`. Keep it under
+    /// HTTP_REQUEST_TIMEOUT_MS.
+    #[arg(long = "order-resolve-timeout-ms", env = "ORDER_RESOLVE_TIMEOUT_MS",
+          value_name = "ORDER_RESOLVE_TIMEOUT_MS", default_value = "5000",
+          value_parser = service_kit::parse_millis)]
+    pub resolve_within: std::time::Duration,
 }
 
 /// Everything `api-write` reads at start-up.
@@ -44,9 +51,15 @@ pub struct WriteConfig {
     /// The PostgreSQL write store (in memory when DATABASE_URL is unset).
     #[command(flatten)]
     pub db: PgSettings,
+    /// API keys and rate limits.
+    #[command(flatten)]
+    pub access: service_kit::AccessSettings,
     /// RabbitMQ: with AMQP_URL set (and DATABASE_URL), this process runs a relay.
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// HTTP timeouts and connection limits.
+    #[command(flatten)]
+    pub http: service_kit::HttpSettings,
     /// Log format.
     #[command(flatten)]
     pub log: service_kit::LogSettings,

@@ -1,12 +1,24 @@
 //! The one place where the write side's errors become HTTP answers.
 
 use order_domain::BuyOrderError;
-use order_store::{PlaceError, StoreError};
+use order_store::{IdentityError, PlaceError, StoreError};
 use service_kit::ApiError;
 use warp::http::StatusCode;
 
 /// Seconds a client should wait before retrying after `price_unavailable`.
 const PRICE_RETRY_AFTER_SECS: u32 = 2;
+
+/// The HTTP answer for a caller who could not be identified.
+pub fn identity_error(err: IdentityError) -> ApiError {
+    let message = err.to_string();
+    match err {
+        IdentityError::BadClientId(_) => ApiError::validation(message.clone()).with(
+            "fields",
+            serde_json::json!([{ "field": "X-Client-Id", "message": message }]),
+        ),
+        _ => ApiError::unauthenticated(message),
+    }
+}
 
 /// The HTTP answer for a failed placement.
 pub fn to_api_error(err: PlaceError) -> ApiError {
@@ -36,6 +48,14 @@ pub fn to_api_error(err: PlaceError) -> ApiError {
             PlaceError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(
                 "the order store is unavailable; nothing was stored, retry shortly",
             ),
+            PlaceError::Store(StoreError::OutcomeUnknown(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                "the order store failed while committing this order and did not come back in \
+                 time to say whether it was placed; retry with the same idempotence key: the \
+                 retry answers the order if it was placed and places it once if it was not",
+            )
+            .retry_after(1),
             PlaceError::Store(StoreError::Corrupt(_)) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -61,6 +81,9 @@ pub fn log_refusal(err: &PlaceError) {
         PlaceError::Refused(other) => tracing::info!(reason = %other, "order refused"),
         PlaceError::Store(StoreError::Unavailable(reason)) => {
             tracing::error!(%reason, "store unavailable")
+        }
+        PlaceError::Store(StoreError::OutcomeUnknown(reason)) => {
+            tracing::error!(%reason, "order outcome unknown")
         }
         PlaceError::Store(StoreError::Corrupt(reason)) => tracing::error!(%reason, "store corrupt"),
     }

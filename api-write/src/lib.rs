@@ -17,9 +17,10 @@ pub mod request;
 use std::sync::Arc;
 
 use order_domain::IdempotencyKey;
-use order_store::{OrderView, OrderWriter, Placement};
+use order_store::{Caller, Identity, OrderView, OrderWriter, Placement};
 use serde::Serialize;
 use service_kit::body::{json_body, MAX_BODY_BYTES};
+use service_kit::RateLimits;
 use service_kit::{health_route, ApiError};
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -78,10 +79,12 @@ pub async fn watch_ledger(writer: Arc<dyn OrderWriter>, shutdown: service_kit::C
     }
 }
 
-/// What the write routes need: where orders are placed.
+/// What the write routes need: where orders are placed, who may place them, how often.
 #[derive(Clone)]
 pub struct WriteApi {
     writer: Arc<dyn OrderWriter>,
+    identity: Identity,
+    limits: Arc<RateLimits>,
 }
 
 /// The answer to `PUT /buy_order`, the same for the request that placed the order and for every
@@ -97,22 +100,41 @@ pub struct PlaceResponse {
 }
 
 impl WriteApi {
-    /// Routes over `writer`.
-    pub fn new(writer: Arc<dyn OrderWriter>) -> Self {
-        WriteApi { writer }
+    /// Routes over `writer`: callers identified by `identity`, each limited by `limits`.
+    pub fn new(writer: Arc<dyn OrderWriter>, identity: Identity, limits: Arc<RateLimits>) -> Self {
+        WriteApi {
+            writer,
+            identity,
+            limits,
+        }
     }
 
     /// `PUT /buy_order` and `GET /healthcheck`. Rejections still need
     /// [`service_kit::recover`] (done by [`service_kit::serve`]).
     pub fn routes(&self) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
         let api = self.clone();
+        let identity = self.identity.clone();
+        let caller = service_kit::access::caller(
+            move |bearer, client| {
+                identity
+                    .resolve(bearer, client)
+                    .map_err(error::identity_error)
+            },
+            |caller: &Caller| caller.client.as_str(),
+            self.limits.clone(),
+        );
         let place = warp::path!("buy_order")
             .and(warp::put())
+            .and(caller)
             .and(RequestHeaders::filter())
             .and(json_body(MAX_BODY_BYTES))
-            .and_then(move |headers, body| {
+            .and_then(move |caller, headers, body| {
                 let api = api.clone();
-                async move { api.place(headers, body).await.map_err(warp::reject::custom) }
+                async move {
+                    api.place(caller, headers, body)
+                        .await
+                        .map_err(warp::reject::custom)
+                }
             });
         let health = health_route().map(Reply::into_response);
         let docs = service_kit::docs::openapi_route(openapi::document());
@@ -121,10 +143,11 @@ impl WriteApi {
 
     async fn place(
         &self,
+        caller: Caller,
         headers: RequestHeaders,
         body: serde_json::Value,
     ) -> Result<Response, ApiError> {
-        let command = parse_place(&body, &headers)?;
+        let command = parse_place(&body, &headers, caller.client)?;
         let Placement { order, replayed } = self.writer.place(command).await.map_err(|err| {
             error::log_refusal(&err);
             error::to_api_error(err)

@@ -13,10 +13,10 @@ use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::MemEventStore;
-use order_store::postgres::PgEventStore;
-use order_store::{CqrsOrderWriter, OrderWriter};
+use order_store::postgres::{PgClientRegistry, PgEventStore};
+use order_store::{CqrsOrderWriter, Identity, OrderWriter};
 use price_feed::PriceSourceSpec;
-use service_kit::CancellationToken;
+use service_kit::{AuthMode, CancellationToken};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -52,6 +52,28 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let identity = match config.access.mode(AuthMode::Required) {
+        AuthMode::Off => {
+            tracing::warn!("AUTH=off: no API keys; X-Client-Id names the client (local use only)");
+            Identity::Off
+        }
+        AuthMode::Required if config.db.database_url.is_none() => {
+            eprintln!(
+                "api-write: AUTH=required needs DATABASE_URL (API clients live there); \
+                 set AUTH=off to try the API alone in memory"
+            );
+            return ExitCode::from(2);
+        }
+        AuthMode::Required => {
+            match PgClientRegistry::identity(&config.db, shutdown.clone().cancelled_owned()).await {
+                Ok(identity) => identity,
+                Err(err) => {
+                    eprintln!("api-write: cannot read the API clients (DATABASE_URL): {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let mut relay = None;
     let writer: Arc<dyn OrderWriter> = if config.db.database_url.is_some() {
         match PgEventStore::open(&config.db, cap).await {
@@ -71,7 +93,10 @@ async fn main() -> ExitCode {
                     }
                     tracing::info!(exchange = %config.bus.exchange, "relay to RabbitMQ enabled");
                 }
-                Arc::new(CqrsOrderWriter::new(store, services))
+                Arc::new(
+                    CqrsOrderWriter::new(store, services)
+                        .with_resolve_within(config.write.resolve_within),
+                )
             }
             Err(err) => {
                 eprintln!("api-write: cannot open the write store (DATABASE_URL): {err}");
@@ -82,7 +107,10 @@ async fn main() -> ExitCode {
         tracing::warn!(
             "DATABASE_URL unset: private in-memory store, orders are not shared or kept"
         );
-        Arc::new(CqrsOrderWriter::new(MemEventStore::new(cap), services))
+        Arc::new(CqrsOrderWriter::new(
+            MemEventStore::new(cap.unwrap_or_default()),
+            services,
+        ))
     };
     let listener = match tokio::net::TcpListener::bind(config.write.write_addr).await {
         Ok(listener) => listener,
@@ -98,14 +126,15 @@ async fn main() -> ExitCode {
         eprintln!("api-write: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    tracing::info!(addr = %config.write.write_addr, %cap, "api-write listening");
+    tracing::info!(addr = %config.write.write_addr, "api-write listening");
     tokio::spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
     let ops = api_write::ops(writer.clone(), relay_address);
-    service_kit::serve(
+    service_kit::serve_with(
         ops,
-        WriteApi::new(writer).routes(),
+        WriteApi::new(writer, identity, config.access.limits()).routes(),
         listener,
         shutdown.clone(),
+        &config.http,
     )
     .await;
     if let Some(relay) = relay {

@@ -3,7 +3,7 @@
 //! they differ).
 
 use order_store::OrderView;
-use service_kit::docs::{ErrorBody, ErrorDetail, FieldProblem};
+use service_kit::docs::{BearerAuth, ErrorBody, ErrorDetail, FieldProblem};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::PlaceResponse;
@@ -28,19 +28,22 @@ pub struct PlaceRequest {
     pub idempotence_key: String,
 }
 
+/// Places an order for the client whose API key is sent. (Only where the service runs with
+/// AUTH=off, for local use, is there no key: the `X-Client-Id` header then names the client.)
 #[utoipa::path(put, path = "/buy_order", tag = "write",
+    security(("api_key" = [])),
     request_body(content = PlaceRequest, content_type = "application/json"),
-    params(
-        ("X-Client-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "Scopes the key; `anonymous` if absent"),
-    ),
     responses(
         (status = 200, description = "Placed, or replayed (header `Idempotent-Replayed: true`)", body = PlaceResponse),
         (status = 400, description = "`invalid_json`, `invalid_header`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 409, description = "`btc_cap_exceeded`: nothing stored", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over 16 KiB", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = ErrorBody),
-        (status = 503, description = "`price_unavailable`, `unavailable`: nothing stored; `Retry-After`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused` (keys are scoped to the caller)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`price_unavailable`, `unavailable`: nothing stored; `outcome_unknown`, `timeout`: retry with the same key; `Retry-After`", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 fn put_buy_order() {}
@@ -50,8 +53,9 @@ fn put_buy_order() {}
 #[openapi(
     info(
         title = "buy-orders write API",
-        description = "Buy bitcoin with fiat at the market rate."
+        description = "Buy bitcoin with fiat at the market rate. Every order belongs to the client whose API key placed it."
     ),
+    modifiers(&BearerAuth),
     paths(
         put_buy_order,
         service_kit::docs::healthcheck,

@@ -6,27 +6,18 @@ use serde_json::{json, Value};
 use service_kit::ApiError;
 use warp::{Filter, Rejection};
 
-/// The client every order belongs to when the request names none (`X-Client-Id` absent).
-pub const DEFAULT_CLIENT_ID: &str = "anonymous";
-
 /// The headers `PUT /buy_order` reads.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHeaders {
     /// `Idempotency-Key`: the key, when it is not in the body.
     pub idempotency_key: Option<String>,
-    /// `X-Client-Id`: who places the order; scopes the key.
-    pub client_id: Option<String>,
 }
 
 impl RequestHeaders {
     /// Extracts the headers (as text; a header that is not UTF-8 is a 400).
     pub fn filter() -> impl Filter<Extract = (RequestHeaders,), Error = Rejection> + Clone {
         warp::header::optional::<String>("idempotency-key")
-            .and(warp::header::optional::<String>("x-client-id"))
-            .map(|idempotency_key, client_id| RequestHeaders {
-                idempotency_key,
-                client_id,
-            })
+            .map(|idempotency_key| RequestHeaders { idempotency_key })
     }
 }
 
@@ -73,8 +64,13 @@ fn decimal_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Parses `{"currency":"USD","amount":"123.45","idempotence_key":"<uuid>"}` plus headers.
-pub fn parse_place(body: &Value, headers: &RequestHeaders) -> Result<PlaceBuyOrder, ApiError> {
+/// Parses `{"currency":"USD","amount":"123.45","idempotence_key":"<uuid>"}` plus headers, for
+/// `client` (the caller, already identified).
+pub fn parse_place(
+    body: &Value,
+    headers: &RequestHeaders,
+    client_id: ClientId,
+) -> Result<PlaceBuyOrder, ApiError> {
     let Some(fields) = body.as_object() else {
         return Err(ApiError::validation(
             "the body must be a JSON object with currency, amount and idempotence_key",
@@ -140,13 +136,8 @@ pub fn parse_place(body: &Value, headers: &RequestHeaders) -> Result<PlaceBuyOrd
             .and_then(|text| problems.check("idempotence_key", IdempotencyKey::parse(text))),
     };
 
-    let client = headers.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID);
-    let client = problems.check("X-Client-Id", ClientId::parse(client));
-
-    match (currency, amount, key, client) {
-        (Some(currency), Some(amount), Some(idempotency_key), Some(client_id))
-            if problems.0.is_empty() =>
-        {
+    match (currency, amount, key) {
+        (Some(currency), Some(amount), Some(idempotency_key)) if problems.0.is_empty() => {
             Ok(PlaceBuyOrder {
                 client_id,
                 idempotency_key,
@@ -169,8 +160,8 @@ mod tests {
             &body,
             &RequestHeaders {
                 idempotency_key: key_header.map(str::to_owned),
-                client_id: None,
             },
+            ClientId::parse("shop-1").unwrap(),
         )
     }
 
@@ -186,7 +177,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cmd.amount.cents(), 12345);
-        assert_eq!(cmd.client_id.as_str(), DEFAULT_CLIENT_ID);
+        assert_eq!(cmd.client_id.as_str(), "shop-1");
         let cmd = parse(json!({"currency":"EUR","amount":10}), Some(KEY)).unwrap();
         assert_eq!(cmd.idempotency_key.to_string(), KEY);
         let same_in_both = parse(
@@ -257,18 +248,5 @@ mod tests {
             Some(KEY)
         )
         .contains("differs"));
-    }
-
-    #[test]
-    fn a_bad_client_id_is_refused() {
-        let err = parse_place(
-            &json!({"currency":"USD","amount":"1","idempotence_key":KEY}),
-            &RequestHeaders {
-                idempotency_key: None,
-                client_id: Some("bad id".into()),
-            },
-        )
-        .unwrap_err();
-        assert!(err.message.contains("X-Client-Id"), "{}", err.message);
     }
 }

@@ -50,6 +50,22 @@ impl OrderWriter for DownStore {
     }
 }
 
+/// A store whose commits end with their outcome unknown.
+struct InDoubtStore;
+
+#[async_trait]
+impl OrderWriter for InDoubtStore {
+    async fn place(&self, _: PlaceBuyOrder) -> Result<Placement, PlaceError> {
+        Err(StoreError::OutcomeUnknown("connection reset during COMMIT".into()).into())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn remaining_btc(&self) -> Result<Satoshis, StoreError> {
+        Ok(Satoshis::ZERO)
+    }
+}
+
 struct App {
     store: MemEventStore,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
@@ -65,12 +81,16 @@ fn app(rate: Option<&'static str>, cap: BtcCap) -> App {
 }
 
 fn routes(writer: Arc<dyn OrderWriter>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
-    api_write::WriteApi::new(writer)
-        .routes()
-        .recover(service_kit::recover)
-        .unify()
-        .map(warp::Reply::into_response)
-        .boxed()
+    api_write::WriteApi::new(
+        writer,
+        order_store::Identity::Off,
+        std::sync::Arc::new(service_kit::RateLimits::off()),
+    )
+    .routes()
+    .recover(service_kit::recover)
+    .unify()
+    .map(warp::Reply::into_response)
+    .boxed()
 }
 
 fn put(body: &str) -> warp::test::RequestBuilder {
@@ -334,6 +354,23 @@ async fn status_503_price_unavailable_with_retry_after() {
         .unwrap()
         .contains("upstream answered 503"));
     assert_eq!(stored(&app).await, 0);
+}
+
+#[tokio::test]
+async fn status_503_outcome_unknown_never_claims_nothing_was_stored() {
+    let routes = routes(Arc::new(InDoubtStore));
+    let response = put(&order("10", KEY)).reply(&routes).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error = &json_of(&response)["error"];
+    assert_eq!(error["code"], "outcome_unknown");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("retry with the same idempotence key"),
+        "{message}"
+    );
+    assert!(!message.contains("nothing was stored"), "{message}");
+    assert!(!message.contains("COMMIT"), "internals stay in the log");
 }
 
 #[tokio::test]

@@ -45,7 +45,12 @@ async fn instance(settings: &PgSettings, cap: &str, prices: &str) -> Instance {
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::serve(
         api_write::ops(writer.clone(), None),
-        WriteApi::new(writer).routes(),
+        WriteApi::new(
+            writer,
+            order_store::Identity::Off,
+            std::sync::Arc::new(service_kit::RateLimits::off()),
+        )
+        .routes(),
         listener,
         stop.clone(),
     ));

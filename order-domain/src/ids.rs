@@ -86,6 +86,13 @@ impl fmt::Display for ClientId {
     }
 }
 
+impl FromStr for ClientId {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl TryFrom<String> for ClientId {
     type Error = ValueError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

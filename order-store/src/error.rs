@@ -11,9 +11,23 @@ pub enum StoreError {
     /// Stored data could not be read back (a bug or a bad migration, not a passing fault).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The connection failed while a commit was under way, and the store did not come back in
+    /// time to tell whether it happened. A retry with the same idempotence key is exact: it
+    /// answers the order if it was placed, and places it once if it was not.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
-/// Why an order was not placed. Nothing was stored in either case.
+/// The mark an event store puts on a commit that failed in a way that leaves its outcome
+/// unknown (the connection broke while the transaction was under way, perhaps after the
+/// server received COMMIT). Carried as `AggregateError::UnexpectedError`; the writer resolves it
+/// by retrying the same command ([`crate::CqrsOrderWriter`]).
+#[derive(Debug, thiserror::Error)]
+#[error("commit outcome unknown: {0}")]
+pub struct CommitInDoubt(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Why an order was not placed. Nothing was stored, except that with
+/// `Store(StoreError::OutcomeUnknown)` it may have been (retry with the same key to know).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
     /// The domain refused it: key reused, no price, over the cap, out of range.

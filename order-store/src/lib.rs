@@ -15,6 +15,7 @@
 //!   [`ReadModel`] answers pages (keyset on the position, newest first) and single orders.
 //! - [`memory`]: the in-memory backend; [`postgres`]: the PostgreSQL one.
 
+pub mod clients;
 mod error;
 mod log;
 pub mod memory;
@@ -26,9 +27,10 @@ pub mod testing;
 mod view;
 mod writer;
 
-pub use error::{PlaceError, ReadError, StoreError};
+pub use clients::{Caller, Identity, IdentityError, KeyDirectory};
+pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LoggedEvent, Position};
 pub use read_model::{ReadModel, ReadModelWriter};
 pub use secret::{redact_url, SecretUrl, SecretUrlParser};
-pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize};
+pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize, Scope};
 pub use writer::{CqrsOrderWriter, Ledger, OrderWriter, Placement};

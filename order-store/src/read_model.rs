@@ -5,7 +5,7 @@ use order_domain::OrderId;
 
 use crate::error::{ReadError, StoreError};
 use crate::log::{LoggedEvent, Position};
-use crate::view::{OrderView, Page, PageRequest};
+use crate::view::{OrderView, Page, PageRequest, Scope};
 
 /// Folds logged events into the read table. Implementations are idempotent: events at or below
 /// the checkpoint, or for an order already in the table, change nothing, so redelivery and
@@ -23,12 +23,13 @@ pub trait ReadModelWriter: Send + Sync {
 /// Queries of the read table: what `api-read` serves.
 #[async_trait]
 pub trait ReadModel: Send + Sync {
-    /// A page of orders, newest first (by log position), after `request.after` if given.
-    /// Keyset pagination: every page costs the same, however deep.
-    async fn page(&self, request: PageRequest) -> Result<Page, ReadError>;
+    /// A page of the orders `scope` sees, newest first (by log position), after `request.after`
+    /// if given (which must be an order `scope` sees, else `UnknownReference`). Keyset
+    /// pagination: every page costs the same, however deep.
+    async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError>;
 
-    /// One order, or `None`.
-    async fn get(&self, id: OrderId) -> Result<Option<OrderView>, ReadError>;
+    /// One order `scope` sees, or `None` (also for another client's order).
+    async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError>;
 
     /// Whether the backend answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

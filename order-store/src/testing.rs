@@ -47,6 +47,22 @@ impl TestDb {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Creates an API client in this database (migrating it first) and returns its key.
+    pub async fn client_key(&self, name: &str, admin: bool) -> String {
+        use crate::clients::ClientRegistry;
+        let registry = crate::postgres::PgClientRegistry::open(
+            &crate::postgres::PgSettings::for_url(&self.url),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the client registry: {e}"));
+        let name = order_domain::ClientId::parse(name).expect("a valid client name");
+        registry
+            .add(&name, admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot add client {name}: {e}"))
+            .reveal()
+    }
 }
 
 impl Drop for TestDb {
@@ -78,12 +94,23 @@ impl Drop for TestDb {
     }
 }
 
+/// What [`OutageProxy::cut_at_next_commit`] does with the COMMIT it catches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtCommit {
+    /// The server gets the COMMIT (and commits); its answer never reaches the client.
+    Deliver,
+    /// The server never gets it (and rolls the transaction back when the connection dies).
+    Drop,
+}
+
 /// A TCP proxy in front of PostgreSQL that a test can cut and restore: an outage of the
-/// database as the application sees it, without stopping the server other tests share.
+/// database as the application sees it, without stopping the server other tests share. It can
+/// also cut at the exact moment a client sends COMMIT ([`OutageProxy::cut_at_next_commit`]).
 pub struct OutageProxy {
     addr: std::net::SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
+    at_commit: std::sync::Arc<parking_lot::Mutex<Option<AtCommit>>>,
 }
 
 impl OutageProxy {
@@ -94,26 +121,38 @@ impl OutageProxy {
         let addr = listener.local_addr().unwrap();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cuts, _) = tokio::sync::watch::channel(0u64);
-        let (flag, cut_rx) = (up.clone(), cuts.subscribe());
+        let at_commit = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        let proxy = OutageProxy {
+            addr,
+            up: up.clone(),
+            cuts: cuts.clone(),
+            at_commit: at_commit.clone(),
+        };
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if !up.load(Ordering::SeqCst) {
                     continue; // dropped: connection refused, as far as the client can tell
                 }
-                let mut cut = cut_rx.clone();
+                let mut cut = cuts.subscribe();
                 cut.mark_unchanged();
+                let (up, cuts, at_commit) = (up.clone(), cuts.clone(), at_commit.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let pipe = Pipe {
+                        up,
+                        cuts,
+                        at_commit,
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = pipe.run(inbound, outbound) => {}
                         _ = cut.changed() => {} // both sockets dropped: the connection dies
                     }
                 });
             }
         });
-        OutageProxy { addr, up, cuts }
+        proxy
     }
 
     /// `url` with its host and port replaced by the proxy's.
@@ -129,12 +168,92 @@ impl OutageProxy {
 
     /// The database goes away: open connections die, new ones are refused.
     pub fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
+        cut_all(&self.up, &self.cuts);
     }
 
     /// The database is back.
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next COMMIT any client sends through the proxy is caught: delivered or dropped
+    /// (`how`), and then the database goes away as with [`OutageProxy::cut`] (until
+    /// [`OutageProxy::restore`]). The client is left not knowing whether it committed.
+    pub fn cut_at_next_commit(&self, how: AtCommit) {
+        *self.at_commit.lock() = Some(how);
+    }
+
+    /// Whether the armed COMMIT has been caught yet.
+    pub fn commit_caught(&self) -> bool {
+        self.at_commit.lock().is_none()
+    }
+}
+
+fn cut_all(up: &std::sync::atomic::AtomicBool, cuts: &tokio::sync::watch::Sender<u64>) {
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    cuts.send_modify(|n| *n += 1);
+}
+
+/// One proxied connection, watching what the client sends for a COMMIT to catch.
+struct Pipe {
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    at_commit: std::sync::Arc<parking_lot::Mutex<Option<AtCommit>>>,
+}
+
+impl Pipe {
+    async fn run(self, inbound: tokio::net::TcpStream, outbound: tokio::net::TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_in, mut client_out) = inbound.into_split();
+        let (mut server_in, mut server_out) = outbound.into_split();
+        let (silenced_tx, silenced) = tokio::sync::watch::channel(false);
+        let down = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match server_in.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if *silenced.borrow() {
+                    continue; // the answer to a caught COMMIT never reaches the client
+                }
+                if client_out.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let up = async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match client_in.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let chunk = &buf[..n];
+                let caught = if chunk.windows(6).any(|w| w == b"COMMIT") {
+                    self.at_commit.lock().take()
+                } else {
+                    None
+                };
+                match caught {
+                    None => {
+                        if server_out.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(how) => {
+                        let _ = silenced_tx.send(true);
+                        if how == AtCommit::Deliver {
+                            let _ = server_out.write_all(chunk).await;
+                            // Let the server commit before its connection dies.
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        cut_all(&self.up, &self.cuts);
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::join!(down, up);
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use order_domain::{BtcRate, BuyOrderPlaced, Currency, FiatAmount, OrderId, Satoshis};
+use order_domain::{BtcRate, BuyOrderPlaced, ClientId, Currency, FiatAmount, OrderId, Satoshis};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An order as both APIs show it (`buy_order` in the write answer, a row of a page). One type for
@@ -132,6 +132,35 @@ pub struct PageRequest {
     pub after: Option<OrderId>,
     /// How many rows.
     pub size: PageSize,
+}
+
+/// Whose orders a reader may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every client's (an admin, or authentication off).
+    All,
+    /// One client's only: another client's order is as absent as one that does not exist.
+    Client(ClientId),
+}
+
+impl Scope {
+    /// Whether an order of `owner` is visible in this scope.
+    pub fn sees(&self, owner: &ClientId) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Client(client) => client == owner,
+        }
+    }
+}
+
+impl From<&crate::clients::Caller> for Scope {
+    fn from(caller: &crate::clients::Caller) -> Self {
+        if caller.admin {
+            Scope::All
+        } else {
+            Scope::Client(caller.client.clone())
+        }
+    }
 }
 
 /// A page of orders, newest first.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::{AggregateError, CqrsFramework, EventEnvelope, EventStore, Query};
@@ -11,7 +12,7 @@ use order_domain::{
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::error::{PlaceError, StoreError};
+use crate::error::{CommitInDoubt, PlaceError, StoreError};
 
 /// A placed order, and whether this request placed it or replayed an earlier request's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,8 @@ pub trait OrderWriter: Send + Sync {
 const REQUEST_ID: &str = "request_id";
 
 /// How often a command is retried after an optimistic-concurrency conflict. A `BuyOrder` has one
-/// event, so the second attempt always sees the winner's order; the bound is a safety net.
+/// event, so the second attempt always sees the winner's order; the bound is a safety net (past
+/// it, the conflict is reported as the store's failure).
 const MAX_ATTEMPTS: usize = 3;
 
 /// [`OrderWriter`] on the stock cqrs-es framework over any event store: in memory, PostgreSQL.
@@ -59,10 +61,18 @@ const MAX_ATTEMPTS: usize = 3;
 ///
 /// A request that commits gets its order back from the framework's query dispatch (keyed by its
 /// request id), so answering it costs no second read of the store; only replays read it back.
+///
+/// A commit whose connection broke midway (its outcome unknown: [`CommitInDoubt`]) is resolved
+/// here, not passed on: the same command is sent again, under the same request id, until an
+/// attempt ends definitely or [`CqrsOrderWriter::with_resolve_within`] passes. That retry is
+/// exact: if the first attempt committed, the aggregate exists and the retry answers its order
+/// (the request id in its metadata says it was this request's); if it did not, the retry places
+/// the order once. Only if the store stays away is the answer `StoreError::OutcomeUnknown`.
 pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Ledger + Clone> {
     cqrs: CqrsFramework<BuyOrder, ES>,
     store: ES,
     committed: Arc<Committed>,
+    resolve_within: Duration,
 }
 
 /// Orders committed by requests of this process that have not collected them yet, by request id.
@@ -96,7 +106,18 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
             cqrs: CqrsFramework::new(store.clone(), vec![capture], services),
             store,
             committed,
+            resolve_within: Self::RESOLVE_WITHIN,
         }
+    }
+
+    /// How long a commit whose outcome is unknown is retried by default.
+    pub const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
+
+    /// Sets how long a commit whose outcome is unknown is retried before answering
+    /// `OutcomeUnknown` (keep it under the HTTP request deadline).
+    pub fn with_resolve_within(mut self, resolve_within: Duration) -> Self {
+        self.resolve_within = resolve_within;
+        self
     }
 
     /// The stored order and the request id that placed it.
@@ -121,12 +142,19 @@ where
         let id = command.order_id().to_string();
         let request_id = Uuid::new_v4().to_string();
         let metadata = HashMap::from([(REQUEST_ID.to_owned(), request_id.clone())]);
-        for _ in 0..MAX_ATTEMPTS {
+        let started = tokio::time::Instant::now();
+        // Set once a commit's outcome is unknown: from then on, only an attempt that ends with
+        // the order in the store, or a refusal decided after the first attempt settled, is an
+        // answer; anything else is retried until `resolve_within`.
+        let mut in_doubt: Option<String> = None;
+        let mut conflicts = 0;
+        let mut pause = Duration::from_millis(50);
+        loop {
             let outcome = self
                 .cqrs
                 .execute_with_metadata(&id, command.clone().into(), metadata.clone())
                 .await;
-            match outcome {
+            let failure = match outcome {
                 Ok(()) => {
                     // No await between `execute` returning and this: nothing can leave the entry.
                     if let Some(order) = self.committed.0.lock().remove(&request_id) {
@@ -135,19 +163,57 @@ where
                             replayed: false,
                         });
                     }
-                    let (order, placed_by) = self.stored(&id).await?;
-                    let replayed = placed_by.as_deref() != Some(request_id.as_str());
-                    return Ok(Placement { order, replayed });
+                    match self.stored(&id).await {
+                        Ok((order, placed_by)) => {
+                            let replayed = placed_by.as_deref() != Some(request_id.as_str());
+                            return Ok(Placement { order, replayed });
+                        }
+                        Err(err) if in_doubt.is_none() => return Err(err),
+                        Err(err) => err.to_string(),
+                    }
                 }
-                Err(AggregateError::AggregateConflict) => continue,
-                Err(AggregateError::UserError(refusal)) => return Err(refusal.into()),
-                Err(other) => return Err(store_error(other).into()),
+                Err(AggregateError::AggregateConflict) if conflicts < MAX_ATTEMPTS => {
+                    conflicts += 1;
+                    continue;
+                }
+                Err(AggregateError::UserError(refusal)) => {
+                    // A cap refusal was decided under the ledger's lock, so after the first
+                    // attempt settled: if that attempt committed, the order is there now.
+                    let settled = matches!(refusal, BuyOrderError::CapExceeded { .. });
+                    match (&in_doubt, settled) {
+                        (None, _) => return Err(refusal.into()),
+                        (Some(_), true) => {
+                            return match self.stored(&id).await {
+                                Ok((order, placed_by)) => Ok(Placement {
+                                    replayed: placed_by.as_deref() != Some(request_id.as_str()),
+                                    order,
+                                }),
+                                Err(_) => Err(refusal.into()),
+                            };
+                        }
+                        (Some(_), false) => refusal.to_string(),
+                    }
+                }
+                Err(AggregateError::UnexpectedError(err)) if err.is::<CommitInDoubt>() => {
+                    tracing::warn!(order_id = %id, %err, "commit outcome unknown; resolving");
+                    in_doubt = Some(err.to_string());
+                    err.to_string()
+                }
+                Err(other) if in_doubt.is_none() => return Err(store_error(other).into()),
+                Err(other) => other.to_string(),
+            };
+            // Only an attempt whose own commit's outcome is unknown, or one after it, gets here.
+            if started.elapsed() + pause > self.resolve_within {
+                return Err(StoreError::OutcomeUnknown(format!(
+                    "order {id}: the store failed during its commit and did not come back within \
+                     {} ms ({failure})",
+                    self.resolve_within.as_millis()
+                ))
+                .into());
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
-        Err(StoreError::Unavailable(format!(
-            "order {id}: still conflicting after {MAX_ATTEMPTS} attempts"
-        ))
-        .into())
     }
 
     async fn remaining_btc(&self) -> Result<Satoshis, StoreError> {

@@ -272,10 +272,13 @@ async fn the_read_table_is_idempotent_and_pages_newest_first() {
     let mut after = None;
     loop {
         let page = model
-            .page(PageRequest {
-                after,
-                size: PageSize::new(10).unwrap(),
-            })
+            .page(
+                PageRequest {
+                    after,
+                    size: PageSize::new(10).unwrap(),
+                },
+                &order_store::Scope::All,
+            )
             .await
             .unwrap();
         if page.rows.is_empty() {
@@ -291,13 +294,28 @@ async fn the_read_table_is_idempotent_and_pages_newest_first() {
     let unknown = OrderId::parse("00000000-0000-0000-0000-000000000001").unwrap();
     assert!(matches!(
         model
-            .page(PageRequest {
-                after: Some(unknown),
-                size: PageSize::DEFAULT
-            })
+            .page(
+                PageRequest {
+                    after: Some(unknown),
+                    size: PageSize::DEFAULT
+                },
+                &order_store::Scope::All
+            )
             .await,
         Err(ReadError::UnknownReference(_))
     ));
-    assert!(model.get(unknown).await.unwrap().is_none());
-    assert_eq!(model.get(seen[3]).await.unwrap().unwrap().id, seen[3]);
+    assert!(model
+        .get(unknown, &order_store::Scope::All)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        model
+            .get(seen[3], &order_store::Scope::All)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        seen[3]
+    );
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cqrs_es::{AggregateError, EventStore};
 use order_domain::*;
+use order_store::postgres::CapError;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
 use order_store::testing::TestDb;
 use order_store::*;
@@ -16,8 +17,12 @@ fn rate(r: &str) -> Arc<FixedSource> {
 }
 
 fn place(amount: &str) -> PlaceBuyOrder {
+    place_for("pg-test", amount)
+}
+
+fn place_for(client: &str, amount: &str) -> PlaceBuyOrder {
     PlaceBuyOrder {
-        client_id: ClientId::parse("pg-test").unwrap(),
+        client_id: ClientId::parse(client).unwrap(),
         idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
         currency: Currency::USD,
         amount: FiatAmount::parse(amount).unwrap(),
@@ -25,9 +30,12 @@ fn place(amount: &str) -> PlaceBuyOrder {
 }
 
 async fn store(db: &TestDb, cap: &str) -> PgEventStore {
-    PgEventStore::open(&PgSettings::for_url(db.url()), cap.parse().unwrap())
-        .await
-        .unwrap()
+    PgEventStore::open(
+        &PgSettings::for_url(db.url()),
+        cap.parse::<BtcCap>().unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -112,9 +120,47 @@ async fn the_cap_refuses_in_the_transaction_and_says_what_remains() {
         .map(|e| e.position.0)
         .collect();
     assert_eq!(positions, [1, 2]);
-    // a cap below what is sold is refused at start-up
-    let lowered = PgEventStore::open(&PgSettings::for_url(db.url()), "0.5".parse().unwrap()).await;
-    assert!(matches!(lowered, Err(StoreError::Unavailable(msg)) if msg.contains("MAX_TOTAL_BTC")));
+}
+
+/// MAX_TOTAL_BTC only seeds a new store: a process started with another value uses the stored
+/// cap; only `set_cap` moves it, never below what is sold, and every change is recorded.
+#[tokio::test]
+async fn the_cap_is_seeded_once_and_changed_only_explicitly() {
+    let db = TestDb::create().await;
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::open(&settings, "1".parse::<BtcCap>().unwrap())
+        .await
+        .unwrap();
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
+    writer.place(place("60")).await.unwrap(); // 0.6 BTC
+    let ledger = || async { store.ledger().await.unwrap() };
+    // Two processes started with other values, concurrently: the stored cap stands.
+    let (a, b) = tokio::join!(
+        PgEventStore::open(&settings, "500".parse::<BtcCap>().unwrap()),
+        PgEventStore::open(&settings, None)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(ledger().await.1, Satoshis::from_btc(1));
+    // Below what is sold: refused, nothing changes.
+    let refused = store.set_cap("0.5".parse().unwrap()).await;
+    assert!(
+        matches!(refused, Err(CapError::BelowSold { sold, .. }) if sold == Satoshis::new(60_000_000)),
+        "{refused:?}"
+    );
+    let change = store.set_cap("2".parse().unwrap()).await.unwrap();
+    assert_eq!(change.previous, Some(Satoshis::from_btc(1)));
+    assert_eq!(ledger().await.1, Satoshis::from_btc(2));
+    let history = store.cap_history().await.unwrap();
+    let caps: Vec<_> = history.iter().map(|c| (c.previous, c.cap)).collect();
+    assert_eq!(
+        caps,
+        [
+            (None, Satoshis::from_btc(1)),
+            (Some(Satoshis::from_btc(1)), Satoshis::from_btc(2))
+        ]
+    );
+    assert!(history[0].reason.contains("MAX_TOTAL_BTC"));
 }
 
 #[tokio::test]
@@ -212,11 +258,13 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
         BuyOrderServices::new(rate("1000000")),
     ));
     let tasks: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|task| {
             let writer = writer.clone();
+            // one task in sixteen places orders for a client with a small share of the table
+            let client = if task == 0 { "pg-rare" } else { "pg-test" };
             tokio::spawn(async move {
                 for _ in 0..625 {
-                    writer.place(place("1")).await.unwrap();
+                    writer.place(place_for(client, "1")).await.unwrap();
                 }
             })
         })
@@ -242,10 +290,13 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
     let mut after = None;
     loop {
         let page = model
-            .page(PageRequest {
-                after,
-                size: PageSize::new(100).unwrap(),
-            })
+            .page(
+                PageRequest {
+                    after,
+                    size: PageSize::new(100).unwrap(),
+                },
+                &order_store::Scope::All,
+            )
             .await
             .unwrap();
         if page.rows.is_empty() {
@@ -256,13 +307,49 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
     }
     assert_eq!(seen, newest_first, "every order exactly once, newest first");
 
+    // One client's walk: exactly its own orders, newest first.
+    let mine = Scope::Client(ClientId::parse("pg-test").unwrap());
+    let own: Vec<OrderId> = log
+        .iter()
+        .rev()
+        .filter(|e| {
+            let BuyOrderEvent::BuyOrderPlaced(placed) = &e.event;
+            placed.client_id.as_str() == "pg-test"
+        })
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(own.len(), 15 * 625);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = model
+            .page(
+                PageRequest {
+                    after,
+                    size: PageSize::new(100).unwrap(),
+                },
+                &mine,
+            )
+            .await
+            .unwrap();
+        if page.rows.is_empty() {
+            break;
+        }
+        after = page.last_reference;
+        seen.extend(page.rows.iter().map(|row| row.id));
+    }
+    assert_eq!(seen, own, "the client's orders exactly once, newest first");
+
     // A deep page is a bounded backward range scan of the primary key.
     sqlx::query("ANALYZE buy_order_view")
         .execute(store.pool())
         .await
         .unwrap();
     let deep = newest_first[newest_first.len() - 150];
-    let plan = model.explain_page_after(deep, 100).await.unwrap();
+    let plan = model
+        .explain_page_after(deep, 100, &order_store::Scope::All)
+        .await
+        .unwrap();
     assert!(
         plan.contains("Index Scan Backward using buy_order_view_pkey"),
         "{plan}"
@@ -277,6 +364,36 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
         "bound from the InitPlan: {plan}"
     );
     for bad in ["Sort", "Seq Scan", "Join Filter"] {
+        assert!(!plan.contains(bad), "{bad} in {plan}");
+    }
+
+    // A deep page of a client, even one with a small share, is a bounded range scan of the
+    // client's index (the only index that gives its order).
+    let rare: Vec<OrderId> = log
+        .iter()
+        .filter(|e| {
+            let BuyOrderEvent::BuyOrderPlaced(placed) = &e.event;
+            placed.client_id.as_str() == "pg-rare"
+        })
+        .map(|e| e.aggregate_id)
+        .collect();
+    let rare_scope = Scope::Client(ClientId::parse("pg-rare").unwrap());
+    let plan = model
+        .explain_page_after(rare[150], 100, &rare_scope)
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("Index Scan using buy_order_view_client_id_expr_idx"),
+        "{plan}"
+    );
+    assert!(plan.contains("InitPlan"), "{plan}");
+    assert!(
+        plan.contains(
+            "Index Cond: ((client_id = 'pg-rare'::text) AND ((- \"position\") > (- $0)))"
+        ),
+        "bound from the InitPlan: {plan}"
+    );
+    for bad in ["Sort", "Seq Scan", "Join Filter", "Bitmap"] {
         assert!(!plan.contains(bad), "{bad} in {plan}");
     }
 }
@@ -297,10 +414,13 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
     model.apply(&log[3..]).await.unwrap();
     model.apply(&log).await.unwrap();
     let all = model
-        .page(PageRequest {
-            after: None,
-            size: PageSize::new(100).unwrap(),
-        })
+        .page(
+            PageRequest {
+                after: None,
+                size: PageSize::new(100).unwrap(),
+            },
+            &order_store::Scope::All,
+        )
         .await
         .unwrap();
     assert_eq!(all.rows.len(), 12);
@@ -320,10 +440,13 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
     let unknown = OrderId::parse("00000000-0000-4000-8000-000000000000").unwrap();
     assert!(matches!(
         model
-            .page(PageRequest {
-                after: Some(unknown),
-                size: PageSize::DEFAULT
-            })
+            .page(
+                PageRequest {
+                    after: Some(unknown),
+                    size: PageSize::DEFAULT
+                },
+                &order_store::Scope::All
+            )
             .await,
         Err(ReadError::UnknownReference(_))
     ));
@@ -334,11 +457,107 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
     assert_eq!(model.checkpoint().await.unwrap(), Position(12));
     model.apply(&log).await.unwrap(); // after a rebuild, applying again changes nothing
     let again = model
-        .page(PageRequest {
-            after: None,
-            size: PageSize::new(100).unwrap(),
-        })
+        .page(
+            PageRequest {
+                after: None,
+                size: PageSize::new(100).unwrap(),
+            },
+            &order_store::Scope::All,
+        )
         .await
         .unwrap();
     assert_eq!(again, all);
+}
+
+/// A writer whose connections go through `proxy`, resolving in-doubt commits within `within`.
+async fn writer_through(
+    db: &TestDb,
+    proxy: &order_store::testing::OutageProxy,
+    within: Duration,
+) -> (PgEventStore, CqrsOrderWriter<PgEventStore>) {
+    let mut settings = PgSettings::for_url(&proxy.url_for(db.url()));
+    settings.acquire_timeout = Duration::from_millis(300);
+    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")))
+        .with_resolve_within(within);
+    (store, writer)
+}
+
+fn pg_addr() -> std::net::SocketAddr {
+    "127.0.0.1:5432".parse().unwrap()
+}
+
+/// How many events the store holds, read directly (not through the proxy).
+async fn stored_events(db: &TestDb) -> usize {
+    let direct = store(db, "100").await;
+    direct.read_after(Position::ZERO, 100).await.unwrap().len()
+}
+
+/// The connection dies right after the server got COMMIT: the order is placed, its answer lost.
+/// The store is back at once, so the writer resolves it itself and answers the order (placed by
+/// this request, not a replay), with exactly one order stored.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_resolved_to_the_placed_order() {
+    let db = TestDb::create().await;
+    let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
+    let (_store, writer) = writer_through(&db, &proxy, Duration::from_secs(5)).await;
+    proxy.cut_at_next_commit(order_store::testing::AtCommit::Deliver);
+    let restorer = async {
+        while !proxy.commit_caught() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.restore();
+    };
+    let (placed, ()) = tokio::join!(writer.place(place("10")), restorer);
+    let placed = placed.expect("resolved, not an error");
+    assert!(!placed.replayed, "this request placed it");
+    assert_eq!(placed.order.amount, FiatAmount::parse("10").unwrap());
+    assert_eq!(stored_events(&db).await, 1);
+}
+
+/// The connection dies before the server got COMMIT: nothing was placed; the writer's retry
+/// places the order once.
+#[tokio::test]
+async fn a_commit_that_never_arrived_is_resolved_by_placing_the_order_once() {
+    let db = TestDb::create().await;
+    let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
+    let (_store, writer) = writer_through(&db, &proxy, Duration::from_secs(5)).await;
+    proxy.cut_at_next_commit(order_store::testing::AtCommit::Drop);
+    let restorer = async {
+        while !proxy.commit_caught() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.restore();
+    };
+    let (placed, ()) = tokio::join!(writer.place(place("10")), restorer);
+    assert!(!placed.expect("placed by the retry").replayed);
+    assert_eq!(stored_events(&db).await, 1);
+}
+
+/// The store stays away past the writer's window: the answer is "outcome unknown", never
+/// "nothing stored". Once it is back, a retry with the same key answers the stored order.
+#[tokio::test]
+async fn a_commit_still_unknown_at_the_deadline_says_so_and_a_retry_is_exact() {
+    let db = TestDb::create().await;
+    let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
+    let (_store, writer) = writer_through(&db, &proxy, Duration::from_millis(800)).await;
+    proxy.cut_at_next_commit(order_store::testing::AtCommit::Deliver);
+    let command = place("10");
+    let unknown = writer.place(command.clone()).await;
+    assert!(
+        matches!(
+            unknown,
+            Err(PlaceError::Store(StoreError::OutcomeUnknown(_)))
+        ),
+        "{unknown:?}"
+    );
+    proxy.restore();
+    let retry = writer.place(command).await.unwrap();
+    assert!(retry.replayed, "the first request placed it");
+    assert_eq!(retry.order.amount, FiatAmount::parse("10").unwrap());
+    assert_eq!(stored_events(&db).await, 1);
 }

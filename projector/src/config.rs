@@ -49,6 +49,9 @@ pub struct ProjectorConfig {
     /// RabbitMQ (AMQP_URL; unset: tail the event store instead).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
+    /// HTTP timeouts and connection limits.
+    #[command(flatten)]
+    pub http: service_kit::HttpSettings,
     /// Log format.
     #[command(flatten)]
     pub log: service_kit::LogSettings,

@@ -43,6 +43,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Rows projected before the read table knew clients get theirs from the log (only admins
+    // see them until then). A failure here is not fatal: the next start tries again.
+    match model
+        .backfill_clients(&log, config.projector.batch as usize)
+        .await
+    {
+        Ok(0) => {}
+        Ok(filled) => tracing::info!(filled, "read rows given their client"),
+        Err(err) => {
+            tracing::error!(%err, "backfill of read rows' clients failed; retried next start")
+        }
+    }
     let projector = Projector::new(
         Arc::new(log.clone()),
         model.clone(),
@@ -79,12 +91,11 @@ async fn main() -> ExitCode {
                 }
             };
             let ops = projector::ops(Arc::new(log.clone()), model.clone(), broker.clone());
-            tokio::spawn(service_kit::serve(
-                ops,
-                service_kit::health_route(),
-                listener,
-                shutdown.clone(),
-            ));
+            let (http, serving) = (config.http.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                service_kit::serve_with(ops, service_kit::health_route(), listener, serving, &http)
+                    .await
+            });
             match broker {
                 Some(address) => {
                     let batches = event_bus::consumer::start(

@@ -25,10 +25,13 @@ fn place() -> PlaceBuyOrder {
 
 async fn table(model: &MemReadModel) -> Vec<OrderId> {
     let page = model
-        .page(PageRequest {
-            after: None,
-            size: PageSize::new(100).unwrap(),
-        })
+        .page(
+            PageRequest {
+                after: None,
+                size: PageSize::new(100).unwrap(),
+            },
+            &order_store::Scope::All,
+        )
         .await
         .unwrap();
     page.rows.into_iter().map(|row| row.id).collect()

@@ -146,7 +146,7 @@ async fn a_rebuild_while_orders_keep_arriving_ends_equal_to_the_store() {
     let rows = table(&s.model).await;
     let plan = s
         .model
-        .explain_page_after(rows[rows.len() / 2].id, 10)
+        .explain_page_after(rows[rows.len() / 2].id, 10, &order_store::Scope::All)
         .await
         .unwrap();
     assert!(plan.contains("buy_order_view_pkey"), "{plan}");

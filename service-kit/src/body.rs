@@ -72,11 +72,23 @@ async fn read_limited(
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| {
-            warp::reject::custom(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("the request body could not be read: {e}"),
-            ))
+            let timed_out =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .find_map(|e| e.downcast_ref::<crate::serve::BodyTimedOut>());
+            warp::reject::custom(match timed_out {
+                Some(late) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("{late}; send the whole body promptly"),
+                ),
+                None => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("the request body could not be read: {e}"),
+                ),
+            })
         })?;
         if body.len() + chunk.remaining() > limit {
             return Err(too_large(limit));

@@ -39,6 +39,27 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+/// Adds the `api_key` security scheme (`Authorization: Bearer <key>`) that the client routes
+/// name with `security(("api_key" = []))`. Use as `#[openapi(modifiers(&BearerAuth))]`.
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An API key from `buy-orders clients add <name>` (`bo_…`). Required unless the \
+                 service runs with AUTH=off.",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("api_key", SecurityScheme::Http(scheme));
+    }
+}
+
 #[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
 #[allow(dead_code)]
 /// `GET /healthcheck`, as documented.

@@ -24,6 +24,8 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds after which a retry may succeed, sent as `Retry-After`.
     pub retry_after: Option<u32>,
+    /// Further response headers (e.g. `WWW-Authenticate`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -35,7 +37,22 @@ impl ApiError {
             message: message.into(),
             extra: Map::new(),
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// 401 `unauthenticated`, with `WWW-Authenticate: Bearer`.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message).header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"buy-orders\""),
+        )
     }
 
     /// Adds a field to the `error` object.
@@ -85,6 +102,9 @@ impl Reply for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -13,13 +13,18 @@
 //!   and `GET /readyz` on every service.
 //! - [`init_logging`]: `tracing` output, JSON lines or text (`LOG_FORMAT`).
 
+pub mod access;
 pub mod body;
 pub mod docs;
 mod error;
 mod observe;
 mod serve;
 
+pub use access::{AccessSettings, AuthMode, RateLimits};
 pub use error::{recover, ApiError};
 pub use observe::{metrics_handle, NotReady, Ops, ReadyCheck, REQUEST_ID};
-pub use serve::{health_route, init_logging, serve, shutdown_on_signal, LogFormat, LogSettings};
+pub use serve::{
+    health_route, init_logging, parse_millis, serve, serve_with, shutdown_on_signal, HttpSettings,
+    LogFormat, LogSettings,
+};
 pub use tokio_util::sync::CancellationToken;

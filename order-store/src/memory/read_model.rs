@@ -1,19 +1,20 @@
 //! An in-memory read table.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use order_domain::{BuyOrderEvent, OrderId};
+use order_domain::{BuyOrderEvent, ClientId, OrderId};
 use parking_lot::RwLock;
 
 use crate::error::{ReadError, StoreError};
 use crate::log::{LoggedEvent, Position};
 use crate::read_model::{ReadModel, ReadModelWriter};
-use crate::view::{OrderView, Page, PageRequest};
+use crate::view::{OrderView, Page, PageRequest, Scope};
 
-/// The read table in memory: rows keyed by log position (the page order), an index by id, and
-/// the checkpoint. A page is a range scan of the position map, newest first.
+/// The read table in memory: rows keyed by log position (the page order), an index by id, one
+/// by client, and the checkpoint. A page is a range scan of the position map (or of the
+/// client's positions), newest first.
 #[derive(Default)]
 pub struct MemReadModel {
     state: RwLock<State>,
@@ -22,7 +23,8 @@ pub struct MemReadModel {
 #[derive(Default)]
 struct State {
     rows: BTreeMap<Position, OrderView>,
-    positions: HashMap<OrderId, Position>,
+    positions: HashMap<OrderId, (Position, ClientId)>,
+    by_client: HashMap<ClientId, BTreeSet<Position>>,
     checkpoint: Position,
 }
 
@@ -54,8 +56,13 @@ impl ReadModelWriter for MemReadModel {
             let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
             let state = &mut *state;
             if let Entry::Vacant(slot) = state.positions.entry(placed.order_id) {
-                slot.insert(logged.position);
+                slot.insert((logged.position, placed.client_id.clone()));
                 state.rows.insert(logged.position, OrderView::from(placed));
+                state
+                    .by_client
+                    .entry(placed.client_id.clone())
+                    .or_default()
+                    .insert(logged.position);
             }
             state.checkpoint = logged.position;
         }
@@ -69,35 +76,51 @@ impl ReadModelWriter for MemReadModel {
 
 #[async_trait]
 impl ReadModel for MemReadModel {
-    async fn page(&self, request: PageRequest) -> Result<Page, ReadError> {
+    async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError> {
         let state = self.state.read();
         let before = match request.after {
             None => None,
             Some(id) => Some(
-                *state
+                state
                     .positions
                     .get(&id)
+                    .filter(|(_, owner)| scope.sees(owner))
+                    .map(|(position, _)| *position)
                     .ok_or(ReadError::UnknownReference(id))?,
             ),
         };
-        let rows = match before {
-            None => state.rows.range(..),
-            Some(bound) => state.rows.range(..bound),
+        let bound = before.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let size = request.size.get();
+        let positions: Vec<Position> = match scope {
+            Scope::All => state
+                .rows
+                .range((std::ops::Bound::Unbounded, bound))
+                .rev()
+                .take(size)
+                .map(|(position, _)| *position)
+                .collect(),
+            Scope::Client(client) => state.by_client.get(client).map_or_else(Vec::new, |own| {
+                own.range((std::ops::Bound::Unbounded, bound))
+                    .rev()
+                    .take(size)
+                    .copied()
+                    .collect()
+            }),
         };
-        let rows = rows
-            .rev()
-            .take(request.size.get())
-            .map(|(_, row)| row.clone())
+        let rows = positions
+            .iter()
+            .filter_map(|position| state.rows.get(position).cloned())
             .collect();
         Ok(Page::new(rows))
     }
 
-    async fn get(&self, id: OrderId) -> Result<Option<OrderView>, ReadError> {
+    async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError> {
         let state = self.state.read();
         Ok(state
             .positions
             .get(&id)
-            .and_then(|position| state.rows.get(position))
+            .filter(|(_, owner)| scope.sees(owner))
+            .and_then(|(position, _)| state.rows.get(position))
             .cloned())
     }
 

@@ -37,13 +37,53 @@ pub struct PgEventStore {
 }
 
 impl PgEventStore {
-    /// Connects, applies the write migrations, sets the ledger's cap and starts listening for
-    /// new events: what a process that places orders opens. Fails if the database cannot be
-    /// reached, or if `cap` is below the BTC already sold.
-    pub async fn open(settings: &PgSettings, cap: BtcCap) -> Result<Self, StoreError> {
+    /// Connects, applies the write migrations and starts listening for new events: what a
+    /// process that places orders opens.
+    ///
+    /// `configured` (`MAX_TOTAL_BTC`) only seeds the cap of a store that has never had one (the
+    /// default, 100 BTC, when `None`). A store's cap changes only through [`PgEventStore::set_cap`]
+    /// (`buy-orders cap set`), so one process started with a wrong value cannot move it for
+    /// everyone: it logs a warning and uses the stored cap.
+    pub async fn open(
+        settings: &PgSettings,
+        configured: impl Into<Option<BtcCap>>,
+    ) -> Result<Self, StoreError> {
         let store = Self::connect(settings).await?;
-        set_cap(&store.pool, cap).await?;
+        let configured = configured.into();
+        let cap = seed_cap(&store.pool, configured.unwrap_or_default()).await?;
+        if configured.is_some_and(|asked| asked != cap) {
+            tracing::warn!(
+                max_total_btc = %configured.unwrap_or_default(), stored_cap = %cap,
+                "MAX_TOTAL_BTC disagrees with the stored cap; using the stored cap \
+                 (change it with `buy-orders cap set`)"
+            );
+        }
         Ok(store)
+    }
+
+    /// Sets the cap, recording when and what it was before; refused below the BTC already sold.
+    /// Takes the ledger's row lock, so it is serialised with every commit.
+    pub async fn set_cap(&self, cap: BtcCap) -> Result<CapChange, CapError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let (sold, previous) = lock_ledger(&mut tx).await?;
+        if cap.limit() < sold {
+            return Err(CapError::BelowSold { cap, sold });
+        }
+        write_cap(&mut tx, Some(previous), cap, "set by `buy-orders cap set`").await?;
+        let change = latest_change(&mut tx).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(change)
+    }
+
+    /// Every change of the cap, oldest first.
+    pub async fn cap_history(&self) -> Result<Vec<CapChange>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT changed_at, previous_sats, cap_sats, reason FROM btc_cap_changes ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(cap_change).collect()
     }
 
     /// Connects, applies the write migrations and starts listening for new events, leaving the
@@ -86,25 +126,141 @@ impl PgEventStore {
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        let sold: i64 = row.get(0);
-        let cap: i64 = row.get(1);
-        Ok((Satoshis::new(sold as u64), Satoshis::new(cap as u64)))
+        Ok((
+            sats(row.get(0), "sold_sats")?,
+            sats(row.get(1), "cap_sats")?,
+        ))
     }
 }
 
-/// Sets the cap (`MAX_TOTAL_BTC`). Every process does this at start-up, so they agree.
-async fn set_cap(pool: &PgPool, cap: BtcCap) -> Result<(), StoreError> {
-    let result = sqlx::query("UPDATE btc_ledger SET cap_sats = $1")
-        .bind(cap.limit().count() as i64)
-        .execute(pool)
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if is_cap_violation(&err) => Err(StoreError::Unavailable(format!(
-            "MAX_TOTAL_BTC={cap} is below the BTC already sold"
-        ))),
-        Err(err) => Err(unavailable(err)),
+/// A change of the cap, as recorded in `btc_cap_changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapChange {
+    /// When.
+    pub changed_at: chrono::DateTime<chrono::Utc>,
+    /// The cap before (`None` for the first, which seeded it).
+    pub previous: Option<Satoshis>,
+    /// The cap after.
+    pub cap: Satoshis,
+    /// Why: seeded at start-up, or set by an operator.
+    pub reason: String,
+}
+
+/// Why the cap could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapError {
+    /// Below what is already sold: the rule would already be broken.
+    #[error("a cap of {cap} BTC is below the {sold} BTC already sold")]
+    BelowSold {
+        /// The cap asked for.
+        cap: BtcCap,
+        /// BTC sold so far.
+        sold: Satoshis,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Satoshis from a `bigint` column, which the schema keeps non-negative.
+fn sats(value: i64, column: &str) -> Result<Satoshis, StoreError> {
+    u64::try_from(value)
+        .map(Satoshis::new)
+        .map_err(|_| StoreError::Corrupt(format!("{column} is negative: {value}")))
+}
+
+/// Satoshis as a `bigint` parameter (caps are at most 21,000,000 BTC, far below i64::MAX).
+fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
+    i64::try_from(value.count())
+        .map_err(|_| StoreError::Unavailable(format!("{value} BTC does not fit the ledger")))
+}
+
+/// Locks the ledger row for the rest of the transaction: (sold, cap).
+async fn lock_ledger(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(Satoshis, Satoshis), StoreError> {
+    let row = sqlx::query("SELECT sold_sats, cap_sats FROM btc_ledger FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        sats(row.get(0), "sold_sats")?,
+        sats(row.get(1), "cap_sats")?,
+    ))
+}
+
+async fn write_cap(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    previous: Option<Satoshis>,
+    cap: BtcCap,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let cap_sats = sats_param(cap.limit())?;
+    sqlx::query("UPDATE btc_ledger SET cap_sats = $1")
+        .bind(cap_sats)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    sqlx::query(
+        "INSERT INTO btc_cap_changes (previous_sats, cap_sats, reason) VALUES ($1, $2, $3)",
+    )
+    .bind(previous.map(sats_param).transpose()?)
+    .bind(cap_sats)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn cap_change(row: &sqlx::postgres::PgRow) -> Result<CapChange, StoreError> {
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("btc_cap_changes: {e}"));
+    Ok(CapChange {
+        changed_at: row.try_get("changed_at").map_err(corrupt)?,
+        previous: row
+            .try_get::<Option<i64>, _>("previous_sats")
+            .map_err(corrupt)?
+            .map(|v| sats(v, "previous_sats"))
+            .transpose()?,
+        cap: sats(row.try_get("cap_sats").map_err(corrupt)?, "cap_sats")?,
+        reason: row.try_get("reason").map_err(corrupt)?,
+    })
+}
+
+async fn latest_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<CapChange, StoreError> {
+    let row = sqlx::query(
+        "SELECT changed_at, previous_sats, cap_sats, reason FROM btc_cap_changes \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    cap_change(&row)
+}
+
+/// Seeds the cap with `seed` if it has never been set (under the ledger's lock, so processes
+/// starting together agree); returns the cap in force.
+async fn seed_cap(pool: &PgPool, seed: BtcCap) -> Result<BtcCap, StoreError> {
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let (sold, stored) = lock_ledger(&mut tx).await?;
+    let ever_set: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM btc_cap_changes)")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+    if ever_set {
+        return Ok(BtcCap::new(stored));
     }
+    if seed.limit() < sold {
+        return Err(StoreError::Unavailable(format!(
+            "MAX_TOTAL_BTC={seed} is below the {sold} BTC already sold"
+        )));
+    }
+    write_cap(&mut tx, None, seed, "seeded from MAX_TOTAL_BTC at start-up").await?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(seed)
 }
 
 fn is_cap_violation(err: &sqlx::Error) -> bool {
@@ -192,9 +348,25 @@ impl EventStore<BuyOrder> for PgEventStore {
                     remaining: cap.saturating_sub(sold),
                 }))
             }
+            Err(AggregateError::DatabaseConnectionError(err)) => Err(in_doubt(err)),
+            Err(AggregateError::UnexpectedError(err)) if !is_definite(&*err) => Err(in_doubt(err)),
             other => other,
         }
     }
+}
+
+/// Whether a failed commit certainly did not commit: the pool gave no connection (nothing was
+/// sent), or the server answered with an error (it rolled the transaction back). Anything else
+/// (the connection broke, a protocol error) may have happened after the server got COMMIT.
+fn is_definite(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        err.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_))
+    )
+}
+
+fn in_doubt(err: Box<dyn std::error::Error + Send + Sync>) -> AggregateError<BuyOrderError> {
+    AggregateError::UnexpectedError(Box::new(crate::error::CommitInDoubt(err)))
 }
 
 #[async_trait]

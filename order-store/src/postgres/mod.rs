@@ -13,14 +13,16 @@
 //! - Migrations (`order-store/migrations/`), applied at start-up by sqlx's migrator under its
 //!   advisory lock, so processes starting together are safe.
 
+mod clients;
 mod config;
 mod event_store;
 mod migrate;
 mod read_model;
 mod relay;
 
+pub use clients::PgClientRegistry;
 pub use config::PgSettings;
-pub use event_store::PgEventStore;
+pub use event_store::{CapChange, CapError, PgEventStore};
 pub use migrate::{migrate_read, migrate_write};
 pub use read_model::PgReadModel;
 pub use relay::RelayLease;

@@ -12,7 +12,7 @@ use super::{migrate_read, unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
 use crate::log::{EventLog, LoggedEvent, Position};
 use crate::read_model::{ReadModel, ReadModelWriter};
-use crate::view::{OrderView, Page, PageRequest};
+use crate::view::{OrderView, Page, PageRequest, Scope};
 
 /// The checkpoint row of this table in `projector_checkpoint`.
 const CHECKPOINT: &str = "buy_order_view";
@@ -31,6 +31,22 @@ const PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amount, btc_
      FROM buy_order_view \
      WHERE position < (SELECT position FROM buy_order_view WHERE id = $1) \
      ORDER BY position DESC LIMIT $2";
+/// One client's first page: a forward scan of the (client_id, -position) index, the only index
+/// that gives this order (see migration 2002), so the plan cannot fall back to walking the
+/// primary key with a filter, whatever the client's share of the table.
+const CLIENT_FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
+     btc_amount FROM buy_order_view WHERE client_id = $1 ORDER BY -position LIMIT $2";
+/// One client's page after one of its orders: the same scan from the reference, whose position
+/// is an InitPlan bound. A reference to another client's order finds no position, so the page is
+/// empty (and then found to be an unknown reference).
+const CLIENT_PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
+     btc_amount FROM buy_order_view \
+     WHERE client_id = $1 \
+       AND -position > -(SELECT position FROM buy_order_view WHERE id = $2 AND client_id = $1) \
+     ORDER BY -position LIMIT $3";
+/// The index that serves one client's pages (named as PostgreSQL names the copy `rebuild`
+/// makes, so the swap can rename it back).
+const CLIENT_INDEX: &str = "client_id_expr_idx";
 
 /// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
 /// passes it as a parameter, so the bound is an index condition of a backward range scan of the
@@ -107,7 +123,8 @@ impl PgReadModel {
              ALTER TABLE {REBUILD_TABLE} RENAME TO {TABLE}; \
              DROP TABLE buy_order_view_replaced; \
              ALTER INDEX {REBUILD_TABLE}_pkey RENAME TO {TABLE}_pkey; \
-             ALTER INDEX {REBUILD_TABLE}_id_key RENAME TO {TABLE}_id_key;"
+             ALTER INDEX {REBUILD_TABLE}_id_key RENAME TO {TABLE}_id_key; \
+             ALTER INDEX {REBUILD_TABLE}_{CLIENT_INDEX} RENAME TO {TABLE}_{CLIENT_INDEX};"
         ))
         .await
         .map_err(unavailable)?;
@@ -127,12 +144,25 @@ impl PgReadModel {
         &self,
         after: OrderId,
         size: i64,
+        scope: &Scope,
     ) -> Result<String, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let rows = client
-            .query(&format!("EXPLAIN {PAGE_AFTER}"), &[after.as_uuid(), &size])
-            .await
-            .map_err(unavailable)?;
+        let rows = match scope {
+            Scope::All => {
+                client
+                    .query(&format!("EXPLAIN {PAGE_AFTER}"), &[after.as_uuid(), &size])
+                    .await
+            }
+            Scope::Client(owner) => {
+                client
+                    .query(
+                        &format!("EXPLAIN {CLIENT_PAGE_AFTER}"),
+                        &[&owner.as_str(), after.as_uuid(), &size],
+                    )
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|row| row.get::<_, String>(0))
@@ -140,18 +170,79 @@ impl PgReadModel {
             .join("\n"))
     }
 
-    /// The position of an order in the table.
-    pub async fn position_of(&self, id: OrderId) -> Result<Option<Position>, StoreError> {
+    /// The position of an order in the table, if `scope` sees it.
+    pub async fn position_of(
+        &self,
+        id: OrderId,
+        scope: &Scope,
+    ) -> Result<Option<Position>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let statement = client
-            .prepare_cached("SELECT position FROM buy_order_view WHERE id = $1")
+            .prepare_cached("SELECT position, client_id FROM buy_order_view WHERE id = $1")
             .await
             .map_err(unavailable)?;
         let row = client
             .query_opt(&statement, &[id.as_uuid()])
             .await
             .map_err(unavailable)?;
-        Ok(row.map(|row| Position(row.get::<_, i64>(0) as u64)))
+        Ok(row.and_then(|row| {
+            let owner: Option<String> = row.get(1);
+            let visible = match scope {
+                Scope::All => true,
+                Scope::Client(client) => owner.as_deref() == Some(client.as_str()),
+            };
+            visible.then(|| Position(row.get::<_, i64>(0) as u64))
+        }))
+    }
+
+    /// Gives rows projected before the read table had a `client_id` (migration 2002) their
+    /// client, from the event log, in batches; until then only admins see them. Returns how
+    /// many rows it filled. Safe to run at any time, from any number of processes.
+    pub async fn backfill_clients(
+        &self,
+        log: &dyn EventLog,
+        batch: usize,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let bounds = client
+            .query_one(
+                "SELECT min(position), max(position) FROM buy_order_view WHERE client_id IS NULL",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        let (Some(first), Some(last)) = (
+            bounds.get::<_, Option<i64>>(0),
+            bounds.get::<_, Option<i64>>(1),
+        ) else {
+            return Ok(0);
+        };
+        let mut after = Position(first.saturating_sub(1).max(0) as u64);
+        let mut filled = 0;
+        while after.0 < last as u64 {
+            let events = log.read_after(after, batch).await?;
+            let Some(reached) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let (positions, clients): (Vec<i64>, Vec<&str>) = events
+                .iter()
+                .map(|logged| {
+                    let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+                    (logged.position.0 as i64, placed.client_id.as_str())
+                })
+                .unzip();
+            filled += client
+                .execute(
+                    "UPDATE buy_order_view v SET client_id = u.client \
+                     FROM UNNEST($1::bigint[], $2::text[]) AS u(position, client) \
+                     WHERE v.position = u.position AND v.client_id IS NULL",
+                    &[&positions, &clients],
+                )
+                .await
+                .map_err(unavailable)?;
+            after = reached;
+        }
+        Ok(filled)
     }
 }
 
@@ -179,9 +270,10 @@ async fn insert_rows<'e>(
     events: impl IntoIterator<Item = &'e LoggedEvent>,
 ) -> Result<(), StoreError> {
     let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
-    let (mut amounts, mut rates, mut btcs) = (vec![], vec![], vec![]);
+    let (mut amounts, mut rates, mut btcs, mut clients) = (vec![], vec![], vec![], vec![]);
     for logged in events {
         let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+        clients.push(placed.client_id.as_str());
         positions.push(logged.position.0 as i64);
         ids.push(*placed.order_id.as_uuid());
         times.push(placed.placed_at);
@@ -193,12 +285,12 @@ async fn insert_rows<'e>(
     client
         .execute(
         &format!(
-            "INSERT INTO {table} (position, id, created_at, currency, currency_amount, btc_rate, btc_amount) \
+            "INSERT INTO {table} (position, id, created_at, currency, currency_amount, btc_rate, btc_amount, client_id) \
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[], \
-                                  $5::numeric[], $6::numeric[], $7::numeric[]) \
+                                  $5::numeric[], $6::numeric[], $7::numeric[], $8::text[]) \
              ON CONFLICT DO NOTHING"
         ),
-        &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs],
+        &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs, &clients],
     )
     .await
     .map_err(unavailable)?;
@@ -284,30 +376,48 @@ impl ReadModelWriter for PgReadModel {
 
 #[async_trait]
 impl ReadModel for PgReadModel {
-    async fn page(&self, request: PageRequest) -> Result<Page, ReadError> {
+    async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError> {
         let size = request.size.get() as i64;
         let client = self.pool.get().await.map_err(unavailable)?;
-        let rows = match request.after {
-            None => {
+        let after = request.after.map(|id| *id.as_uuid());
+        let rows = match (scope, after) {
+            (Scope::All, None) => {
                 let statement = client
                     .prepare_cached(FIRST_PAGE)
                     .await
                     .map_err(unavailable)?;
                 client.query(&statement, &[&size]).await
             }
-            Some(id) => {
+            (Scope::All, Some(after)) => {
                 let statement = client
                     .prepare_cached(PAGE_AFTER)
                     .await
                     .map_err(unavailable)?;
-                client.query(&statement, &[id.as_uuid(), &size]).await
+                client.query(&statement, &[&after, &size]).await
+            }
+            (Scope::Client(owner), None) => {
+                let statement = client
+                    .prepare_cached(CLIENT_FIRST_PAGE)
+                    .await
+                    .map_err(unavailable)?;
+                client.query(&statement, &[&owner.as_str(), &size]).await
+            }
+            (Scope::Client(owner), Some(after)) => {
+                let statement = client
+                    .prepare_cached(CLIENT_PAGE_AFTER)
+                    .await
+                    .map_err(unavailable)?;
+                client
+                    .query(&statement, &[&owner.as_str(), &after, &size])
+                    .await
             }
         }
         .map_err(unavailable)?;
         drop(client);
-        // An empty page after a reference: the end of the table, or a reference to no order.
+        // An empty page after a reference: the end of the table, or a reference to no order
+        // this scope sees.
         if let (true, Some(id)) = (rows.is_empty(), request.after) {
-            if self.position_of(id).await?.is_none() {
+            if self.position_of(id, scope).await?.is_none() {
                 return Err(ReadError::UnknownReference(id));
             }
         }
@@ -315,18 +425,31 @@ impl ReadModel for PgReadModel {
         Ok(Page::new(rows))
     }
 
-    async fn get(&self, id: OrderId) -> Result<Option<OrderView>, ReadError> {
+    async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1"
-            ))
-            .await
-            .map_err(unavailable)?;
-        let row = client
-            .query_opt(&statement, &[id.as_uuid()])
-            .await
-            .map_err(unavailable)?;
+        let row = match scope {
+            Scope::All => {
+                let statement = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1"
+                    ))
+                    .await
+                    .map_err(unavailable)?;
+                client.query_opt(&statement, &[id.as_uuid()]).await
+            }
+            Scope::Client(owner) => {
+                let statement = client
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1 AND client_id = $2"
+                    ))
+                    .await
+                    .map_err(unavailable)?;
+                client
+                    .query_opt(&statement, &[id.as_uuid(), &owner.as_str()])
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
         Ok(row.as_ref().map(to_view).transpose()?)
     }
 

@@ -74,10 +74,13 @@ pub async fn table(model: &PgReadModel) -> Vec<OrderView> {
     let mut after = None;
     loop {
         let page = model
-            .page(PageRequest {
-                after,
-                size: PageSize::new(100).unwrap(),
-            })
+            .page(
+                PageRequest {
+                    after,
+                    size: PageSize::new(100).unwrap(),
+                },
+                &order_store::Scope::All,
+            )
             .await
             .unwrap();
         if page.rows.is_empty() {
