@@ -14,6 +14,9 @@ cargo build --release -q -p loadgen -p buy-orders -p api-write -p api-read -p pr
 export LOCAL_NAME="bo_bench_$$" LOCAL_BASE_PORT=9700 LOCAL_RUN_DIR LOCAL_BIN_DIR=target/release
 LOCAL_RUN_DIR=$(mktemp -d)
 export MAX_TOTAL_BTC=21000000 PRICE_SOURCE="fixed:USD=48478.88,EUR=41191.91,GBP=35330.89" RUST_LOG=warn
+# AUTH=required (the services' default): every request carries the local client's key, checked
+# in memory; rate limits off, since one key drives every load connection.
+export RATE_LIMIT_PER_S=0
 SCRATCH="bo_pgbench_$$"
 cleanup() {
   deploy/local.sh down >/dev/null 2>&1 || true
@@ -21,6 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 deploy/local.sh up --write-instances 1 >&2
+BUY_ORDERS_API_KEY=$(cat "$LOCAL_RUN_DIR/api-key")
+export BUY_ORDERS_API_KEY
 W=http://127.0.0.1:9700
 R=http://127.0.0.1:9701
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
@@ -45,8 +50,8 @@ b16=$(pgb 16 commit.sql); b64=$(pgb 64 commit.sql)
 
 echo "reads: $ROWS synthetic rows in the read table…" >&2
 "${PSQL[@]}" -d "$LOCAL_NAME" -c "
-INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount, btc_rate, btc_amount)
-SELECT 1000000000 + g, gen_random_uuid(), now(), 'USD', 10.00, 48478.88, 0.00020628
+INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount, btc_rate, btc_amount, client_id)
+SELECT 1000000000 + g, gen_random_uuid(), now(), 'USD', 10.00, 48478.88, 0.00020628, 'local'
   FROM generate_series(1, $ROWS) g; ANALYZE buy_order_view;"
 deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WHERE position = 1000000150")
 first=$(target/release/loadgen read --url "$R/buy_orders?page_size=100" --connections 16 --seconds "$S")

@@ -5,6 +5,9 @@
 //!   with unique keys from N concurrent connections; meanwhile a sampler measures the lag from a
 //!   PUT's 200 to the order appearing in `GET /buy_orders/<id>`.
 //! - `loadgen read --url URL --connections N --seconds S`: `GET` of one URL (a page).
+//!
+//! `BUY_ORDERS_API_KEY` (or `--api-key`), when set, is sent as `Authorization: Bearer …` on every
+//! request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,8 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 15)]
         seconds: u64,
+        #[arg(long, env = "BUY_ORDERS_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
     /// Reads one URL at a given concurrency.
     Read {
@@ -35,7 +40,28 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        #[arg(long, env = "BUY_ORDERS_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
+}
+
+/// The key every client sends, set once from the command line.
+static API_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// An HTTP client with at most one idle connection, sending the API key if there is one.
+fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Some(key)) = API_KEY.get() {
+        let value = format!("Bearer {key}")
+            .parse()
+            .expect("a key is header-safe");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .default_headers(headers)
+        .build()
+        .expect("a client")
 }
 
 fn histogram() -> Histogram<u64> {
@@ -72,10 +98,7 @@ where
             let request = request.clone();
             tokio::spawn(async move {
                 // one client per worker: one keep-alive connection each
-                let client = reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()
-                    .unwrap();
+                let client = client();
                 let (mut h, mut errors) = (histogram(), 0u64);
                 while Instant::now() < deadline {
                     let sent = Instant::now();
@@ -118,7 +141,7 @@ async fn put(client: &reqwest::Client, write_url: &str) -> Option<String> {
 /// Every 100 ms: a PUT, then `GET /buy_orders/<id>` until it answers 200; records the time from
 /// the PUT's answer to the order being readable.
 async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histogram<u64> {
-    let client = reqwest::Client::new();
+    let client = client();
     let mut lag = histogram();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
@@ -152,7 +175,9 @@ async fn main() {
             read_url,
             connections,
             seconds,
+            api_key,
         } => {
+            API_KEY.set(api_key).expect("set once");
             let sampler = tokio::spawn(sample_lag(write_url.clone(), read_url, seconds));
             let url = Arc::new(write_url);
             let (h, errors, elapsed) = drive(connections, seconds, move |client| {
@@ -172,7 +197,9 @@ async fn main() {
             url,
             connections,
             seconds,
+            api_key,
         } => {
+            API_KEY.set(api_key).expect("set once");
             let url = Arc::new(url);
             let (h, errors, elapsed) = drive(connections, seconds, move |client| {
                 let url = url.clone();
