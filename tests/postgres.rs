@@ -98,3 +98,61 @@ async fn migrate_applies_the_migrations_and_is_idempotent() {
     assert_eq!(without.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&without.stderr).contains("DATABASE_URL"));
 }
+
+/// `buy-orders cap show|set` on DATABASE_URL: set records the change; below what is sold, or
+/// not a BTC amount, is refused with a message; MAX_TOTAL_BTC of a later start does not move it.
+#[test]
+fn the_cap_commands_show_and_set_it_and_record_each_change() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDb::create());
+    let cap = |args: &[&str], max_total_btc: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_buy-orders"));
+        command
+            .arg("cap")
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .env("RUST_LOG", "warn");
+        match max_total_btc {
+            Some(v) => command.env("MAX_TOTAL_BTC", v),
+            None => command.env_remove("MAX_TOTAL_BTC"),
+        };
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // Migrated and seeded by a service's start (here: the library, as api-write does).
+    runtime.block_on(async {
+        order_store::postgres::PgEventStore::open(
+            &order_store::postgres::PgSettings::for_url(db.url()),
+            None,
+        )
+        .await
+        .unwrap();
+    });
+    let (ok, shown, _) = cap(&["show"], None);
+    assert!(ok);
+    assert!(
+        shown.starts_with("cap 100.00000000 BTC, sold 0.00000000 BTC"),
+        "{shown}"
+    );
+    let (ok, shown, said) = cap(&["set", "42.5"], Some("7"));
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("cap set to 42.50000000 BTC (was 100.00000000)"),
+        "{said}"
+    );
+    assert!(shown.contains("100.00000000 -> 42.50000000"), "{shown}");
+    let (ok, _, said) = cap(&["set", "lots"], None);
+    assert!(!ok && said.contains("BTC"), "{said}");
+    let (ok, shown, _) = cap(&["show"], Some("7"));
+    assert!(ok);
+    assert!(shown.starts_with("cap 42.50000000 BTC"), "{shown}");
+    assert_eq!(
+        shown.matches(" -> ").count(),
+        2,
+        "seed and one change: {shown}"
+    );
+}
