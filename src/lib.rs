@@ -304,7 +304,6 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         Some(_) if config.db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
         Some(url) => Some(event_bus::connection::parse(url)?),
     };
-    let bus_address = bus.clone();
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut batches = None;
@@ -370,7 +369,7 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let projector = Projector::new(log, table, config.projector.batch as usize);
 
     tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
-    let write_ops = api_write::ops(writer.clone(), bus_address.clone());
+    let write_ops = api_write::ops(writer.clone());
     let read_ops = api_read::ops(model.clone());
     let write_routes = WriteApi::new(writer, identity.clone(), config.access.limits()).routes();
     let read_routes = ReadApi::new(model, identity, config.access.limits()).routes();

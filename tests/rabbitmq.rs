@@ -99,3 +99,41 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
         .await
         .unwrap();
 }
+
+/// With the broker unreachable, the write API is still ready (it takes orders: the relay
+/// publishes them later), and does take them.
+#[tokio::test]
+async fn the_write_api_stays_ready_while_the_broker_is_down() {
+    let db = TestDb::create().await;
+    let key = db.client_key("ready", false).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_broker = format!("amqp://guest:guest@{}/%2f", closed.local_addr().unwrap());
+    drop(closed);
+    let config = Config::try_parse_from([
+        "buy-orders",
+        "--write-addr=127.0.0.1:0",
+        "--read-addr=127.0.0.1:0",
+        "--price-source=fixed:USD=48478.88,EUR=41191.91,GBP=35330.89",
+        &format!("--database-url={}", db.url()),
+        &format!("--amqp-url={dead_broker}"),
+    ])
+    .unwrap();
+    let system = start(&config).await.unwrap();
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("http://{}/readyz", system.write_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    let placed = client
+        .put(format!("http://{}/buy_order", system.write_addr))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(json!({"currency": "USD", "amount": "10", "idempotence_key": uuid::Uuid::new_v4().to_string()}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 200);
+    system.shutdown();
+}

@@ -37,26 +37,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/openapi.json", "GET"),
 ];
 
-/// Observability of the write API: ready when the store (and the broker, if the process relays
-/// to one) answers.
-pub fn ops(
-    writer: Arc<dyn OrderWriter>,
-    broker: Option<event_bus::connection::AmqpAddress>,
-) -> service_kit::Ops {
+/// Observability of the write API: ready when the order store answers, which is exactly when it
+/// can take orders. The broker is not part of it: with RabbitMQ down, orders are still accepted
+/// (the relay publishes them when it is back), so an orchestrator must not pull the writers out
+/// of service; the relay's own metrics (`relay_backlog_events`, `relay_lag_seconds`) show it.
+pub fn ops(writer: Arc<dyn OrderWriter>) -> service_kit::Ops {
     service_kit::Ops::new("api-write", ROUTES, move || {
-        let (writer, broker) = (writer.clone(), broker.clone());
+        let writer = writer.clone();
         async move {
             writer
                 .ping()
                 .await
-                .map_err(|e| service_kit::NotReady::new("order store", e))?;
-            match broker {
-                Some(broker) => broker
-                    .reachable()
-                    .await
-                    .map_err(|e| service_kit::NotReady::new("broker", e)),
-                None => Ok(()),
-            }
+                .map_err(|e| service_kit::NotReady::new("order store", e))
         }
     })
 }

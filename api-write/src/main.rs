@@ -78,7 +78,7 @@ async fn main() -> ExitCode {
     let writer: Arc<dyn OrderWriter> = if config.db.database_url.is_some() {
         match PgEventStore::open(&config.db, cap).await {
             Ok(store) => {
-                if let Some(address) = relay_address.clone() {
+                if let Some(address) = relay_address {
                     let publisher = Publisher::start(address, config.bus.topology());
                     match Relay::open(&config.db, publisher).await {
                         Ok(relay_store) => {
@@ -128,7 +128,7 @@ async fn main() -> ExitCode {
     }
     tracing::info!(addr = %config.write.write_addr, "api-write listening");
     tokio::spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
-    let ops = api_write::ops(writer.clone(), relay_address);
+    let ops = api_write::ops(writer.clone());
     service_kit::serve_with(
         ops,
         WriteApi::new(writer, identity, config.access.limits()).routes(),

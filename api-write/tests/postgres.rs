@@ -44,7 +44,7 @@ async fn instance(settings: &PgSettings, cap: &str, prices: &str) -> Instance {
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::serve(
-        api_write::ops(writer.clone(), None),
+        api_write::ops(writer.clone()),
         WriteApi::new(
             writer,
             order_store::Identity::Off,
@@ -156,10 +156,22 @@ async fn two_instances_never_cross_the_cap_and_refuse_only_misfits() {
 
 #[tokio::test]
 async fn twenty_concurrent_identical_puts_over_two_instances_give_one_order() {
+    twenty_identical_puts_give_one_order("100").await;
+}
+
+/// Retries arrive exactly when a client timed out, and near the cap the duplicate must still be
+/// found before the cap is checked: 0.00254647 BTC fits a cap of 0.003 once, not twice, and every
+/// one of the 20 answers is the one order (none a 409 for an order that was placed).
+#[tokio::test]
+async fn identical_puts_of_an_order_that_fits_the_cap_once_but_not_twice_all_answer_it() {
+    twenty_identical_puts_give_one_order("0.003").await;
+}
+
+async fn twenty_identical_puts_give_one_order(cap: &str) {
     let db = TestDb::create().await;
     let settings = PgSettings::for_url(db.url());
-    let a = instance(&settings, "100", "USD=48478.88").await;
-    let b = instance(&settings, "100", "USD=48478.88").await;
+    let a = instance(&settings, cap, "USD=48478.88").await;
+    let b = instance(&settings, cap, "USD=48478.88").await;
     let client = reqwest::Client::new();
     let body = json!({"currency": "USD", "amount": "123.45", "idempotence_key": uuid::Uuid::new_v4().to_string()});
     let requests: Vec<_> = (0..20)

@@ -101,6 +101,10 @@ pub enum AtCommit {
     Deliver,
     /// The server never gets it (and rolls the transaction back when the connection dies).
     Drop,
+    /// The server never gets it, and the connection stays open with nothing more passing
+    /// either way: a client host that froze or was partitioned mid-transaction. Only this
+    /// connection; the database stays up for others.
+    Freeze,
 }
 
 /// A TCP proxy in front of PostgreSQL that a test can cut and restore: an outage of the
@@ -178,7 +182,8 @@ impl OutageProxy {
 
     /// The next COMMIT any client sends through the proxy is caught: delivered or dropped
     /// (`how`), and then the database goes away as with [`OutageProxy::cut`] (until
-    /// [`OutageProxy::restore`]). The client is left not knowing whether it committed.
+    /// [`OutageProxy::restore`]), or that one connection freezes ([`AtCommit::Freeze`]). The
+    /// client is left not knowing whether it committed.
     pub fn cut_at_next_commit(&self, how: AtCommit) {
         *self.at_commit.lock() = Some(how);
     }
@@ -240,6 +245,10 @@ impl Pipe {
                         if server_out.write_all(chunk).await.is_err() {
                             return;
                         }
+                    }
+                    Some(AtCommit::Freeze) => {
+                        let _ = silenced_tx.send(true);
+                        std::future::pending::<()>().await;
                     }
                     Some(how) => {
                         let _ = silenced_tx.send(true);

@@ -561,3 +561,121 @@ async fn a_commit_still_unknown_at_the_deadline_says_so_and_a_retry_is_exact() {
     assert_eq!(retry.order.amount, FiatAmount::parse("10").unwrap());
     assert_eq!(stored_events(&db).await, 1);
 }
+
+/// Two operators run `projector rebuild` at once: the second is refused at once, the first ends
+/// with every row (overlapping rebuilds used to empty each other's table and lose rows for good).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_concurrent_rebuild_is_refused_and_the_first_loses_nothing() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    let writer = Arc::new(CqrsOrderWriter::new(
+        store.clone(),
+        BuyOrderServices::new(rate("48478.80")),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    writer.place(place("1.23")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let model = PgReadModel::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = {
+        let (model, store, started) = (model.clone(), store.clone(), started.clone());
+        tokio::spawn(async move {
+            // one event per batch: slow enough for the second to start while it runs
+            model
+                .rebuild(&store, 1, &|_, _| {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst)
+                })
+                .await
+        })
+    };
+    while !started.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = model.rebuild(&store, 100, &|_, _| {}).await;
+    assert!(
+        matches!(&second, Err(StoreError::Unavailable(m)) if m.contains("another")),
+        "{second:?}"
+    );
+    assert_eq!(first.await.unwrap().unwrap(), Position(400));
+    let mut after = None;
+    let mut rows = 0;
+    loop {
+        let page = model
+            .page(
+                PageRequest {
+                    after,
+                    size: PageSize::new(100).unwrap(),
+                },
+                &Scope::All,
+            )
+            .await
+            .unwrap();
+        if page.rows.is_empty() {
+            break;
+        }
+        rows += page.rows.len();
+        after = page.last_reference;
+    }
+    assert_eq!(rows, 400, "every order in the read table");
+    // The lock is released: the next rebuild runs.
+    assert_eq!(
+        model.rebuild(&store, 100, &|_, _| {}).await.unwrap(),
+        Position(400)
+    );
+}
+
+/// A writer whose connection freezes between its INSERT and its COMMIT (a paused or partitioned
+/// host: the socket stays open, nothing passes) holds the ledger row's lock. PostgreSQL ends
+/// that session after DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, so another writer is held up for about
+/// that long, not until the server's keepalive gives up hours later; the frozen order is not
+/// stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_frozen_mid_transaction_stalls_the_others_only_briefly() {
+    let db = TestDb::create().await;
+    let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
+    let timeouts = |url: &str| {
+        let mut settings = PgSettings::for_url(url);
+        settings.idle_in_transaction_timeout = Duration::from_secs(1);
+        settings.lock_timeout = Duration::from_secs(5);
+        settings
+    };
+    let frozen_store = PgEventStore::open(&timeouts(&proxy.url_for(db.url())), BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let other_store = PgEventStore::open(&timeouts(db.url()), BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let frozen = CqrsOrderWriter::new(frozen_store, BuyOrderServices::new(rate("100")));
+    let other = CqrsOrderWriter::new(other_store.clone(), BuyOrderServices::new(rate("100")));
+    proxy.cut_at_next_commit(order_store::testing::AtCommit::Freeze);
+    let stuck = tokio::spawn(async move { frozen.place(place("10")).await });
+    while !proxy.commit_caught() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let placed = tokio::time::timeout(Duration::from_secs(20), other.place(place("20")))
+        .await
+        .expect("the other writer was stalled by the frozen transaction");
+    assert!(placed.is_ok(), "{placed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stalled {:?}",
+        started.elapsed()
+    );
+    let stored = other_store.read_after(Position::ZERO, 10).await.unwrap();
+    assert_eq!(stored.len(), 1, "the frozen transaction was rolled back");
+    assert_eq!(stored[0].event.satoshis(), Satoshis::new(20_000_000));
+    stuck.abort();
+}

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 pub struct CachedSource<S> {
     inner: S,
     ttl: Duration,
-    slots: [Mutex<Slot>; 3],
+    slots: [Mutex<Slot>; Currency::ALL.len()],
 }
 
 #[derive(Default)]
@@ -34,11 +34,14 @@ impl<S: PriceSource> CachedSource<S> {
         }
     }
 
+    /// Each currency's own slot. An exhaustive match, so a new currency cannot silently share
+    /// another's quote (it would not compile until it has a slot).
     fn slot(&self, currency: Currency) -> &Mutex<Slot> {
-        let index = Currency::ALL
-            .iter()
-            .position(|c| *c == currency)
-            .unwrap_or(0);
+        let index = match currency {
+            Currency::USD => 0,
+            Currency::EUR => 1,
+            Currency::GBP => 2,
+        };
         &self.slots[index]
     }
 }

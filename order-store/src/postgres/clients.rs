@@ -25,13 +25,13 @@ impl PgClientRegistry {
         let url = settings.database_url.as_deref().ok_or_else(|| {
             StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
         })?;
+        migrate_write(url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(settings.acquire_timeout)
-            .connect(url)
+            .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(unavailable)?;
-        migrate_write(&pool).await?;
         Ok(PgClientRegistry { pool })
     }
 

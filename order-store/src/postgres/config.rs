@@ -46,6 +46,29 @@ pub struct PgSettings {
     #[arg(long = "db-acquire-timeout-ms", env = "DB_ACQUIRE_TIMEOUT_MS",
           value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
     pub acquire_timeout: Duration,
+    /// The longest one SQL statement may run (PostgreSQL's `statement_timeout`, set on every
+    /// session the services open; migrations excepted).
+    #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS",
+          value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+    pub statement_timeout: Duration,
+    /// The longest a statement waits for a lock (`lock_timeout`): a writer waiting on the ledger
+    /// row behind a stuck transaction gives up with 503 instead of waiting for it.
+    #[arg(long = "db-lock-timeout-ms", env = "DB_LOCK_TIMEOUT_MS",
+          value_name = "DB_LOCK_TIMEOUT_MS", default_value = "3000", value_parser = parse_millis)]
+    pub lock_timeout: Duration,
+    /// How long a session may sit idle inside a transaction before PostgreSQL ends it
+    /// (`idle_in_transaction_session_timeout`): a writer that stops mid-commit (paused,
+    /// partitioned) releases the ledger row's lock after this, not after hours.
+    #[arg(long = "db-idle-in-transaction-timeout-ms", env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+          value_name = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value = "5000",
+          value_parser = parse_millis)]
+    pub idle_in_transaction_timeout: Duration,
+    /// Seconds of silence before TCP keepalive probes on each connection, both ways (the
+    /// client's socket and the server's `tcp_keepalives_idle`; probes every 5 s, 3 of them): a
+    /// dead peer is noticed in about this plus 15 s, not the kernel's 2 hours.
+    #[arg(long = "db-keepalive-s", env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
+          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=7200))]
+    pub keepalive_idle_s: u32,
 }
 
 impl PgSettings {
@@ -63,6 +86,65 @@ impl PgSettings {
             read_database_url: None,
             pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(3),
+            idle_in_transaction_timeout: Duration::from_secs(5),
+            keepalive_idle_s: 10,
         }
+    }
+}
+
+/// Keepalive probes: every this many seconds once they start, this many before giving up.
+const KEEPALIVE_INTERVAL_S: u32 = 5;
+const KEEPALIVE_COUNT: u32 = 3;
+
+impl PgSettings {
+    /// The server settings every session opens with (`SET` through the startup `options`).
+    pub(crate) fn session_settings(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        vec![
+            ("statement_timeout", ms(self.statement_timeout)),
+            ("lock_timeout", ms(self.lock_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction_timeout),
+            ),
+            ("tcp_keepalives_idle", self.keepalive_idle_s.to_string()),
+            ("tcp_keepalives_interval", KEEPALIVE_INTERVAL_S.to_string()),
+            ("tcp_keepalives_count", KEEPALIVE_COUNT.to_string()),
+        ]
+    }
+
+    /// sqlx connection options for `url` with [`PgSettings::session_settings`].
+    pub(crate) fn sqlx_options(
+        &self,
+        url: &str,
+    ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(super::unavailable)?;
+        Ok(options.options(self.session_settings()))
+    }
+
+    /// tokio-postgres configuration for `url` with the same session settings, and client-side
+    /// keepalives.
+    pub(crate) fn tokio_postgres_config(
+        &self,
+        url: &str,
+    ) -> Result<tokio_postgres::Config, crate::error::StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(super::unavailable)?;
+        let options: Vec<String> = self
+            .session_settings()
+            .into_iter()
+            .map(|(name, value)| format!("-c {name}={value}"))
+            .collect();
+        let mut all = config.get_options().map(str::to_owned).unwrap_or_default();
+        all.push(' ');
+        all.push_str(&options.join(" "));
+        config
+            .options(all.trim())
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(u64::from(self.keepalive_idle_s)))
+            .keepalives_interval(Duration::from_secs(u64::from(KEEPALIVE_INTERVAL_S)))
+            .keepalives_retries(KEEPALIVE_COUNT);
+        Ok(config)
     }
 }

@@ -93,13 +93,13 @@ impl PgEventStore {
             .database_url
             .as_deref()
             .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
+        migrate_write(url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.acquire_timeout)
-            .connect(url)
+            .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(unavailable)?;
-        migrate_write(&pool).await?;
         Ok(Self::with_pool(pool))
     }
 

@@ -16,19 +16,26 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
 }
 
-/// Applies the write store's migrations (`migrations/write`).
-pub async fn migrate_write(pool: &PgPool) -> Result<(), StoreError> {
-    run(sqlx::migrate!("./migrations/write"), pool).await
+/// Applies the write store's migrations (`migrations/write`) to the database at `url`.
+pub async fn migrate_write(url: &str) -> Result<(), StoreError> {
+    on_own_connection(url, sqlx::migrate!("./migrations/write")).await
 }
 
 /// Applies the read table's migrations (`migrations/read`) to the database at `url`.
 pub async fn migrate_read(url: &str) -> Result<(), StoreError> {
+    on_own_connection(url, sqlx::migrate!("./migrations/read")).await
+}
+
+/// Runs `migrator` on a connection of its own, without the services' statement and lock
+/// timeouts: an index over a large table may take longer, and the migrator waits on its advisory
+/// lock while another process migrates.
+async fn on_own_connection(url: &str, migrator: Migrator) -> Result<(), StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
         .map_err(super::unavailable)?;
-    let result = run(sqlx::migrate!("./migrations/read"), &pool).await;
+    let result = run(migrator, &pool).await;
     pool.close().await;
     result
 }

@@ -18,6 +18,8 @@ use crate::view::{OrderView, Page, PageRequest, Scope};
 const CHECKPOINT: &str = "buy_order_view";
 /// The live table.
 const TABLE: &str = "buy_order_view";
+/// The advisory lock a rebuild holds (session-level, on the read database): "bo_rebuild".
+const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
 /// Where `rebuild` builds the new table before swapping it in.
 const REBUILD_TABLE: &str = "buy_order_view_rebuild";
 const COLUMNS: &str = "id, created_at, currency, currency_amount, btc_rate, btc_amount";
@@ -63,7 +65,7 @@ impl PgReadModel {
             StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
         })?;
         migrate_read(url).await?;
-        let config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        let config = settings.tokio_postgres_config(url)?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -85,6 +87,10 @@ impl PgReadModel {
     /// Rebuilds the table from position 0 into a fresh table while the current one keeps
     /// serving, then swaps it in atomically and moves the checkpoint to what it covers; a live
     /// projector continues from there. `progress(done, head)` is called after each batch.
+    ///
+    /// One rebuild at a time: it holds a session advisory lock on its connection for its whole
+    /// run (released at the end, or by PostgreSQL if the process dies), and a second one is
+    /// refused at once. Two overlapping rebuilds would empty each other's table and lose rows.
     pub async fn rebuild(
         &self,
         log: &dyn EventLog,
@@ -92,6 +98,33 @@ impl PgReadModel {
         progress: &(dyn Fn(Position, Position) + Sync),
     ) -> Result<Position, StoreError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&REBUILD_LOCK])
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if !locked {
+            return Err(StoreError::Unavailable(
+                "another `projector rebuild` is running on this read table; \
+                 wait for it to finish (nothing was changed)"
+                    .into(),
+            ));
+        }
+        let rebuilt = self.rebuild_locked(&mut client, log, batch, progress).await;
+        // On a broken connection the session, and so the lock, is gone already.
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&REBUILD_LOCK])
+            .await;
+        rebuilt
+    }
+
+    async fn rebuild_locked(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        log: &dyn EventLog,
+        batch: usize,
+        progress: &(dyn Fn(Position, Position) + Sync),
+    ) -> Result<Position, StoreError> {
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS {REBUILD_TABLE}; \
@@ -102,7 +135,7 @@ impl PgReadModel {
         let head = log.head().await?;
         let mut done = Position::ZERO;
         // Bulk of the work, outside any lock: the live table keeps serving and being projected.
-        while let Some(last) = copy_batch(&client, log, done, batch).await? {
+        while let Some(last) = copy_batch(&*client, log, done, batch).await? {
             done = last;
             progress(done, head.max(done));
         }
