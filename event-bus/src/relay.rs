@@ -18,6 +18,11 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 const STANDBY_WAIT: Duration = Duration::from_secs(1);
 /// The longest pause after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest one batch may wait for the broker's confirms before it counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an active relay keeps failing to publish before it gives the lease up, so that a
+/// standby whose path to the broker works can take over.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 /// Tails the event store by position and publishes every event, advancing its checkpoint only
 /// after the broker confirms. Run one per `api-write` process: a PostgreSQL advisory lock makes
@@ -29,6 +34,14 @@ pub struct Relay {
 
 enum Stop {
     Shutdown,
+    LeaseLost,
+    GaveUp,
+}
+
+/// What one step of an active relay did.
+enum Step {
+    Published,
+    Idle,
     LeaseLost,
 }
 
@@ -78,6 +91,14 @@ impl Relay {
                     match stop {
                         Stop::Shutdown => break,
                         Stop::LeaseLost => tracing::warn!("relay lease lost; standing by"),
+                        Stop::GaveUp => {
+                            tracing::error!(
+                                "relay could not publish for {} s; lease given up for a standby",
+                                GIVE_UP_AFTER.as_secs()
+                            );
+                            // Let another relay take the lease before asking again.
+                            sleep_or_stop(STANDBY_WAIT * 3, &shutdown).await;
+                        }
                     }
                     backoff = Duration::from_millis(100);
                 }
@@ -98,46 +119,69 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> Stop {
         let mut backoff = Duration::from_millis(100);
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return Stop::Shutdown;
             }
-            match self.step().await {
-                Ok(true) => backoff = Duration::from_millis(100),
-                Ok(false) => {
-                    if !lease.is_held().await {
-                        return Stop::LeaseLost;
-                    }
+            match self.step(lease).await {
+                Ok(Step::Published | Step::Idle) => {
                     backoff = Duration::from_millis(100);
+                    failing_since = None;
                 }
+                Ok(Step::LeaseLost) => return Stop::LeaseLost,
                 Err(err) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= GIVE_UP_AFTER {
+                        return Stop::GaveUp;
+                    }
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "relay failed; retrying");
                     sleep_or_stop(backoff, shutdown).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    if !lease.is_held().await {
-                        return Stop::LeaseLost;
-                    }
                 }
             }
         }
     }
 
-    /// Publishes the next batch; `Ok(false)` if there was nothing to publish (after waiting
-    /// for a notification or the poll interval).
-    async fn step(&self) -> Result<bool, RelayError> {
+    /// Publishes the next batch, fenced by the lease: the lease is checked before the batch is
+    /// published and proved again by the statement that moves the checkpoint, on the lease's own
+    /// session. A relay whose lease was taken over publishes at most the one batch it had
+    /// started, and its checkpoint update changes nothing.
+    async fn step(
+        &self,
+        lease: &mut order_store::postgres::RelayLease,
+    ) -> Result<Step, RelayError> {
         let checkpoint = self.store.relay_checkpoint().await?;
         let events = self.store.read_after(checkpoint, BATCH).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             self.store
                 .wait_for_events_after(checkpoint, IDLE_WAIT)
                 .await?;
-            return Ok(false);
+            return Ok(if lease.is_held().await {
+                Step::Idle
+            } else {
+                Step::LeaseLost
+            });
         };
+        if !lease.is_held().await {
+            return Ok(Step::LeaseLost);
+        }
         let count = events.len();
         let BuyOrderEvent::BuyOrderPlaced(newest) = &events[count - 1].event;
         let placed_at = newest.placed_at;
-        self.publisher.publish(events).await?;
-        self.store.advance_relay_checkpoint(last).await?;
+        match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(events)).await {
+            Ok(published) => published?,
+            Err(_) => {
+                return Err(BusError::Unavailable(format!(
+                    "no confirms within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                ))
+                .into())
+            }
+        }
+        if !lease.advance_checkpoint(last).await? {
+            return Ok(Step::LeaseLost);
+        }
         let backlog = self.store.head().await?.0.saturating_sub(last.0);
         let lag = (chrono::Utc::now() - placed_at)
             .num_microseconds()
@@ -147,7 +191,7 @@ impl Relay {
         metrics::gauge!("relay_backlog_events").set(backlog as f64);
         metrics::gauge!("relay_lag_seconds").set(lag.max(0.0));
         tracing::info!(count, position = %last, backlog, "events published");
-        Ok(true)
+        Ok(Step::Published)
     }
 }
 

@@ -286,25 +286,7 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
 
     let log = store.read_after(Position::ZERO, 20_000).await.unwrap();
     let newest_first: Vec<OrderId> = log.iter().rev().map(|e| e.aggregate_id).collect();
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = model
-            .page(
-                PageRequest {
-                    after,
-                    size: PageSize::new(100).unwrap(),
-                },
-                &order_store::Scope::All,
-            )
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            break;
-        }
-        after = page.last_reference;
-        seen.extend(page.rows.iter().map(|row| row.id));
-    }
+    let seen = walk(&model, &Scope::All).await;
     assert_eq!(seen, newest_first, "every order exactly once, newest first");
 
     // One client's walk: exactly its own orders, newest first.
@@ -319,25 +301,7 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
         .map(|e| e.aggregate_id)
         .collect();
     assert_eq!(own.len(), 15 * 625);
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = model
-            .page(
-                PageRequest {
-                    after,
-                    size: PageSize::new(100).unwrap(),
-                },
-                &mine,
-            )
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            break;
-        }
-        after = page.last_reference;
-        seen.extend(page.rows.iter().map(|row| row.id));
-    }
+    let seen = walk(&model, &mine).await;
     assert_eq!(seen, own, "the client's orders exactly once, newest first");
 
     // A deep page is a bounded backward range scan of the primary key.
@@ -469,6 +433,23 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
     assert_eq!(again, all);
 }
 
+/// Every order `scope` sees, page by page (100 a page), newest first.
+async fn walk(model: &PgReadModel, scope: &Scope) -> Vec<OrderId> {
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let size = PageSize::new(100).unwrap();
+        let page = model
+            .page(PageRequest { after, size }, scope)
+            .await
+            .unwrap();
+        if page.rows.is_empty() {
+            return seen;
+        }
+        after = page.last_reference;
+        seen.extend(page.rows.iter().map(|row| row.id));
+    }
+}
+
 /// A writer whose connections go through `proxy`, resolving in-doubt commits within `within`.
 async fn writer_through(
     db: &TestDb,
@@ -483,6 +464,15 @@ async fn writer_through(
     let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")))
         .with_resolve_within(within);
     (store, writer)
+}
+
+/// Waits until the proxy has caught the armed COMMIT, then brings the database back shortly after.
+async fn restore_once_caught(proxy: &order_store::testing::OutageProxy) {
+    while !proxy.commit_caught() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
 }
 
 fn pg_addr() -> std::net::SocketAddr {
@@ -504,14 +494,7 @@ async fn a_commit_whose_answer_is_lost_is_resolved_to_the_placed_order() {
     let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
     let (_store, writer) = writer_through(&db, &proxy, Duration::from_secs(5)).await;
     proxy.cut_at_next_commit(order_store::testing::AtCommit::Deliver);
-    let restorer = async {
-        while !proxy.commit_caught() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        proxy.restore();
-    };
-    let (placed, ()) = tokio::join!(writer.place(place("10")), restorer);
+    let (placed, ()) = tokio::join!(writer.place(place("10")), restore_once_caught(&proxy));
     let placed = placed.expect("resolved, not an error");
     assert!(!placed.replayed, "this request placed it");
     assert_eq!(placed.order.amount, FiatAmount::parse("10").unwrap());
@@ -526,14 +509,7 @@ async fn a_commit_that_never_arrived_is_resolved_by_placing_the_order_once() {
     let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
     let (_store, writer) = writer_through(&db, &proxy, Duration::from_secs(5)).await;
     proxy.cut_at_next_commit(order_store::testing::AtCommit::Drop);
-    let restorer = async {
-        while !proxy.commit_caught() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        proxy.restore();
-    };
-    let (placed, ()) = tokio::join!(writer.place(place("10")), restorer);
+    let (placed, ()) = tokio::join!(writer.place(place("10")), restore_once_caught(&proxy));
     assert!(!placed.expect("placed by the retry").replayed);
     assert_eq!(stored_events(&db).await, 1);
 }
@@ -609,26 +585,8 @@ async fn a_second_concurrent_rebuild_is_refused_and_the_first_loses_nothing() {
         "{second:?}"
     );
     assert_eq!(first.await.unwrap().unwrap(), Position(400));
-    let mut after = None;
-    let mut rows = 0;
-    loop {
-        let page = model
-            .page(
-                PageRequest {
-                    after,
-                    size: PageSize::new(100).unwrap(),
-                },
-                &Scope::All,
-            )
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            break;
-        }
-        rows += page.rows.len();
-        after = page.last_reference;
-    }
-    assert_eq!(rows, 400, "every order in the read table");
+    let rows = walk(&model, &Scope::All).await;
+    assert_eq!(rows.len(), 400, "every order in the read table");
     // The lock is released: the next rebuild runs.
     assert_eq!(
         model.rebuild(&store, 100, &|_, _| {}).await.unwrap(),

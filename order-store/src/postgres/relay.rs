@@ -1,6 +1,8 @@
 //! What the RabbitMQ relay needs from the write store: its checkpoint, and a lease that makes
 //! it the only active relay.
 
+use std::time::Duration;
+
 use sqlx::{Connection, PgConnection};
 
 use super::{unavailable, PgEventStore};
@@ -9,6 +11,14 @@ use crate::log::Position;
 
 /// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay").
 const RELAY_LOCK: i64 = 0x0042_4f72_656c_6179;
+/// The longest a lease check or a fenced checkpoint update may take: past it, the lease is
+/// taken as lost (a connection that stopped answering must not keep a relay active).
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// True when the session running it holds the relay lease: the proof every fenced statement
+/// carries (a bigint advisory key is split over classid and objid, objsubid 1).
+const HOLDS_LEASE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+     AND granted AND pid = pg_backend_pid() AND objsubid = 1 \
+     AND ((classid::bigint << 32) | objid::bigint) = $1)";
 
 /// Proof that this process is the active relay: a session-level advisory lock held on a
 /// connection of its own. If the process dies, or its connection does, PostgreSQL releases the
@@ -18,10 +28,39 @@ pub struct RelayLease {
 }
 
 impl RelayLease {
-    /// Whether the lease still holds (its connection answers). A relay checks this when idle
-    /// and stops publishing when it fails.
+    /// Whether the lease still holds: this session answers, within a bound, and holds the lock.
+    /// A relay checks this before every batch it publishes and stops when it fails.
     pub async fn is_held(&mut self) -> bool {
-        self.connection.ping().await.is_ok()
+        let sql = format!("SELECT {HOLDS_LEASE}");
+        let check = sqlx::query_scalar::<_, bool>(&sql)
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut self.connection);
+        matches!(
+            tokio::time::timeout(LEASE_CALL_TIMEOUT, check).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// Records that everything up to `position` is published, fenced: the statement runs on the
+    /// lease's own session and changes the row only if that session holds the lock (behind a
+    /// pooler that swaps sessions, or once the lock is gone, it changes nothing). `Ok(false)`:
+    /// the lease is lost, stop publishing. Never moves the checkpoint backwards.
+    pub async fn advance_checkpoint(&mut self, position: Position) -> Result<bool, StoreError> {
+        let position = i64::try_from(position.0)
+            .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))?;
+        let sql = format!(
+            "UPDATE relay_checkpoint SET position = GREATEST(position, $2) \
+             WHERE name = 'rabbitmq' AND {HOLDS_LEASE}"
+        );
+        let update = sqlx::query(&sql)
+            .bind(RELAY_LOCK)
+            .bind(position)
+            .execute(&mut self.connection);
+        match tokio::time::timeout(LEASE_CALL_TIMEOUT, update).await {
+            Ok(Ok(done)) => Ok(done.rows_affected() == 1),
+            Ok(Err(err)) => Err(unavailable(err)),
+            Err(_) => Ok(false), // no answer in time: as good as lost
+        }
     }
 
     /// Gives the lease up.
@@ -58,17 +97,5 @@ impl PgEventStore {
                 .await
                 .map_err(unavailable)?;
         Ok(Position(position as u64))
-    }
-
-    /// Records that everything up to `position` is published; never moves backwards.
-    pub async fn advance_relay_checkpoint(&self, position: Position) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE relay_checkpoint SET position = GREATEST(position, $1) WHERE name = 'rabbitmq'",
-        )
-        .bind(position.0 as i64)
-        .execute(self.pool())
-        .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 }
