@@ -13,13 +13,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Heartbeat interval asked of the broker, so a dead peer is noticed.
 const HEARTBEAT_SECS: u16 = 10;
 
-/// An `amqp://` URL taken apart.
-#[derive(Debug, Clone)]
+/// An `amqp://` URL taken apart. The host name is kept, not its addresses: it is resolved at
+/// each connection, so a broker recreated under a new address is found again. `Debug` never
+/// shows the password.
+#[derive(Clone)]
 pub struct AmqpAddress {
-    addrs: Vec<SocketAddr>,
+    host: String,
+    port: u16,
     username: String,
     password: String,
     vhost: String,
+}
+
+impl std::fmt::Debug for AmqpAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpAddress")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("vhost", &self.vhost)
+            .finish()
+    }
 }
 
 /// Parses `amqp://user:pass@host:port/vhost` (defaults: guest/guest, port 5672, vhost `/`).
@@ -45,12 +60,9 @@ pub fn parse(text: &str) -> Result<AmqpAddress, BusError> {
         path if path.contains('/') => return Err(bad("the path must be one vhost")),
         path => decode(path),
     };
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
-        .collect();
     Ok(AmqpAddress {
-        addrs,
+        host: host.to_owned(),
+        port,
         username,
         password,
         vhost,
@@ -60,20 +72,27 @@ pub fn parse(text: &str) -> Result<AmqpAddress, BusError> {
 impl AmqpAddress {
     /// Whether the broker accepts TCP connections (a cheap readiness probe; no AMQP handshake).
     pub async fn reachable(&self) -> Result<(), String> {
-        let addr = self.addrs.first().ok_or("no broker address")?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        let target = (self.host.as_str(), self.port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(format!("broker {addr}: {err}")),
-            Err(_) => Err(format!("broker {addr}: timed out")),
+            Ok(Err(err)) => Err(format!("broker {}:{}: {err}", self.host, self.port)),
+            Err(_) => Err(format!("broker {}:{}: timed out", self.host, self.port)),
         }
     }
 }
 
 /// Opens a connection with `TCP_NODELAY` set on the socket (amiquip leaves Nagle on, which
 /// costs ~40 ms per synchronous round trip).
+///
+/// The host name is resolved here, at each connection (blocking: this runs on the bus's own
+/// threads), and each address tried in turn.
 pub fn open(address: &AmqpAddress) -> Result<Connection, BusError> {
-    let mut last = BusError::Unavailable("no address".into());
-    for addr in &address.addrs {
+    let addrs: Vec<SocketAddr> = (address.host.as_str(), address.port)
+        .to_socket_addrs()
+        .map_err(|e| BusError::Unavailable(format!("cannot resolve {}: {e}", address.host)))?
+        .collect();
+    let mut last = BusError::Unavailable(format!("{} resolves to no address", address.host));
+    for addr in &addrs {
         let attempt = (|| {
             let socket = TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
                 .map_err(|e| BusError::Unavailable(format!("{addr}: {e}")))?;
@@ -112,7 +131,7 @@ mod tests {
             (a.username.as_str(), a.password.as_str(), a.vhost.as_str()),
             ("guest", "guest", "/")
         );
-        assert_eq!(a.addrs[0].port(), 5672);
+        assert_eq!(a.port, 5672);
         let b = parse("amqp://u%40x:p%2Fw@127.0.0.1:5673/%2f").unwrap();
         assert_eq!(
             (b.username.as_str(), b.password.as_str(), b.vhost.as_str()),
@@ -123,5 +142,9 @@ mod tests {
         assert!(parse("http://127.0.0.1").is_err());
         assert!(parse("amqp://127.0.0.1/a/b").is_err());
         assert!(parse("not a url").is_err());
+        // Not resolved when parsed: a name that does not resolve (yet) is fine until connecting.
+        let later = parse("amqp://app:S3cret@broker.invalid:5672/%2f").unwrap();
+        assert_eq!(later.host, "broker.invalid");
+        assert!(!format!("{later:?}").contains("S3cret"), "{later:?}");
     }
 }

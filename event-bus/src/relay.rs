@@ -53,10 +53,11 @@ enum RelayError {
     Bus(#[from] BusError),
 }
 
-/// Connections of the relay's own pool: its reads and checkpoint updates never wait behind the
-/// requests of the process it runs in (measured: sharing their pool at 64 connections took the
-/// read-side lag from ~60 ms to ~550 ms at p50).
-const POOL_SIZE: u32 = 2;
+/// Connections of the relay's own pool: its reads never wait behind the requests of the process
+/// it runs in (measured: sharing their pool at 64 connections took the read-side lag from ~60 ms
+/// to ~550 ms at p50). One of them is held by the LISTEN that wakes it; two are left for reads.
+/// (The lease and the checkpoint live on a session of its own, outside the pool.)
+const POOL_SIZE: u32 = 3;
 
 impl Relay {
     /// A relay from `store` through `publisher`.
@@ -79,15 +80,32 @@ impl Relay {
         ))
     }
 
-    /// Relays until `shutdown`: stands by until it holds the lease, then publishes.
+    /// Relays until `shutdown`: stands by until it holds the lease, then publishes. A standby
+    /// keeps one session and asks for the lease on it every second.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut session = None;
         while !shutdown.is_cancelled() {
-            match self.store.try_relay_lease().await {
-                Ok(Some(mut lease)) => {
+            let lease = match &mut session {
+                Some(lease) => lease,
+                None => match self.store.relay_session().await {
+                    Ok(lease) => session.insert(lease),
+                    Err(err) => {
+                        tracing::warn!(%err, "relay cannot reach the store");
+                        sleep_or_stop(backoff, &shutdown).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            match lease.try_acquire().await {
+                Ok(true) => {
                     tracing::info!("relay active");
-                    let stop = self.publish_while_held(&mut lease, &shutdown).await;
-                    lease.release().await;
+                    let stop = self.publish_while_held(lease, &shutdown).await;
+                    // Closing the session releases the lease (and drops a broken connection).
+                    if let Some(lease) = session.take() {
+                        lease.release().await;
+                    }
                     match stop {
                         Stop::Shutdown => break,
                         Stop::LeaseLost => tracing::warn!("relay lease lost; standing by"),
@@ -102,13 +120,17 @@ impl Relay {
                     }
                     backoff = Duration::from_millis(100);
                 }
-                Ok(None) => sleep_or_stop(STANDBY_WAIT, &shutdown).await,
+                Ok(false) => sleep_or_stop(STANDBY_WAIT, &shutdown).await,
                 Err(err) => {
                     tracing::warn!(%err, "relay cannot reach the store");
+                    session = None;
                     sleep_or_stop(backoff, &shutdown).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+        if let Some(lease) = session.take() {
+            lease.release().await;
         }
         tracing::info!("relay stopped");
     }
@@ -152,6 +174,10 @@ impl Relay {
         lease: &mut order_store::postgres::RelayLease,
     ) -> Result<Step, RelayError> {
         let checkpoint = self.store.relay_checkpoint().await?;
+        // Set before publishing: a relay that keeps failing to publish shows a growing backlog,
+        // not the value of its last success.
+        let head = self.store.head().await?;
+        metrics::gauge!("relay_backlog_events").set(head.0.saturating_sub(checkpoint.0) as f64);
         let events = self.store.read_after(checkpoint, BATCH).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             self.store
@@ -182,7 +208,7 @@ impl Relay {
         if !lease.advance_checkpoint(last).await? {
             return Ok(Step::LeaseLost);
         }
-        let backlog = self.store.head().await?.0.saturating_sub(last.0);
+        let backlog = head.0.saturating_sub(last.0);
         let lag = (chrono::Utc::now() - placed_at)
             .num_microseconds()
             .unwrap_or(0) as f64

@@ -230,3 +230,39 @@ async fn a_relay_whose_lease_dies_mid_backlog_stops_and_publishing_stays_in_orde
     running_a.await.unwrap();
     running_b.await.unwrap();
 }
+
+/// A standby asks for the lease every second on one session of its own: no connection opened
+/// and closed per attempt (it used to be one new PostgreSQL session a second, forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_waits_without_opening_connections() {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let settings = PgSettings::for_url(db.url());
+    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let (stop_a, running_a) = relay(&store_a, &topology);
+    tokio::time::sleep(Duration::from_millis(500)).await; // a is active
+    let (stop_b, running_b) = relay(&store_b, &topology); // b stands by
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Sessions established to this database so far (counted as each one starts).
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(store_a.pool())
+        .await
+        .unwrap()
+    };
+    let before = sessions().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let new = sessions().await - before;
+    assert!(new <= 1, "{new} sessions opened in 4 s of standing by");
+    stop_a.cancel();
+    stop_b.cancel();
+    running_a.await.unwrap();
+    running_b.await.unwrap();
+}

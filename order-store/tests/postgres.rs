@@ -637,3 +637,34 @@ async fn a_writer_frozen_mid_transaction_stalls_the_others_only_briefly() {
     assert_eq!(stored[0].event.satoshis(), Satoshis::new(20_000_000));
     stuck.abort();
 }
+
+/// A store that only writes keeps no LISTEN session; one that waits for events opens it then.
+#[tokio::test]
+async fn only_a_store_that_waits_for_events_listens() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
+    writer.place(place("10")).await.unwrap();
+    let listening = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(listening().await, 0, "the writer's store does not listen");
+    store
+        .wait_for_events_after(Position(1), Duration::from_millis(200))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while listening().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no LISTEN after waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -25,7 +25,8 @@ pub enum ProjectorCommand {
     /// Keep the read table current (the default).
     #[default]
     Run,
-    /// Empty the read table and build it afresh from position 0, then exit.
+    /// Build the read table afresh from position 0 in a new table while the current one keeps
+    /// serving, swap it in atomically, then exit. One at a time: a second is refused.
     Rebuild,
 }
 

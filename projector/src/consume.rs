@@ -7,14 +7,17 @@ use order_store::{LoggedEvent, StoreError};
 use service_kit::CancellationToken;
 use tokio::sync::mpsc;
 
-use crate::{Projector, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::{Projector, FIRST_BACKOFF, HEAD_CHECK, MAX_BACKOFF};
 
 impl Projector {
     /// Folds batches from the queue into the read table until `shutdown` (or the consumer
-    /// stops). Catches up from the event store first, and again whenever a message's position
-    /// is not the next one after the checkpoint, so a purged or lost queue cannot leave the
-    /// table behind. Redeliveries and duplicates change nothing.
+    /// stops). Catches up from the event store first, again whenever a message's position is
+    /// not the next one after the checkpoint, and whenever the log has moved while the queue
+    /// brought nothing for a while (a relay that stopped publishing, a queue that stopped
+    /// delivering): a purged, lost or silent queue cannot leave the table behind. Redeliveries
+    /// and duplicates change nothing.
     pub async fn consume(&self, mut batches: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().watch_lag(shutdown.clone()));
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.catch_up().await {
@@ -32,18 +35,45 @@ impl Projector {
                 }
             }
         }
+        let mut quiet_since = tokio::time::Instant::now();
         loop {
             let batch = tokio::select! {
                 batch = batches.recv() => match batch {
                     Some(batch) => batch,
                     None => break,
                 },
+                _ = tokio::time::sleep_until(quiet_since + HEAD_CHECK) => {
+                    self.catch_up_if_silent().await;
+                    quiet_since = tokio::time::Instant::now();
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
+            quiet_since = tokio::time::Instant::now();
             let verdicts = self.apply_messages(&batch.messages).await;
             batch.answer(verdicts);
         }
         tracing::info!("projector stopped");
+    }
+
+    /// The queue brought nothing for a while: if the log moved meanwhile, the events are not
+    /// coming that way (yet), so apply them from the store. Messages that arrive later for them
+    /// change nothing.
+    async fn catch_up_if_silent(&self) {
+        let behind = async {
+            Ok::<bool, StoreError>(self.log.head().await? > self.model.checkpoint().await?)
+        };
+        match behind.await {
+            Ok(true) => match self.catch_up().await {
+                Ok(position) => {
+                    metrics::counter!("projector_silent_queue_catch_ups_total").increment(1);
+                    tracing::warn!(%position, "the queue was silent while the log moved; caught up from the event store");
+                }
+                Err(err) => tracing::error!(%err, "catch-up after a silent queue failed"),
+            },
+            Ok(false) => {}
+            Err(err) => tracing::warn!(%err, "cannot compare the log's head with the checkpoint"),
+        }
     }
 
     /// The verdict on each message: applied (ack), to retry (requeue), or poison (dead letter:

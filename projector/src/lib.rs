@@ -26,6 +26,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first pause after a failure.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// How often the lag gauges are refreshed from the store, and how often a projector fed by the
+/// queue checks that the log is not moving without it.
+pub(crate) const HEAD_CHECK: Duration = Duration::from_secs(2);
 
 /// The projector process's routes, as metric labels.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -104,20 +107,70 @@ impl Projector {
             .num_microseconds()
             .unwrap_or(0) as f64
             / 1e6;
-        let behind = match self.log.head().await {
-            Ok(head) => head.0.saturating_sub(last.position.0),
-            Err(_) => 0,
-        };
         metrics::counter!("events_projected_total").increment(applied.len() as u64);
         metrics::gauge!("projector_checkpoint_position").set(last.position.0 as f64);
-        metrics::gauge!("projector_lag_positions").set(behind as f64);
         metrics::gauge!("projector_lag_seconds").set(age.max(0.0));
-        tracing::info!(events = applied.len(), position = %last.position, lag_positions = behind, "events projected");
+        // The log's head unknown (store down): the positions gauge keeps its last value rather
+        // than claiming the projector is caught up; the timer (`watch_lag`) refreshes it.
+        match self.log.head().await {
+            Ok(head) => {
+                let behind = head.0.saturating_sub(last.position.0);
+                metrics::gauge!("projector_lag_positions").set(behind as f64);
+                tracing::info!(events = applied.len(), position = %last.position, lag_positions = behind, "events projected");
+            }
+            Err(err) => {
+                tracing::info!(events = applied.len(), position = %last.position, %err, "events projected; log head unknown");
+            }
+        }
+    }
+
+    /// How far behind the log the read table is, from the store: (positions, seconds the oldest
+    /// event not yet applied has waited). `(0, 0.0)` when caught up.
+    pub async fn lag(&self) -> Result<(u64, f64), StoreError> {
+        let checkpoint = self.model.checkpoint().await?;
+        let head = self.log.head().await?;
+        let behind = head.0.saturating_sub(checkpoint.0);
+        if behind == 0 {
+            return Ok((0, 0.0));
+        }
+        let oldest = self.log.read_after(checkpoint, 1).await?;
+        let waited = oldest.first().map_or(0.0, |logged| {
+            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+            (chrono::Utc::now() - placed.placed_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6
+        });
+        Ok((behind, waited.max(0.0)))
+    }
+
+    /// Refreshes the lag gauges from the store every few seconds until `shutdown`, whatever the
+    /// applying loop does: a pipeline that stopped (a silent queue, a stuck table) shows as
+    /// growing lag, not as the healthy values of its last batch. When the store cannot be read
+    /// the gauges keep their values and the failure is counted.
+    pub async fn watch_lag(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEAD_CHECK) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match self.lag().await {
+                Ok((positions, seconds)) => {
+                    metrics::gauge!("projector_lag_positions").set(positions as f64);
+                    metrics::gauge!("projector_lag_seconds").set(seconds);
+                }
+                Err(err) => {
+                    metrics::counter!("projector_lag_check_failures_total").increment(1);
+                    tracing::warn!(%err, "cannot measure the projector's lag");
+                }
+            }
+        }
     }
 
     /// Projects until `shutdown` is cancelled: catches up, then sleeps until the log grows.
     /// A failing backend is retried with backoff; the projector never gives up on its own.
     pub async fn run(&self, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().watch_lag(shutdown.clone()));
         let mut backoff = FIRST_BACKOFF;
         while !shutdown.is_cancelled() {
             let step = async {

@@ -121,3 +121,26 @@ async fn replaying_into_an_empty_table_rebuilds_it() {
         .unwrap();
     assert_eq!(table(&fresh).await, log_ids(&store).await);
 }
+
+/// The lag the projector reports on its timer comes from the store, not from its last batch:
+/// events committed but not applied show as positions behind and seconds waited.
+#[tokio::test]
+async fn lag_is_measured_from_the_store() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(rate())));
+    let model = Arc::new(MemReadModel::new());
+    let projector = Projector::new(Arc::new(store.clone()), model.clone(), 100);
+    assert_eq!(projector.lag().await.unwrap(), (0, 0.0));
+    for _ in 0..3 {
+        writer.place(place()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (positions, seconds) = projector.lag().await.unwrap();
+    assert_eq!(positions, 3);
+    assert!(
+        seconds >= 0.02,
+        "the oldest unapplied order has waited: {seconds}"
+    );
+    projector.catch_up().await.unwrap();
+    assert_eq!(projector.lag().await.unwrap(), (0, 0.0));
+}

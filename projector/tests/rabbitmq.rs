@@ -182,3 +182,35 @@ async fn two_relays_publish_everything_and_nothing_is_twice_in_the_table() {
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }
+
+/// The relay stops publishing (its host died, say) while orders keep being committed: the
+/// projector, fed by a queue that has gone silent, notices that the log moves without it and
+/// catches up from the event store within a few seconds.
+#[tokio::test]
+async fn a_silent_queue_while_the_log_moves_is_caught_up_from_the_store() {
+    let s = setup().await;
+    s.relay_stop.cancel(); // nothing will reach the queue
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut running = projector(&s.db, Some(&s.topology), &[])
+        .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // started, caught up with nothing
+    let writer = writer(&s.store);
+    place(&writer, 10).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while s.model.checkpoint().await.unwrap() < Position(10) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read table stayed behind a silent queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}

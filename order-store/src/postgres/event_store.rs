@@ -33,7 +33,9 @@ const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 pub struct PgEventStore {
     events: Arc<PersistedEventStore<PostgresEventRepository, BuyOrder>>,
     pool: PgPool,
-    head: watch::Receiver<Position>,
+    /// The newest position notified, once something waits for events (started on first use:
+    /// a store that only writes keeps no LISTEN connection).
+    head: Arc<tokio::sync::OnceCell<watch::Receiver<Position>>>,
 }
 
 impl PgEventStore {
@@ -106,8 +108,7 @@ impl PgEventStore {
     /// A store on an already migrated pool.
     pub fn with_pool(pool: PgPool) -> Self {
         let repo = PostgresEventRepository::new(pool.clone());
-        let (head_tx, head) = watch::channel(Position::ZERO);
-        tokio::spawn(listen(pool.clone(), head_tx));
+        let head = Arc::new(tokio::sync::OnceCell::new());
         PgEventStore {
             events: Arc::new(PersistedEventStore::new_event_store(repo)),
             pool,
@@ -409,7 +410,15 @@ impl EventLog for PgEventStore {
         after: Position,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
-        let mut head = self.head.clone();
+        let mut head = self
+            .head
+            .get_or_init(|| async {
+                let (sender, receiver) = watch::channel(Position::ZERO);
+                tokio::spawn(listen(self.pool.clone(), sender));
+                receiver
+            })
+            .await
+            .clone();
         head.mark_unchanged();
         if self.head().await? > after {
             return Ok(true);

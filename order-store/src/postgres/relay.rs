@@ -20,14 +20,28 @@ const HOLDS_LEASE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advi
      AND granted AND pid = pg_backend_pid() AND objsubid = 1 \
      AND ((classid::bigint << 32) | objid::bigint) = $1)";
 
-/// Proof that this process is the active relay: a session-level advisory lock held on a
-/// connection of its own. If the process dies, or its connection does, PostgreSQL releases the
-/// lock and a standby relay takes over.
+/// A relay's own session: a standby asks for the lease on it every second (one connection for
+/// as long as it stands by, not one per attempt), and the active relay holds the lease on it, a
+/// session-level advisory lock. If the process dies, or its connection does, PostgreSQL
+/// releases the lock and a standby takes over.
 pub struct RelayLease {
     connection: PgConnection,
 }
 
 impl RelayLease {
+    /// Tries to take the lease on this session: `true` if no other session holds it.
+    pub async fn try_acquire(&mut self) -> Result<bool, StoreError> {
+        let attempt = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut self.connection);
+        match tokio::time::timeout(LEASE_CALL_TIMEOUT, attempt).await {
+            Ok(got) => got.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(
+                "the relay's session did not answer".into(),
+            )),
+        }
+    }
+
     /// Whether the lease still holds: this session answers, within a bound, and holds the lock.
     /// A relay checks this before every batch it publishes and stops when it fails.
     pub async fn is_held(&mut self) -> bool {
@@ -70,23 +84,16 @@ impl RelayLease {
 }
 
 impl PgEventStore {
-    /// Tries to become the active relay: `Some(lease)` if no other process holds the lease.
-    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+    /// Opens a relay's own session (with the pool's settings: timeouts and keepalives), on
+    /// which it then asks for the lease ([`RelayLease::try_acquire`]).
+    pub async fn relay_session(&self) -> Result<RelayLease, StoreError> {
         let options = self.pool().connect_options();
-        let mut connection = PgConnection::connect_with(&options)
-            .await
-            .map_err(unavailable)?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK)
-            .fetch_one(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        if got {
-            Ok(Some(RelayLease { connection }))
-        } else {
-            let _ = connection.close().await;
-            Ok(None)
-        }
+        let connection =
+            tokio::time::timeout(LEASE_CALL_TIMEOUT, PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| StoreError::Unavailable("no relay session in time".into()))?
+                .map_err(unavailable)?;
+        Ok(RelayLease { connection })
     }
 
     /// The position up to which every event has been published and confirmed.
