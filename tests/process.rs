@@ -213,8 +213,12 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
     assert_eq!(request_line["method"], "PUT");
     assert_eq!(request_line["status"], 200);
     assert!(request_line["latency_ms"].is_number());
-    assert!(
-        lines.iter().any(|l| l["message"] == "order placed"),
-        "a decision line"
+    let placed = lines
+        .iter()
+        .find(|l| l["message"] == "order placed")
+        .expect("a decision line");
+    assert_eq!(
+        placed["span"]["request_id"], "test-req-1",
+        "every line of a request carries its id: {placed}"
     );
 }

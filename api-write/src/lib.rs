@@ -56,7 +56,7 @@ pub fn ops(writer: Arc<dyn OrderWriter>) -> service_kit::Ops {
 /// How often the `btc_remaining` gauge is refreshed from the store.
 const LEDGER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Keeps the `btc_remaining` gauge current (every few seconds, and after each cap refusal)
+/// Keeps the `btc_remaining` gauge current (read from the store every few seconds)
 /// until `shutdown`.
 pub async fn watch_ledger(writer: Arc<dyn OrderWriter>, shutdown: service_kit::CancellationToken) {
     loop {
@@ -119,11 +119,12 @@ impl WriteApi {
             .and(warp::put())
             .and(caller)
             .and(RequestHeaders::filter())
+            .and(warp::header::optional::<String>(service_kit::REQUEST_ID))
             .and(json_body(MAX_BODY_BYTES))
-            .and_then(move |caller, headers, body| {
+            .and_then(move |caller, headers, request_id, body| {
                 let api = api.clone();
                 async move {
-                    api.place(caller, headers, body)
+                    api.place(caller, headers, request_id, body)
                         .await
                         .map_err(warp::reject::custom)
                 }
@@ -137,10 +138,12 @@ impl WriteApi {
         &self,
         caller: Caller,
         headers: RequestHeaders,
+        request_id: Option<String>,
         body: serde_json::Value,
     ) -> Result<Response, ApiError> {
         let command = parse_place(&body, &headers, caller.client)?;
-        let Placement { order, replayed } = self.writer.place(command).await.map_err(|err| {
+        let placing = self.writer.place_for(command, request_id);
+        let Placement { order, replayed } = placing.await.map_err(|err| {
             error::log_refusal(&err);
             error::to_api_error(err)
         })?;

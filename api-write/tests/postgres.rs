@@ -247,3 +247,26 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
         2
     );
 }
+
+/// The request id of the HTTP request that placed an order is stored with its event.
+#[tokio::test]
+async fn the_http_request_id_is_stored_with_the_order() {
+    use cqrs_es::EventStore;
+    let db = TestDb::create().await;
+    let settings = PgSettings::for_url(db.url());
+    let api = instance(&settings, "100", "USD=50000").await;
+    let response = reqwest::Client::new()
+        .put(format!("http://{}/buy_order", api.addr))
+        .header("content-type", "application/json")
+        .header("x-request-id", "trace-me-7")
+        .body(order(10).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-7");
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let id = body["buy_order"]["id"].as_str().unwrap();
+    let events = api.store.load_events(id).await.unwrap();
+    assert_eq!(events[0].metadata["request_id"], "trace-me-7");
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use amiquip::{ConsumerMessage, ConsumerOptions};
+use amiquip::{AmqpValue, ConsumerMessage, ConsumerOptions, Publish};
 use crossbeam_channel::RecvTimeoutError;
 use tokio::sync::mpsc;
 
@@ -16,6 +16,10 @@ const BATCH_LINGER: Duration = Duration::from_millis(5);
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The header that counts how often a message has been retried after a transient failure.
+pub const ATTEMPTS_HEADER: &str = "x-buy-orders-attempts";
+/// How many times a message is handled in all before a transient failure dead-letters it.
+pub const MAX_ATTEMPTS: u32 = 5;
 
 /// One message as the async side sees it.
 #[derive(Debug, Clone)]
@@ -24,8 +28,10 @@ pub struct Message {
     pub body: Vec<u8>,
     /// `message_id`, for logs.
     pub message_id: String,
-    /// Whether the broker delivered it before (a retry).
+    /// Whether the broker delivered it before (after a reconnect, say: not a verdict on it).
     pub redelivered: bool,
+    /// How many times it was handled before and retried ([`Verdict::Retry`]): 0 the first time.
+    pub attempts: u32,
 }
 
 /// What to do with one message.
@@ -33,10 +39,29 @@ pub struct Message {
 pub enum Verdict {
     /// Done: remove it from the queue.
     Ack,
-    /// Not now: put it back (e.g. the database is down).
+    /// Not handled at all (shutting down): put it back as it is.
     Requeue,
-    /// Never: send it to the dead-letter queue.
+    /// A transient failure (the database is down): try again later, counted. The message goes
+    /// back to the queue with its attempts header incremented; once it has been handled
+    /// [`MAX_ATTEMPTS`] times it is dead-lettered instead.
+    Retry,
+    /// A permanent failure (it cannot be read, and never will): send it to the dead-letter
+    /// queue now.
     DeadLetter,
+}
+
+/// The attempts header of a delivery (0 when absent or unreadable).
+fn attempts(properties: &amiquip::AmqpProperties) -> u32 {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.get(ATTEMPTS_HEADER));
+    match value {
+        Some(AmqpValue::LongUInt(n)) => *n,
+        Some(AmqpValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AmqpValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Messages delivered together (up to the prefetch count), answered together.
@@ -125,6 +150,7 @@ fn consume(
                     body: d.body.clone(),
                     message_id: message_id(&d.properties),
                     redelivered: d.redelivered,
+                    attempts: attempts(&d.properties),
                 })
                 .collect(),
             reply,
@@ -139,6 +165,27 @@ fn consume(
                 Verdict::Ack => consumer.ack(delivery),
                 Verdict::Requeue => consumer.nack(delivery, true),
                 Verdict::DeadLetter => consumer.reject(delivery, false),
+                Verdict::Retry => {
+                    let done = attempts(&delivery.properties).saturating_add(1);
+                    if done >= MAX_ATTEMPTS {
+                        tracing::error!(message_id = %message_id(&delivery.properties), attempts = done,
+                                        "message dead-lettered after repeated transient failures");
+                        consumer.reject(delivery, false)
+                    } else {
+                        // Back at the queue's tail with the count, then the original acked: a
+                        // crash between the two leaves a duplicate, which changes nothing.
+                        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+                        headers.insert(ATTEMPTS_HEADER.into(), AmqpValue::LongUInt(done));
+                        let properties = delivery.properties.clone().with_headers(headers);
+                        channel
+                            .basic_publish(
+                                "",
+                                Publish::with_properties(&delivery.body, topology.queue.as_str(), properties),
+                            )
+                            .map_err(err)?;
+                        consumer.ack(delivery)
+                    }
+                }
             }
             .map_err(err)?;
         }

@@ -30,6 +30,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 pub struct Relay {
     store: PgEventStore,
     publisher: Publisher,
+    give_up_after: Duration,
 }
 
 enum Stop {
@@ -62,7 +63,17 @@ const POOL_SIZE: u32 = 3;
 impl Relay {
     /// A relay from `store` through `publisher`.
     pub fn new(store: PgEventStore, publisher: Publisher) -> Self {
-        Relay { store, publisher }
+        Relay {
+            store,
+            publisher,
+            give_up_after: GIVE_UP_AFTER,
+        }
+    }
+
+    /// Sets how long the active relay keeps failing to publish before it gives the lease up.
+    pub fn with_give_up_after(mut self, give_up_after: Duration) -> Self {
+        self.give_up_after = give_up_after;
+        self
     }
 
     /// A relay with a small connection pool of its own on the write store `settings` name.
@@ -112,7 +123,7 @@ impl Relay {
                         Stop::GaveUp => {
                             tracing::error!(
                                 "relay could not publish for {} s; lease given up for a standby",
-                                GIVE_UP_AFTER.as_secs()
+                                self.give_up_after.as_secs()
                             );
                             // Let another relay take the lease before asking again.
                             sleep_or_stop(STANDBY_WAIT * 3, &shutdown).await;
@@ -146,7 +157,12 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return Stop::Shutdown;
             }
-            match self.step(lease).await {
+            // Stopping never waits for a step (at most a batch is then published again later).
+            let step = tokio::select! {
+                step = self.step(lease) => step,
+                _ = shutdown.cancelled() => return Stop::Shutdown,
+            };
+            match step {
                 Ok(Step::Published | Step::Idle) => {
                     backoff = Duration::from_millis(100);
                     failing_since = None;
@@ -154,7 +170,7 @@ impl Relay {
                 Ok(Step::LeaseLost) => return Stop::LeaseLost,
                 Err(err) => {
                     let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= GIVE_UP_AFTER {
+                    if since.elapsed() >= self.give_up_after {
                         return Stop::GaveUp;
                     }
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "relay failed; retrying");

@@ -266,3 +266,43 @@ async fn a_standby_waits_without_opening_connections() {
     running_a.await.unwrap();
     running_b.await.unwrap();
 }
+
+/// The active relay's path to the broker is broken (its broker address is dead) while a standby
+/// could publish: after its give-up window the active one gives the lease up, and the standby
+/// publishes everything. (It used to keep the lease, and so the log unpublished, forever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_active_relay_that_cannot_publish_gives_its_lease_to_a_standby_that_can() {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let settings = PgSettings::for_url(db.url());
+    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    place(&writer(&store_a), 20).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = event_bus::connection::parse(&format!(
+        "amqp://guest:guest@{}/%2f",
+        closed.local_addr().unwrap()
+    ))
+    .unwrap();
+    drop(closed);
+    let stop = CancellationToken::new();
+    let broken = Relay::new(
+        store_a.clone(),
+        Publisher::start(dead, topology.topology.clone()),
+    )
+    .with_give_up_after(Duration::from_secs(2));
+    let running_a = tokio::spawn(broken.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await; // it holds the lease
+    let (stop_b, running_b) = relay(&store_b, &topology);
+    let published = drain(&topology, 20).await;
+    let positions: BTreeSet<u64> = published.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, (1..=20).collect());
+    stop.cancel();
+    stop_b.cancel();
+    running_a.await.unwrap();
+    running_b.await.unwrap();
+}

@@ -37,6 +37,17 @@ pub trait OrderWriter: Send + Sync {
     /// requests all get the same order; exactly one of them has `replayed == false`.
     async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError>;
 
+    /// As [`OrderWriter::place`], recording `request_id` (the request that asked, e.g. the HTTP
+    /// request id) with the order, so its log lines and its stored event can be matched.
+    async fn place_for(
+        &self,
+        command: PlaceBuyOrder,
+        request_id: Option<String>,
+    ) -> Result<Placement, PlaceError> {
+        let _ = request_id;
+        self.place(command).await
+    }
+
     /// Whether the backend answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -44,9 +55,13 @@ pub trait OrderWriter: Send + Sync {
     async fn remaining_btc(&self) -> Result<Satoshis, StoreError>;
 }
 
-/// The metadata key under which each commit records the request that made it, so that a request
-/// can tell its own commit from an earlier one.
+/// The metadata key under which each commit records the request that asked for it (the HTTP
+/// request id when there is one): what ties the stored event to the request's log lines.
 const REQUEST_ID: &str = "request_id";
+/// The metadata key of the commit's own id, unique per call, so that a call can tell its own
+/// commit from an earlier one (a client may send the same request id twice). Events stored
+/// before it existed carry only `request_id`, which was then this unique id.
+const COMMIT_ID: &str = "commit_id";
 
 /// How often a command is retried after an optimistic-concurrency conflict. A `BuyOrder` has one
 /// event, so the second attempt always sees the winner's order; the bound is a safety net (past
@@ -89,7 +104,7 @@ impl Query<BuyOrder> for CaptureCommitted {
         let mut committed = self.0 .0.lock();
         for envelope in events {
             if let (Some(request), BuyOrderEvent::BuyOrderPlaced(placed)) =
-                (envelope.metadata.get(REQUEST_ID), &envelope.payload)
+                (envelope.metadata.get(COMMIT_ID), &envelope.payload)
             {
                 committed.insert(request.clone(), placed.clone());
             }
@@ -128,7 +143,11 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
             .next()
             .ok_or_else(|| StoreError::Corrupt(format!("order {id} committed but not found")))?;
         let BuyOrderEvent::BuyOrderPlaced(placed) = first.payload;
-        Ok((placed, first.metadata.get(REQUEST_ID).cloned()))
+        let commit = first
+            .metadata
+            .get(COMMIT_ID)
+            .or(first.metadata.get(REQUEST_ID));
+        Ok((placed, commit.cloned()))
     }
 }
 
@@ -139,9 +158,24 @@ where
     ES::AC: Send,
 {
     async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError> {
+        self.place_for(command, None).await
+    }
+
+    async fn place_for(
+        &self,
+        command: PlaceBuyOrder,
+        asked_by: Option<String>,
+    ) -> Result<Placement, PlaceError> {
         let id = command.order_id().to_string();
+        // `request_id` below is this call's commit id (see COMMIT_ID).
         let request_id = Uuid::new_v4().to_string();
-        let metadata = HashMap::from([(REQUEST_ID.to_owned(), request_id.clone())]);
+        let metadata = HashMap::from([
+            (COMMIT_ID.to_owned(), request_id.clone()),
+            (
+                REQUEST_ID.to_owned(),
+                asked_by.unwrap_or_else(|| request_id.clone()),
+            ),
+        ]);
         let started = tokio::time::Instant::now();
         // Set once a commit's outcome is unknown: from then on, only an attempt that ends with
         // the order in the store, or a refusal decided after the first attempt settled, is an

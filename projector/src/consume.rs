@@ -76,31 +76,34 @@ impl Projector {
         }
     }
 
-    /// The verdict on each message: applied (ack), to retry (requeue), or poison (dead letter:
-    /// unreadable twice).
+    /// The verdict on each message: applied (ack); unreadable, which no retry can change
+    /// (dead letter at once); or not applied because the read table failed, a transient failure
+    /// (retry: counted, with a growing pause, and dead-lettered after
+    /// `event_bus::consumer::MAX_ATTEMPTS`; the store's catch-up covers its event anyway).
     pub async fn apply_messages(&self, messages: &[Message]) -> Vec<Verdict> {
         let mut verdicts = vec![Verdict::Ack; messages.len()];
         let mut events = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
             match decode(&message.body) {
                 Ok(event) => events.push((index, event)),
-                Err(why) if message.redelivered => {
-                    tracing::error!(message_id = %message.message_id, %why, "message dead-lettered");
+                Err(why) => {
+                    tracing::error!(message_id = %message.message_id, %why, "unreadable message dead-lettered");
                     metrics::counter!("messages_dead_lettered_total").increment(1);
                     verdicts[index] = Verdict::DeadLetter;
-                }
-                Err(why) => {
-                    tracing::warn!(message_id = %message.message_id, %why, "unreadable message; one retry");
-                    verdicts[index] = Verdict::Requeue;
                 }
             }
         }
         let mut logged: Vec<LoggedEvent> = events.iter().map(|(_, e)| e.clone()).collect();
         if let Err(err) = self.apply_in_order(&mut logged).await {
-            tracing::error!(%err, "projection failed; messages requeued");
-            tokio::time::sleep(FIRST_BACKOFF * 4).await; // do not spin on a dead database
+            let tried = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
+            let pause = (FIRST_BACKOFF * 4)
+                .saturating_mul(1 << tried.min(6))
+                .min(MAX_BACKOFF);
+            tracing::error!(%err, attempts = tried + 1, retry_in_ms = pause.as_millis() as u64,
+                            "projection failed; messages to be retried");
+            tokio::time::sleep(pause).await; // do not spin on a dead database
             for (index, _) in &events {
-                verdicts[*index] = Verdict::Requeue;
+                verdicts[*index] = Verdict::Retry;
             }
         }
         verdicts

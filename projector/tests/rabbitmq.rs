@@ -214,3 +214,70 @@ async fn a_silent_queue_while_the_log_moves_is_caught_up_from_the_store() {
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }
+
+/// An event log that counts the batch reads made of it (a catch-up reads in batches; the lag
+/// gauge's single-event read is not counted).
+struct CountingLog {
+    inner: PgEventStore,
+    batch_reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventLog for CountingLog {
+    async fn read_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        if limit > 1 {
+            self.batch_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.read_after(after, limit).await
+    }
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.inner.head().await
+    }
+    async fn wait_for_events_after(
+        &self,
+        after: Position,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.wait_for_events_after(after, timeout).await
+    }
+}
+
+/// The queue path really applies: once caught up at start, the projector keeps the table
+/// current from the relay's messages without reading the store (a projector that fell back to
+/// the store for everything would end with the same table, and fail here).
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_from_the_queue_are_applied_without_reading_the_store() {
+    let s = setup().await;
+    let log = std::sync::Arc::new(CountingLog {
+        inner: s.store.clone(),
+        batch_reads: Default::default(),
+    });
+    let projector =
+        projector::Projector::new(log.clone(), std::sync::Arc::new(s.model.clone()), 100);
+    let batches =
+        event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 100);
+    let stop = CancellationToken::new();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move { projector.consume(batches, stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await; // started: caught up with nothing
+    let at_start = log.batch_reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(at_start >= 1, "the start-up catch-up reads the store");
+    let writer = writer(&s.store);
+    place(&writer, 30).await;
+    wait_for_checkpoint(&s.model, Position(30)).await;
+    assert_eq!(
+        log.batch_reads.load(std::sync::atomic::Ordering::SeqCst),
+        at_start,
+        "applied from the queue, not from the store"
+    );
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    stop.cancel();
+    running.await.unwrap();
+}

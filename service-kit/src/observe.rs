@@ -140,7 +140,9 @@ fn method_label(method: &Method) -> &'static str {
         .map_or("other", |known| known.as_str())
 }
 
-fn request_id(header: Option<&str>) -> String {
+/// The request id: the client's `X-Request-Id` when sane (1 to 128 visible ASCII characters),
+/// else a fresh UUID.
+pub(crate) fn request_id(header: Option<&str>) -> String {
     header
         .filter(|id| !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)

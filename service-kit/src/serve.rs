@@ -15,11 +15,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
-use warp::http::StatusCode;
+use tracing::Instrument;
+use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Reply};
 
 use crate::error::{recover, ApiError};
-use crate::observe::{instrument, ops_routes, Ops};
+use crate::observe::{instrument, ops_routes, request_id, Ops, REQUEST_ID};
 
 /// `GET /healthcheck` → 200 `{"status":"ok"}`: the process is alive and serving.
 pub fn health_route() -> impl Filter<Extract = (impl Reply,), Error = warp::Rejection> + Clone {
@@ -193,20 +194,36 @@ pub async fn serve_with<F, R>(
         let service = service.clone();
         let handler = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut service = service.clone();
-            let request = request.map(|inner| DeadlineBody {
+            let mut request = request.map(|inner| DeadlineBody {
                 inner,
                 deadline: Box::pin(tokio::time::sleep(body_timeout)),
                 limit: body_timeout,
             });
+            // One id per request, settled here: the routes read it from the header (a sane one
+            // from the client, else a fresh one), and every log line of the request carries it
+            // through the span.
+            let id = request_id(
+                request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                request.headers_mut().insert(REQUEST_ID, value);
+            }
+            let span = tracing::info_span!("request", request_id = %id);
             // Boxed: hyper keeps a slot for the service's future in every connection, sized for
             // it; warp's futures are large, and an idle connection would carry that size for
             // nothing (measured: ~100 KB per idle connection unboxed).
-            let answer: BoxedAnswer = Box::pin(async move {
-                match tokio::time::timeout(request_timeout, service.call(request)).await {
-                    Ok(answer) => answer,
-                    Err(_) => Ok(request_timed_out(request_timeout)),
+            let answer: BoxedAnswer = Box::pin(
+                async move {
+                    match tokio::time::timeout(request_timeout, service.call(request)).await {
+                        Ok(answer) => answer,
+                        Err(_) => Ok(request_timed_out(request_timeout)),
+                    }
                 }
-            });
+                .instrument(span),
+            );
             answer
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
