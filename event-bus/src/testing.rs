@@ -43,6 +43,21 @@ impl TestTopology {
         self.address.clone()
     }
 
+    /// Publishes `body` to the exchange as a `BuyOrderPlaced` message with `message_id`, as any
+    /// publisher could (for messages the relay would never send).
+    pub fn publish_raw(&self, body: &[u8], message_id: &str) {
+        let mut connection = open(&self.address).expect("RabbitMQ");
+        let channel = connection.open_channel(None).expect("a channel");
+        let properties = amiquip::AmqpProperties::default().with_message_id(message_id.into());
+        channel
+            .basic_publish(
+                self.topology.exchange.as_str(),
+                amiquip::Publish::with_properties(body, "BuyOrderPlaced", properties),
+            )
+            .expect("published");
+        let _ = connection.close();
+    }
+
     /// How many messages wait in `queue`.
     pub fn message_count(&self, queue: &str) -> u32 {
         let mut connection = open(&self.address).expect("RabbitMQ");

@@ -4,21 +4,11 @@
 
 use std::time::Duration;
 
-use amiquip::{AmqpProperties, Publish};
 use event_bus::consumer::{self, Verdict, MAX_ATTEMPTS};
 use event_bus::testing::TestTopology;
 
 fn publish(topology: &TestTopology, body: &[u8]) {
-    let mut connection = event_bus::connection::open(&topology.address()).unwrap();
-    let channel = connection.open_channel(None).unwrap();
-    let properties = AmqpProperties::default().with_message_id("test-1".into());
-    channel
-        .basic_publish(
-            topology.topology.exchange.as_str(),
-            Publish::with_properties(body, "BuyOrderPlaced", properties),
-        )
-        .unwrap();
-    connection.close().unwrap();
+    topology.publish_raw(body, "test-1");
 }
 
 async fn dead_letters(topology: &TestTopology, want: u32) {

@@ -40,6 +40,13 @@ async fn place(writer: &Arc<dyn OrderWriter>, n: usize) {
     }
 }
 
+/// Two stores on separate pools over one database: two api-write processes, as a relay sees them.
+async fn two_stores(db: &TestDb) -> (PgEventStore, PgEventStore) {
+    let settings = PgSettings::for_url(db.url());
+    let open = || PgEventStore::open(&settings, BtcCap::DEFAULT);
+    (open().await.unwrap(), open().await.unwrap())
+}
+
 fn relay(
     store: &PgEventStore,
     topology: &TestTopology,
@@ -103,13 +110,7 @@ async fn every_event_is_published_in_order_exactly_as_stored() {
 async fn two_relays_publish_every_event_and_a_standby_takes_over() {
     let db = TestDb::create().await;
     let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
+    let (store_a, store_b) = two_stores(&db).await;
     let (stop_a, running_a) = relay(&store_a, &topology);
     let (stop_b, running_b) = relay(&store_b, &topology);
     let (writer_a, writer_b) = (writer(&store_a), writer(&store_b));
@@ -166,13 +167,7 @@ async fn a_relay_whose_lease_dies_mid_backlog_stops_and_publishing_stays_in_orde
     const N: i64 = 60_000;
     let db = TestDb::create().await;
     let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
+    let (store_a, store_b) = two_stores(&db).await;
     backlog(&store_a, N).await;
     let mut batches = consumer::start(topology.address(), topology.topology.clone(), 500);
     let (stop_a, running_a) = relay(&store_a, &topology);
@@ -237,13 +232,7 @@ async fn a_relay_whose_lease_dies_mid_backlog_stops_and_publishing_stays_in_orde
 async fn a_standby_waits_without_opening_connections() {
     let db = TestDb::create().await;
     let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
+    let (store_a, store_b) = two_stores(&db).await;
     let (stop_a, running_a) = relay(&store_a, &topology);
     tokio::time::sleep(Duration::from_millis(500)).await; // a is active
     let (stop_b, running_b) = relay(&store_b, &topology); // b stands by
@@ -274,13 +263,7 @@ async fn a_standby_waits_without_opening_connections() {
 async fn an_active_relay_that_cannot_publish_gives_its_lease_to_a_standby_that_can() {
     let db = TestDb::create().await;
     let topology = TestTopology::create();
-    let settings = PgSettings::for_url(db.url());
-    let store_a = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let store_b = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
+    let (store_a, store_b) = two_stores(&db).await;
     place(&writer(&store_a), 20).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = event_bus::connection::parse(&format!(

@@ -128,7 +128,18 @@ async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
 
 #[tokio::test]
 async fn concurrent_identical_places_give_one_order_and_one_original() {
-    let store = MemEventStore::new(BtcCap::DEFAULT);
+    identical_places_give_one_order(BtcCap::DEFAULT).await;
+}
+
+/// As on PostgreSQL: a duplicate is found before the cap is checked, so identical requests for
+/// an order that fits the cap once but not twice (0.002469 BTC under 0.003) all answer it.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_places_of_an_order_that_fits_the_cap_once_all_answer_it() {
+    identical_places_give_one_order("0.003".parse().unwrap()).await;
+}
+
+async fn identical_places_give_one_order(cap: BtcCap) {
+    let store = MemEventStore::new(cap);
     let writer = Arc::new(writer(&store, "50000"));
     let cmd = command("123.45");
     let tasks: Vec<_> = (0..20)

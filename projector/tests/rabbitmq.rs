@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use amiquip::{AmqpProperties, Publish};
 use common::*;
 use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
@@ -18,30 +17,26 @@ use order_store::*;
 use service_kit::CancellationToken;
 
 fn publish_raw(topology: &TestTopology, body: &[u8]) {
-    let mut connection = event_bus::connection::open(&topology.address()).unwrap();
-    let channel = connection.open_channel(None).unwrap();
-    let properties = AmqpProperties::default().with_message_id("poison-1".into());
-    channel
-        .basic_publish(
-            topology.topology.exchange.as_str(),
-            Publish::with_properties(body, "BuyOrderPlaced", properties),
-        )
-        .unwrap();
-    connection.close().unwrap();
+    topology.publish_raw(body, "poison-1");
 }
 
-#[tokio::test]
-async fn a_poison_message_is_dead_lettered_and_the_rest_applied() {
-    let s = setup().await;
+/// The projector process on the setup's database and queue, serving its ops on a free port.
+fn spawn_projector(s: &Setup) -> std::process::Child {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut running = projector(&s.db, Some(&s.topology), &[])
+    projector(&s.db, Some(&s.topology), &[])
         .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_the_rest_applied() {
+    let s = setup().await;
+    let mut running = spawn_projector(&s);
     let writer = writer(&s.store);
     place(&writer, 10).await;
     publish_raw(&s.topology, b"{not an event");
@@ -190,15 +185,7 @@ async fn two_relays_publish_everything_and_nothing_is_twice_in_the_table() {
 async fn a_silent_queue_while_the_log_moves_is_caught_up_from_the_store() {
     let s = setup().await;
     s.relay_stop.cancel(); // nothing will reach the queue
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut running = projector(&s.db, Some(&s.topology), &[])
-        .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
-        .spawn()
-        .unwrap();
+    let mut running = spawn_projector(&s);
     tokio::time::sleep(Duration::from_millis(500)).await; // started, caught up with nothing
     let writer = writer(&s.store);
     place(&writer, 10).await;
