@@ -289,3 +289,87 @@ async fn an_active_relay_that_cannot_publish_gives_its_lease_to_a_standby_that_c
     running_a.await.unwrap();
     running_b.await.unwrap();
 }
+
+/// Drops every packet of one local TCP port, both ways, for as long as it lives: a host cut off
+/// from the network (no reset, no FIN reaches anyone). Needs iptables (`.ci/run` installs it).
+struct CutOff(u16);
+
+impl CutOff {
+    fn rule(action: &str, port: u16, direction: &str) -> std::process::Output {
+        std::process::Command::new("iptables")
+            .args([
+                action,
+                "INPUT",
+                "-i",
+                "lo",
+                "-p",
+                "tcp",
+                direction,
+                &port.to_string(),
+            ])
+            .args(["-j", "DROP"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("iptables is needed for this test ({e}); .ci/run installs it")
+            })
+    }
+
+    fn new(port: u16) -> CutOff {
+        for direction in ["--sport", "--dport"] {
+            let added = Self::rule("-A", port, direction);
+            assert!(
+                added.status.success(),
+                "iptables: {}",
+                String::from_utf8_lossy(&added.stderr)
+            );
+        }
+        CutOff(port)
+    }
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        for direction in ["--sport", "--dport"] {
+            let _ = Self::rule("-D", self.0, direction);
+        }
+    }
+}
+
+/// The active relay's host is cut off from PostgreSQL: its lease session stops answering, with
+/// no reset. PostgreSQL's keepalive on that session (DB_KEEPALIVE_S 10, then 3 probes 5 s
+/// apart) ends it, the lease is free, and publishing resumes within about half a minute (with
+/// the kernel's defaults it would be two hours and more).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_host_cut_off_loses_its_lease_within_seconds() {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let (store_a, store_b) = two_stores(&db).await;
+    let (stop_a, running_a) = relay(&store_a, &topology);
+    let writer = writer(&store_a);
+    place(&writer, 5).await;
+    drain(&topology, 5).await; // a is active and publishing
+    let port: i32 = sqlx::query_scalar(
+        "SELECT a.client_port FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()",
+    )
+    .fetch_one(store_b.pool())
+    .await
+    .unwrap();
+    let cut = CutOff::new(u16::try_from(port).unwrap());
+    let (stop_b, running_b) = relay(&store_b, &topology);
+    let started = std::time::Instant::now();
+    place(&writer, 10).await;
+    let published = drain(&topology, 10).await;
+    let took = started.elapsed();
+    let positions: BTreeSet<u64> = published.iter().map(|e| e.position.0).collect();
+    assert!(positions.is_superset(&(6..=15).collect()), "{positions:?}");
+    assert!(
+        took < Duration::from_secs(50),
+        "publishing resumed after {took:?}"
+    );
+    drop(cut);
+    stop_a.cancel();
+    stop_b.cancel();
+    running_a.await.unwrap();
+    running_b.await.unwrap();
+}

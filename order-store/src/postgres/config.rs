@@ -64,8 +64,9 @@ pub struct PgSettings {
           value_parser = parse_millis)]
     pub idle_in_transaction_timeout: Duration,
     /// Seconds of silence before TCP keepalive probes on each connection, both ways (the
-    /// client's socket and the server's `tcp_keepalives_idle`; probes every 5 s, 3 of them): a
-    /// dead peer is noticed in about this plus 15 s, not the kernel's 2 hours.
+    /// client's socket and the server's `tcp_keepalives_idle`; probes every 5 s, 3 of them, and
+    /// `tcp_user_timeout` to match): a dead peer is noticed in about this plus 15 s, not the
+    /// kernel's 2 hours (or 15 minutes of retransmissions).
     #[arg(long = "db-keepalive-s", env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
           default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=7200))]
     pub keepalive_idle_s: u32,
@@ -112,7 +113,22 @@ impl PgSettings {
             ("tcp_keepalives_idle", self.keepalive_idle_s.to_string()),
             ("tcp_keepalives_interval", KEEPALIVE_INTERVAL_S.to_string()),
             ("tcp_keepalives_count", KEEPALIVE_COUNT.to_string()),
+            // Keepalive probes only start on an idle socket; data left unacknowledged (a reply
+            // sent as the peer vanished) is retransmitted for ~15 minutes instead. This bounds
+            // that too, to the same time.
+            (
+                "tcp_user_timeout",
+                format!("{}", self.dead_peer_after().as_millis()),
+            ),
         ]
+    }
+
+    /// How long a peer may be silent before its connection is given up: the keepalive idle
+    /// time plus every probe.
+    pub(crate) fn dead_peer_after(&self) -> Duration {
+        Duration::from_secs(u64::from(
+            self.keepalive_idle_s + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT,
+        ))
     }
 
     /// sqlx connection options for `url` with [`PgSettings::session_settings`].
@@ -144,7 +160,8 @@ impl PgSettings {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(u64::from(self.keepalive_idle_s)))
             .keepalives_interval(Duration::from_secs(u64::from(KEEPALIVE_INTERVAL_S)))
-            .keepalives_retries(KEEPALIVE_COUNT);
+            .keepalives_retries(KEEPALIVE_COUNT)
+            .tcp_user_timeout(self.dead_peer_after());
         Ok(config)
     }
 }

@@ -77,9 +77,9 @@ impl RelayLease {
         }
     }
 
-    /// Gives the lease up.
+    /// Gives the lease up (closing the session; bounded, as the peer may be unreachable).
     pub async fn release(self) {
-        let _ = self.connection.close().await;
+        let _ = tokio::time::timeout(LEASE_CALL_TIMEOUT, self.connection.close()).await;
     }
 }
 
