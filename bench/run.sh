@@ -56,6 +56,13 @@ SELECT 1000000000 + g, gen_random_uuid(), now(), 'USD', 10.00, 48478.88, 0.00020
 deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WHERE position = 1000000150")
 first=$(target/release/loadgen read --url "$R/buy_orders?page_size=100" --connections 16 --seconds "$S")
 deep=$(target/release/loadgen read --url "$R/buy_orders?page_size=100&last_reference=$deep_id" --connections 16 --seconds "$S")
+# The same SELECTs straight from pgbench (prepared statements, 16 clients): what the read path
+# costs on top of the query.
+pgread() { # script [extra args] → tps
+  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 16 -j 2 -T "$S" "${@:2}" -f "bench/pgbench/$1" "$LOCAL_NAME" 2>/dev/null |
+    awk '/^tps = / { printf "%.0f", $3 }'
+}
+c16=$(pgread first_page.sql); d16=$(pgread deep_page.sql -D "deep_id=$deep_id")
 
 rss() { awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$(cat "$LOCAL_RUN_DIR/$1.pid")/status" 2>/dev/null || echo "?"; }
 rss_write=$(rss api-write-0); rss_read=$(rss api-read); rss_projector=$(rss projector)
@@ -70,8 +77,8 @@ table=$(cat <<EOT
 | PUT /buy_order, 64 connections | $(field "$w64" per_second) orders/s; p50 $(field "$w64" p50_ms) ms, p99 $(field "$w64" p99_ms) ms, p99.9 $(field "$w64" p999_ms) ms; $(field "$w64" errors) errors | (a) $a64 tx/s · (b) $b64 tx/s | API/(a) $(ratio "$(field "$w64" per_second)" "$a64") · API/(b) $(ratio "$(field "$w64" per_second)" "$b64") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
-| GET first page (100 rows), 16 conn | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms | | |
-| GET page $ROWS rows deep, 16 conn | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms | first page | deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
+| GET first page (100 rows), 16 conn | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms | pgbench (c) the same SELECT: $c16 tx/s | API/(c) $(ratio "$(field "$first" per_second)" "$c16") |
+| GET page $ROWS rows deep, 16 conn | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms | pgbench (d) the same SELECT: $d16 tx/s · first page | API/(d) $(ratio "$(field "$deep" per_second)" "$d16") · deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
 | peak RSS | api-write $rss_write · api-read $rss_read · projector $rss_projector | | |
 EOT
 )
