@@ -133,28 +133,8 @@ async fn two_relays_publish_every_event_and_a_standby_takes_over() {
     running_b.await.unwrap();
 }
 
-/// Events 1..=n written straight into the log (trigger off for the bulk load, positions and
-/// ledger set to match): a backlog big enough to keep a relay busy for seconds.
 async fn backlog(store: &PgEventStore, n: i64) {
-    sqlx::raw_sql(&format!(
-        "ALTER TABLE events DISABLE TRIGGER events_position_and_cap;
-         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata, position)
-         SELECT 'BuyOrder', id::text, 1, 'BuyOrderPlaced', '1.0',
-                json_build_object('BuyOrderPlaced', json_build_object(
-                  'order_id', id, 'client_id', 'relay-test', 'idempotency_key', gen_random_uuid(),
-                  'currency', 'USD', 'amount', '5.00', 'rate', '50000', 'rate_source', 'test',
-                  'rate_quoted_at', '2026-11-26T00:00:00Z', 'satoshis', 10000,
-                  'placed_at', '2026-11-26T00:00:00.000001Z')),
-                '{{}}'::json, g
-           FROM (SELECT g, gen_random_uuid() AS id FROM generate_series(1, {n}) g) s;
-         ALTER TABLE events ENABLE TRIGGER events_position_and_cap;
-         UPDATE btc_ledger SET cap_sats = 2100000000000000, sold_sats = {n} * 10000,
-                               last_position = {n};"
-    ))
-    .execute(store.pool())
-    .await
-    .unwrap();
+    order_store::testing::bulk_events(store.pool(), n).await;
 }
 
 /// The active relay's lease session is killed while it works through a long backlog, with a

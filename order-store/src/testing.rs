@@ -94,6 +94,31 @@ impl Drop for TestDb {
     }
 }
 
+/// Writes events 1..=n straight into the log of the write store at `pool` (the trigger off for
+/// the bulk load; positions and ledger set to match): a large log in a second or two. Valid
+/// `BuyOrderPlaced` events of client `bulk`, 0.0001 BTC each.
+pub async fn bulk_events(pool: &sqlx::PgPool, n: i64) {
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE events DISABLE TRIGGER events_position_and_cap;
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, position)
+         SELECT 'BuyOrder', id::text, 1, 'BuyOrderPlaced', '1.0',
+                json_build_object('BuyOrderPlaced', json_build_object(
+                  'order_id', id, 'client_id', 'bulk', 'idempotency_key', gen_random_uuid(),
+                  'currency', 'USD', 'amount', '5.00', 'rate', '50000', 'rate_source', 'test',
+                  'rate_quoted_at', '2026-11-26T00:00:00Z', 'satoshis', 10000,
+                  'placed_at', '2026-11-26T00:00:00.000001Z')),
+                '{{}}'::json, g
+           FROM (SELECT g, gen_random_uuid() AS id FROM generate_series(1, {n}) g) s;
+         ALTER TABLE events ENABLE TRIGGER events_position_and_cap;
+         UPDATE btc_ledger SET cap_sats = 2100000000000000, sold_sats = {n} * 10000,
+                               last_position = {n};"
+    ))
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("cannot write {n} events: {e}"));
+}
+
 /// What [`OutageProxy::cut_at_next_commit`] does with the COMMIT it catches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtCommit {

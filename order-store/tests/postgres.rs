@@ -668,3 +668,34 @@ async fn only_a_store_that_waits_for_events_listens() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A rebuild over several bulk steps (COPY into the fresh table while the next step is read):
+/// every event becomes exactly its row, and the checkpoint covers them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_over_many_steps_copies_every_event_exactly() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    order_store::testing::bulk_events(store.pool(), 12_345).await;
+    let model = PgReadModel::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let reached = model.rebuild(&store, 500, &|_, _| {}).await.unwrap();
+    assert_eq!(reached, Position(12_345));
+    assert_eq!(model.checkpoint().await.unwrap(), Position(12_345));
+    let log = store.read_after(Position::ZERO, 20_000).await.unwrap();
+    let newest_first: Vec<OrderId> = log.iter().rev().map(|e| e.aggregate_id).collect();
+    assert_eq!(walk(&model, &Scope::All).await, newest_first);
+    let bulk = Scope::Client(ClientId::parse("bulk").unwrap());
+    assert_eq!(
+        walk(&model, &bulk).await.len(),
+        12_345,
+        "every row has its client"
+    );
+    let one = model.get(newest_first[777], &bulk).await.unwrap().unwrap();
+    let expected = log
+        .iter()
+        .find(|e| e.aggregate_id == newest_first[777])
+        .unwrap();
+    let BuyOrderEvent::BuyOrderPlaced(placed) = &expected.event;
+    assert_eq!(one, OrderView::from(placed), "every column exact");
+}

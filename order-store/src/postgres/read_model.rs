@@ -18,6 +18,9 @@ use crate::view::{OrderView, Page, PageRequest, Scope};
 const CHECKPOINT: &str = "buy_order_view";
 /// The live table.
 const TABLE: &str = "buy_order_view";
+/// Events read per step of a rebuild's bulk phase (one read, one COPY), whatever the live
+/// projector's batch.
+const REBUILD_STEP: usize = 20_000;
 /// The advisory lock a rebuild holds (session-level, on the read database): "bo_rebuild".
 const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
 /// Where `rebuild` builds the new table before swapping it in.
@@ -135,7 +138,14 @@ impl PgReadModel {
         let head = log.head().await?;
         let mut done = Position::ZERO;
         // Bulk of the work, outside any lock: the live table keeps serving and being projected.
-        while let Some(last) = copy_batch(&*client, log, done, batch).await? {
+        // The fresh table takes COPY (binary), and the next step's events are read from the log
+        // while this step's are copied: two connections, two cores.
+        let mut next = log.read_after(done, REBUILD_STEP).await?;
+        while let Some(last) = next.last().map(|e| e.position) {
+            let (copied, following) =
+                tokio::join!(copy_rows(client, &next), log.read_after(last, REBUILD_STEP));
+            copied?;
+            next = following?;
             done = last;
             progress(done, head.max(done));
         }
@@ -277,6 +287,53 @@ impl PgReadModel {
         }
         Ok(filled)
     }
+}
+
+/// COPYs the rows of `events` into the table being rebuilt: empty when the bulk phase starts and
+/// filled in position order, so no row can already be there.
+async fn copy_rows(
+    client: &tokio_postgres::Client,
+    events: &[LoggedEvent],
+) -> Result<(), StoreError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{ToSql, Type};
+    let sink = client
+        .copy_in(&format!(
+            "COPY {REBUILD_TABLE} (position, id, created_at, currency, currency_amount, \
+             btc_rate, btc_amount, client_id) FROM STDIN BINARY"
+        ))
+        .await
+        .map_err(unavailable)?;
+    let types = [
+        Type::INT8,
+        Type::UUID,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::NUMERIC,
+        Type::NUMERIC,
+        Type::NUMERIC,
+        Type::TEXT,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for logged in events {
+        let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+        let position = i64::try_from(logged.position.0).map_err(|_| {
+            StoreError::Corrupt(format!("position {} beyond bigint", logged.position))
+        })?;
+        let row: [&(dyn ToSql + Sync); 8] = [
+            &position,
+            placed.order_id.as_uuid(),
+            &placed.placed_at,
+            &placed.currency.code(),
+            &placed.amount.to_decimal(),
+            &placed.rate.as_decimal(),
+            &placed.satoshis.to_btc_decimal(),
+            &placed.client_id.as_str(),
+        ];
+        writer.as_mut().write(&row).await.map_err(unavailable)?;
+    }
+    writer.finish().await.map_err(unavailable)?;
+    Ok(())
 }
 
 /// Copies the batch of events after `after` into the table being rebuilt; the position reached,
