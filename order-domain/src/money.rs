@@ -213,6 +213,21 @@ impl FiatAmount {
         Self::from_cents(cents).map_err(|_| out_of_range())
     }
 
+    /// The amount a decimal holds exactly (a stored `NUMERIC`, say): in range, and with no more
+    /// than two significant decimals; never rounded.
+    pub fn from_decimal(value: Decimal) -> Result<Self, ValueError> {
+        let refused = || ValueError::AmountOutOfRange(value.to_string());
+        let cents = value
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .ok_or_else(refused)?
+            .normalize();
+        if cents.scale() > 0 {
+            return Err(ValueError::TooManyDecimals(value.to_string()));
+        }
+        let cents = u64::try_from(cents).map_err(|_| refused())?;
+        Self::from_cents(cents).map_err(|_| refused())
+    }
+
     /// Builds an amount from integer cents, checking the range.
     pub fn from_cents(cents: u64) -> Result<Self, ValueError> {
         if cents == 0 || cents >= Self::LIMIT_CENTS {
@@ -348,6 +363,24 @@ impl Satoshis {
         u64::try_from(count).map(Satoshis).map_err(|_| bad())
     }
 
+    /// The satoshis a BTC decimal holds exactly (a stored `NUMERIC`, say): positive, at most 8
+    /// decimals, at most 21,000,000 BTC; never rounded. The same rule as [`Satoshis::parse_btc`]
+    /// without the text.
+    pub fn from_btc_decimal(value: Decimal) -> Result<Self, ValueError> {
+        let bad = || ValueError::BadBtcAmount(value.to_string());
+        if value <= Decimal::ZERO || value > Decimal::from(21_000_000u64) {
+            return Err(bad());
+        }
+        let count = value
+            .checked_mul(Decimal::from(Self::PER_BTC))
+            .ok_or_else(bad)?
+            .normalize();
+        if count.scale() > 0 {
+            return Err(bad());
+        }
+        u64::try_from(count).map(Satoshis).map_err(|_| bad())
+    }
+
     /// The count of satoshis.
     pub const fn count(self) -> u64 {
         self.0
@@ -463,6 +496,49 @@ mod tests {
         for (text, expected) in cases {
             let err = FiatAmount::parse(text).expect_err(text);
             assert!(expected(&err), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn decimals_convert_exactly_or_not_at_all() {
+        let d = |text: &str| text.parse::<Decimal>().unwrap();
+        assert_eq!(
+            FiatAmount::from_decimal(d("123.45")).unwrap().cents(),
+            12345
+        );
+        assert_eq!(
+            FiatAmount::from_decimal(d("123.4500")).unwrap().cents(),
+            12345
+        );
+        assert_eq!(FiatAmount::from_decimal(d("0.01")).unwrap().cents(), 1);
+        assert_eq!(
+            FiatAmount::from_decimal(d("999999999.99")).unwrap().cents(),
+            99_999_999_999
+        );
+        for bad in ["0", "-1", "1000000000", "1.005", "0.001"] {
+            assert!(FiatAmount::from_decimal(d(bad)).is_err(), "{bad}");
+        }
+        assert!(FiatAmount::from_decimal(Decimal::MAX).is_err());
+        assert_eq!(
+            Satoshis::from_btc_decimal(d("0.00254647")),
+            Ok(Satoshis::new(254_647))
+        );
+        assert_eq!(
+            Satoshis::from_btc_decimal(d("100.00000000")),
+            Ok(Satoshis::from_btc(100))
+        );
+        for bad in ["0", "-0.1", "0.000000001", "21000000.00000001"] {
+            assert!(Satoshis::from_btc_decimal(d(bad)).is_err(), "{bad}");
+        }
+        // The same verdicts as the text parsers, on the same values.
+        for text in ["1.23", "0.10", "42", "999999999.99"] {
+            assert_eq!(FiatAmount::from_decimal(d(text)), FiatAmount::parse(text));
+        }
+        for text in ["0.00000001", "1.5", "20999999.99999999"] {
+            assert_eq!(
+                Satoshis::from_btc_decimal(d(text)),
+                Satoshis::parse_btc(text)
+            );
         }
     }
 

@@ -407,15 +407,15 @@ fn to_view(row: &Row) -> Result<OrderView, StoreError> {
         .try_get("btc_amount")
         .map_err(|e| corrupt("btc_amount", &e))?;
     Ok(OrderView {
-        id: OrderId::parse(&id.to_string()).map_err(|e| corrupt("id", &e))?,
+        id: OrderId::from_uuid(id),
         created_at,
         currency: currency
             .parse::<Currency>()
             .map_err(|e| corrupt("currency", &e))?,
-        currency_amount: FiatAmount::parse(&amount.to_string())
+        currency_amount: FiatAmount::from_decimal(amount)
             .map_err(|e| corrupt("currency_amount", &e))?,
         btc_rate: BtcRate::new(rate).map_err(|e| corrupt("btc_rate", &e))?,
-        btc_amount: Satoshis::parse_btc(&btc.to_string()).map_err(|e| corrupt("btc_amount", &e))?,
+        btc_amount: Satoshis::from_btc_decimal(btc).map_err(|e| corrupt("btc_amount", &e))?,
     })
 }
 
