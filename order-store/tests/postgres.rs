@@ -568,10 +568,12 @@ async fn a_second_concurrent_rebuild_is_refused_and_the_first_loses_nothing() {
     let first = {
         let (model, store, started) = (model.clone(), store.clone(), started.clone());
         tokio::spawn(async move {
-            // one event per batch: slow enough for the second to start while it runs
+            // still running (and holding its lock) for a while after it signals it has started,
+            // whatever the size of its steps: progress is reported with the lock held
             model
                 .rebuild(&store, 1, &|_, _| {
-                    started.store(true, std::sync::atomic::Ordering::SeqCst)
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(300));
                 })
                 .await
         })
