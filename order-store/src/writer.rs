@@ -78,10 +78,10 @@ const MAX_ATTEMPTS: usize = 3;
 /// request id), so answering it costs no second read of the store; only replays read it back.
 ///
 /// A commit whose connection broke midway (its outcome unknown: [`CommitInDoubt`]) is resolved
-/// here, not passed on: the same command is sent again, under the same request id, until an
+/// here, not passed on: the same command is sent again, under the same commit id, until an
 /// attempt ends definitely or [`CqrsOrderWriter::with_resolve_within`] passes. That retry is
 /// exact: if the first attempt committed, the aggregate exists and the retry answers its order
-/// (the request id in its metadata says it was this request's); if it did not, the retry places
+/// (the commit id in its metadata says it was this call's); if it did not, the retry places
 /// the order once. Only if the store stays away is the answer `StoreError::OutcomeUnknown`.
 pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Ledger + Clone> {
     cqrs: CqrsFramework<BuyOrder, ES>,
@@ -135,19 +135,23 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
         self
     }
 
-    /// The stored order and the request id that placed it.
-    async fn stored(&self, id: &str) -> Result<(BuyOrderPlaced, Option<String>), PlaceError> {
+    /// The stored order, as answered to the call whose commit id is `commit_id`: placed by it,
+    /// or a replay of an earlier call's.
+    async fn stored(&self, id: &str, commit_id: &str) -> Result<Placement, PlaceError> {
         let events = self.store.load_events(id).await.map_err(store_error)?;
         let first = events
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::Corrupt(format!("order {id} committed but not found")))?;
-        let BuyOrderEvent::BuyOrderPlaced(placed) = first.payload;
-        let commit = first
+        let BuyOrderEvent::BuyOrderPlaced(order) = first.payload;
+        let placed_by = first
             .metadata
             .get(COMMIT_ID)
             .or(first.metadata.get(REQUEST_ID));
-        Ok((placed, commit.cloned()))
+        Ok(Placement {
+            order,
+            replayed: placed_by.map(String::as_str) != Some(commit_id),
+        })
     }
 }
 
@@ -167,20 +171,19 @@ where
         asked_by: Option<String>,
     ) -> Result<Placement, PlaceError> {
         let id = command.order_id().to_string();
-        // `request_id` below is this call's commit id (see COMMIT_ID).
-        let request_id = Uuid::new_v4().to_string();
+        let commit_id = Uuid::new_v4().to_string();
         let metadata = HashMap::from([
-            (COMMIT_ID.to_owned(), request_id.clone()),
+            (COMMIT_ID.to_owned(), commit_id.clone()),
             (
                 REQUEST_ID.to_owned(),
-                asked_by.unwrap_or_else(|| request_id.clone()),
+                asked_by.unwrap_or_else(|| commit_id.clone()),
             ),
         ]);
         let started = tokio::time::Instant::now();
         // Set once a commit's outcome is unknown: from then on, only an attempt that ends with
         // the order in the store, or a refusal decided after the first attempt settled, is an
         // answer; anything else is retried until `resolve_within`.
-        let mut in_doubt: Option<String> = None;
+        let mut in_doubt = false;
         let mut conflicts = 0;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -191,18 +194,15 @@ where
             let failure = match outcome {
                 Ok(()) => {
                     // No await between `execute` returning and this: nothing can leave the entry.
-                    if let Some(order) = self.committed.0.lock().remove(&request_id) {
+                    if let Some(order) = self.committed.0.lock().remove(&commit_id) {
                         return Ok(Placement {
                             order,
                             replayed: false,
                         });
                     }
-                    match self.stored(&id).await {
-                        Ok((order, placed_by)) => {
-                            let replayed = placed_by.as_deref() != Some(request_id.as_str());
-                            return Ok(Placement { order, replayed });
-                        }
-                        Err(err) if in_doubt.is_none() => return Err(err),
+                    match self.stored(&id, &commit_id).await {
+                        Ok(placement) => return Ok(placement),
+                        Err(err) if !in_doubt => return Err(err),
                         Err(err) => err.to_string(),
                     }
                 }
@@ -214,26 +214,20 @@ where
                     // A cap refusal was decided under the ledger's lock, so after the first
                     // attempt settled: if that attempt committed, the order is there now.
                     let settled = matches!(refusal, BuyOrderError::CapExceeded { .. });
-                    match (&in_doubt, settled) {
-                        (None, _) => return Err(refusal.into()),
-                        (Some(_), true) => {
-                            return match self.stored(&id).await {
-                                Ok((order, placed_by)) => Ok(Placement {
-                                    replayed: placed_by.as_deref() != Some(request_id.as_str()),
-                                    order,
-                                }),
-                                Err(_) => Err(refusal.into()),
-                            };
+                    match (in_doubt, settled) {
+                        (false, _) => return Err(refusal.into()),
+                        (true, true) => {
+                            return self.stored(&id, &commit_id).await.or(Err(refusal.into()));
                         }
-                        (Some(_), false) => refusal.to_string(),
+                        (true, false) => refusal.to_string(),
                     }
                 }
                 Err(AggregateError::UnexpectedError(err)) if err.is::<CommitInDoubt>() => {
                     tracing::warn!(order_id = %id, %err, "commit outcome unknown; resolving");
-                    in_doubt = Some(err.to_string());
+                    in_doubt = true;
                     err.to_string()
                 }
-                Err(other) if in_doubt.is_none() => return Err(store_error(other).into()),
+                Err(other) if !in_doubt => return Err(store_error(other).into()),
                 Err(other) => other.to_string(),
             };
             // Only an attempt whose own commit's outcome is unknown, or one after it, gets here.
