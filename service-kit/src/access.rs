@@ -61,15 +61,6 @@ impl AccessSettings {
             self.rate_limit_burst,
         ))
     }
-
-    /// No authentication and no limits (tests).
-    pub fn open() -> Self {
-        AccessSettings {
-            auth: Some(AuthMode::Off),
-            rate_limit_per_s: 0,
-            rate_limit_burst: 0,
-        }
-    }
 }
 
 /// Per-client token buckets, for one API of one process.
