@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use order_domain::{BtcRate, BuyOrderEvent, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
@@ -25,7 +26,6 @@ const REBUILD_STEP: usize = 20_000;
 const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
 /// Where `rebuild` builds the new table before swapping it in.
 const REBUILD_TABLE: &str = "buy_order_view_rebuild";
-const COLUMNS: &str = "id, created_at, currency, currency_amount, btc_rate, btc_amount";
 /// The first page: a backward scan of the primary key.
 const FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
      FROM buy_order_view ORDER BY position DESC LIMIT $1";
@@ -49,6 +49,12 @@ const CLIENT_PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amoun
      WHERE client_id = $1 \
        AND -position > -(SELECT position FROM buy_order_view WHERE id = $2 AND client_id = $1) \
      ORDER BY -position LIMIT $3";
+/// One order.
+const ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
+     FROM buy_order_view WHERE id = $1";
+/// One order of one client's.
+const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
+     btc_amount FROM buy_order_view WHERE id = $1 AND client_id = $2";
 /// The index that serves one client's pages (named as PostgreSQL names the copy `rebuild`
 /// makes, so the swap can rename it back).
 const CLIENT_INDEX: &str = "client_id_expr_idx";
@@ -230,10 +236,7 @@ impl PgReadModel {
             .map_err(unavailable)?;
         Ok(row.and_then(|row| {
             let owner: Option<String> = row.get(1);
-            let visible = match scope {
-                Scope::All => true,
-                Scope::Client(client) => owner.as_deref() == Some(client.as_str()),
-            };
+            let visible = scope_owner(scope).is_none_or(|client| owner.as_deref() == Some(client));
             visible.then(|| Position(row.get::<_, i64>(0) as u64))
         }))
     }
@@ -296,7 +299,7 @@ async fn copy_rows(
     events: &[LoggedEvent],
 ) -> Result<(), StoreError> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{ToSql, Type};
+    use tokio_postgres::types::Type;
     let sink = client
         .copy_in(&format!(
             "COPY {REBUILD_TABLE} (position, id, created_at, currency, currency_amount, \
@@ -334,6 +337,14 @@ async fn copy_rows(
     }
     writer.finish().await.map_err(unavailable)?;
     Ok(())
+}
+
+/// The client a scope restricts reads to, if any (the first parameter of the client queries).
+fn scope_owner(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::All => None,
+        Scope::Client(owner) => Some(owner.as_str()),
+    }
 }
 
 /// Copies the batch of events after `after` into the table being rebuilt; the position reached,
@@ -469,40 +480,28 @@ impl ReadModel for PgReadModel {
     async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError> {
         let size = request.size.get() as i64;
         let client = self.pool.get().await.map_err(unavailable)?;
+        let owner = scope_owner(scope);
         let after = request.after.map(|id| *id.as_uuid());
-        let rows = match (scope, after) {
-            (Scope::All, None) => {
-                let statement = client
-                    .prepare_cached(FIRST_PAGE)
-                    .await
-                    .map_err(unavailable)?;
-                client.query(&statement, &[&size]).await
-            }
-            (Scope::All, Some(after)) => {
-                let statement = client
-                    .prepare_cached(PAGE_AFTER)
-                    .await
-                    .map_err(unavailable)?;
-                client.query(&statement, &[&after, &size]).await
-            }
-            (Scope::Client(owner), None) => {
-                let statement = client
-                    .prepare_cached(CLIENT_FIRST_PAGE)
-                    .await
-                    .map_err(unavailable)?;
-                client.query(&statement, &[&owner.as_str(), &size]).await
-            }
-            (Scope::Client(owner), Some(after)) => {
-                let statement = client
-                    .prepare_cached(CLIENT_PAGE_AFTER)
-                    .await
-                    .map_err(unavailable)?;
-                client
-                    .query(&statement, &[&owner.as_str(), &after, &size])
-                    .await
-            }
+        let sql = match (owner, after) {
+            (None, None) => FIRST_PAGE,
+            (None, Some(_)) => PAGE_AFTER,
+            (Some(_), None) => CLIENT_FIRST_PAGE,
+            (Some(_), Some(_)) => CLIENT_PAGE_AFTER,
+        };
+        // The client's queries take it first; then the reference, if any; then the size.
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3);
+        if let Some(owner) = &owner {
+            params.push(owner);
         }
-        .map_err(unavailable)?;
+        if let Some(after) = &after {
+            params.push(after);
+        }
+        params.push(&size);
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        let rows = client
+            .query(&statement, &params)
+            .await
+            .map_err(unavailable)?;
         drop(client);
         // An empty page after a reference: the end of the table, or a reference to no order
         // this scope sees.
@@ -517,29 +516,20 @@ impl ReadModel for PgReadModel {
 
     async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let row = match scope {
-            Scope::All => {
-                let statement = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1"
-                    ))
-                    .await
-                    .map_err(unavailable)?;
-                client.query_opt(&statement, &[id.as_uuid()]).await
-            }
-            Scope::Client(owner) => {
-                let statement = client
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM buy_order_view WHERE id = $1 AND client_id = $2"
-                    ))
-                    .await
-                    .map_err(unavailable)?;
-                client
-                    .query_opt(&statement, &[id.as_uuid(), &owner.as_str()])
-                    .await
-            }
+        let owner = scope_owner(scope);
+        let sql = match owner {
+            None => ONE,
+            Some(_) => CLIENT_ONE,
+        };
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![id.as_uuid()];
+        if let Some(owner) = &owner {
+            params.push(owner);
         }
-        .map_err(unavailable)?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        let row = client
+            .query_opt(&statement, &params)
+            .await
+            .map_err(unavailable)?;
         Ok(row.as_ref().map(to_view).transpose()?)
     }
 
