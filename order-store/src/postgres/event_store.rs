@@ -71,8 +71,7 @@ impl PgEventStore {
         if cap.limit() < sold {
             return Err(CapError::BelowSold { cap, sold });
         }
-        write_cap(&mut tx, Some(previous), cap, "set by `buy-orders cap set`").await?;
-        let change = latest_change(&mut tx).await?;
+        let change = write_cap(&mut tx, Some(previous), cap, "set by `buy-orders cap set`").await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(change)
     }
@@ -191,28 +190,30 @@ async fn lock_ledger(
     ))
 }
 
+/// Sets the ledger's cap and records the change; returns it as recorded.
 async fn write_cap(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     previous: Option<Satoshis>,
     cap: BtcCap,
     reason: &str,
-) -> Result<(), StoreError> {
+) -> Result<CapChange, StoreError> {
     let cap_sats = sats_param(cap.limit())?;
     sqlx::query("UPDATE btc_ledger SET cap_sats = $1")
         .bind(cap_sats)
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
-    sqlx::query(
-        "INSERT INTO btc_cap_changes (previous_sats, cap_sats, reason) VALUES ($1, $2, $3)",
+    let row = sqlx::query(
+        "INSERT INTO btc_cap_changes (previous_sats, cap_sats, reason) VALUES ($1, $2, $3) \
+         RETURNING changed_at, previous_sats, cap_sats, reason",
     )
     .bind(previous.map(sats_param).transpose()?)
     .bind(cap_sats)
     .bind(reason)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(unavailable)?;
-    Ok(())
+    cap_change(&row)
 }
 
 fn cap_change(row: &sqlx::postgres::PgRow) -> Result<CapChange, StoreError> {
@@ -227,19 +228,6 @@ fn cap_change(row: &sqlx::postgres::PgRow) -> Result<CapChange, StoreError> {
         cap: sats(row.try_get("cap_sats").map_err(corrupt)?, "cap_sats")?,
         reason: row.try_get("reason").map_err(corrupt)?,
     })
-}
-
-async fn latest_change(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-) -> Result<CapChange, StoreError> {
-    let row = sqlx::query(
-        "SELECT changed_at, previous_sats, cap_sats, reason FROM btc_cap_changes \
-         ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    cap_change(&row)
 }
 
 /// Seeds the cap with `seed` if it has never been set (under the ledger's lock, so processes
