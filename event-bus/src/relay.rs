@@ -225,13 +225,9 @@ impl Relay {
             return Ok(Step::LeaseLost);
         }
         let backlog = head.0.saturating_sub(last.0);
-        let lag = (chrono::Utc::now() - placed_at)
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1e6;
         metrics::counter!("events_published_total").increment(count as u64);
         metrics::gauge!("relay_backlog_events").set(backlog as f64);
-        metrics::gauge!("relay_lag_seconds").set(lag.max(0.0));
+        metrics::gauge!("relay_lag_seconds").set(service_kit::seconds_since(placed_at));
         tracing::info!(count, position = %last, backlog, "events published");
         Ok(Step::Published)
     }

@@ -103,13 +103,9 @@ impl Projector {
     pub(crate) async fn record(&self, applied: &[LoggedEvent]) {
         let Some(last) = applied.last() else { return };
         let BuyOrderEvent::BuyOrderPlaced(placed) = &last.event;
-        let age = (chrono::Utc::now() - placed.placed_at)
-            .num_microseconds()
-            .unwrap_or(0) as f64
-            / 1e6;
         metrics::counter!("events_projected_total").increment(applied.len() as u64);
         metrics::gauge!("projector_checkpoint_position").set(last.position.0 as f64);
-        metrics::gauge!("projector_lag_seconds").set(age.max(0.0));
+        metrics::gauge!("projector_lag_seconds").set(service_kit::seconds_since(placed.placed_at));
         // The log's head unknown (store down): the positions gauge keeps its last value rather
         // than claiming the projector is caught up; the timer (`watch_lag`) refreshes it.
         match self.log.head().await {
@@ -136,12 +132,9 @@ impl Projector {
         let oldest = self.log.read_after(checkpoint, 1).await?;
         let waited = oldest.first().map_or(0.0, |logged| {
             let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-            (chrono::Utc::now() - placed.placed_at)
-                .num_microseconds()
-                .unwrap_or(0) as f64
-                / 1e6
+            service_kit::seconds_since(placed.placed_at)
         });
-        Ok((behind, waited.max(0.0)))
+        Ok((behind, waited))
     }
 
     /// Refreshes the lag gauges from the store every few seconds until `shutdown`, whatever the

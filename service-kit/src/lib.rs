@@ -22,7 +22,7 @@ mod serve;
 
 pub use access::{AccessSettings, AuthMode, RateLimits};
 pub use error::{recover, ApiError};
-pub use observe::{metrics_handle, NotReady, Ops, ReadyCheck, REQUEST_ID};
+pub use observe::{metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, REQUEST_ID};
 pub use serve::{
     health_route, init_logging, parse_millis, serve, serve_with, shutdown_on_signal, HttpSettings,
     LogFormat, LogSettings,

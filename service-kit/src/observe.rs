@@ -76,6 +76,13 @@ impl Ops {
     }
 }
 
+/// Seconds from `at` to now, for lag gauges (0 for a time in the future: clocks differ). A
+/// display figure, never money.
+pub fn seconds_since(at: chrono::DateTime<chrono::Utc>) -> f64 {
+    let micros = (chrono::Utc::now() - at).num_microseconds().unwrap_or(0);
+    (micros as f64 / 1e6).max(0.0)
+}
+
 /// The process's Prometheus recorder, installed on first use (metrics are per process).
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
