@@ -40,6 +40,22 @@ pub enum BuyOrderEvent {
 }
 
 impl BuyOrderEvent {
+    /// When the order was placed.
+    pub fn placed_at(&self) -> DateTime<Utc> {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(placed) => placed.placed_at,
+        }
+    }
+
+    /// Restamps when the order was placed. An event store calls it where it gives the event its
+    /// position, so that `placed_at` never goes back along the log, whichever process (and
+    /// whichever clock) handled the command.
+    pub fn set_placed_at(&mut self, at: DateTime<Utc>) {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(placed) => placed.placed_at = at,
+        }
+    }
+
     /// The BTC this event takes from the global cap.
     pub fn satoshis(&self) -> Satoshis {
         match self {

@@ -119,6 +119,55 @@ pub async fn bulk_events(pool: &sqlx::PgPool, n: i64) {
     .unwrap_or_else(|e| panic!("cannot write {n} events: {e}"));
 }
 
+/// Watches what one client sends for the message that commits: a COMMIT, or the execution of a
+/// call of `buy_orders_append` (the group committer's one statement, which commits as its own
+/// implicit transaction). sqlx prepares a statement (Parse) in one round trip and executes it
+/// (Bind, naming the statement) in another, later ones by name only, so the names of the
+/// statements that call it are remembered per connection.
+#[derive(Default)]
+struct CommitWatch {
+    append_statements: std::collections::HashSet<Vec<u8>>,
+}
+
+impl CommitWatch {
+    /// Whether `chunk` commits. Frontend messages are a type byte, a big-endian length that
+    /// counts itself, and a body; a chunk that does not parse as whole messages (the startup
+    /// message) is only searched for COMMIT.
+    fn commits(&mut self, chunk: &[u8]) -> bool {
+        let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        if has(chunk, b"COMMIT") {
+            return true;
+        }
+        let mut rest = chunk;
+        let mut executes = false;
+        while rest.len() >= 5 {
+            let kind = rest[0];
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            if len < 4 || rest.len() < 1 + len {
+                return false;
+            }
+            let body = &rest[5..1 + len];
+            let mut strings = body.split(|b| *b == 0);
+            match kind {
+                b'P' => {
+                    let name = strings.next().unwrap_or_default();
+                    if has(strings.next().unwrap_or_default(), b"buy_orders_append") {
+                        self.append_statements.insert(name.to_vec());
+                    }
+                }
+                b'B' => {
+                    let _portal = strings.next();
+                    let statement = strings.next().unwrap_or_default();
+                    executes |= self.append_statements.contains(statement);
+                }
+                _ => {}
+            }
+            rest = &rest[1 + len..];
+        }
+        executes
+    }
+}
+
 /// What [`OutageProxy::cut_at_next_commit`] does with the COMMIT it catches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtCommit {
@@ -254,13 +303,14 @@ impl Pipe {
         };
         let up = async move {
             let mut buf = vec![0u8; 16 * 1024];
+            let mut watch = CommitWatch::default();
             loop {
                 let n = match client_in.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
                 let chunk = &buf[..n];
-                let caught = if chunk.windows(6).any(|w| w == b"COMMIT") {
+                let caught = if watch.commits(chunk) {
                     self.at_commit.lock().take()
                 } else {
                     None

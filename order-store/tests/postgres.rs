@@ -596,13 +596,13 @@ async fn a_second_concurrent_rebuild_is_refused_and_the_first_loses_nothing() {
     );
 }
 
-/// A writer whose connection freezes between its INSERT and its COMMIT (a paused or partitioned
-/// host: the socket stays open, nothing passes) holds the ledger row's lock. PostgreSQL ends
-/// that session after DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, so another writer is held up for about
-/// that long, not until the server's keepalive gives up hours later; the frozen order is not
-/// stored.
+/// A session frozen mid-transaction while it holds the ledger row's lock (here an operator's
+/// `cap set` whose client host froze or was partitioned at COMMIT: the socket stays open,
+/// nothing passes). PostgreSQL ends that session after DB_IDLE_IN_TRANSACTION_TIMEOUT_MS, so a
+/// writer is held up for about that long, not until the server's keepalive gives up hours
+/// later; the frozen change is rolled back.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_writer_frozen_mid_transaction_stalls_the_others_only_briefly() {
+async fn a_session_frozen_holding_the_ledger_stalls_writers_only_briefly() {
     let db = TestDb::create().await;
     let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
     let timeouts = |url: &str| {
@@ -617,17 +617,20 @@ async fn a_writer_frozen_mid_transaction_stalls_the_others_only_briefly() {
     let other_store = PgEventStore::open(&timeouts(db.url()), BtcCap::DEFAULT)
         .await
         .unwrap();
-    let frozen = CqrsOrderWriter::new(frozen_store, BuyOrderServices::new(rate("100")));
     let other = CqrsOrderWriter::new(other_store.clone(), BuyOrderServices::new(rate("100")));
     proxy.cut_at_next_commit(order_store::testing::AtCommit::Freeze);
-    let stuck = tokio::spawn(async move { frozen.place(place("10")).await });
+    let stuck = tokio::spawn(async move {
+        frozen_store
+            .set_cap(BtcCap::new(Satoshis::from_btc(50)))
+            .await
+    });
     while !proxy.commit_caught() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = std::time::Instant::now();
     let placed = tokio::time::timeout(Duration::from_secs(20), other.place(place("20")))
         .await
-        .expect("the other writer was stalled by the frozen transaction");
+        .expect("the writer was stalled by the frozen transaction");
     assert!(placed.is_ok(), "{placed:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -635,7 +638,40 @@ async fn a_writer_frozen_mid_transaction_stalls_the_others_only_briefly() {
         started.elapsed()
     );
     let stored = other_store.read_after(Position::ZERO, 10).await.unwrap();
-    assert_eq!(stored.len(), 1, "the frozen transaction was rolled back");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        other_store.ledger().await.unwrap().1,
+        Satoshis::from_btc(100),
+        "the frozen cap change was rolled back"
+    );
+    stuck.abort();
+}
+
+/// A writer that freezes with its batch's statement in flight holds nothing: the statement is its
+/// own transaction, run to its end by the server (or never started), so no lock waits on the
+/// writer's host. Another writer is not held up at all, and the frozen order is not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_frozen_with_its_batch_in_flight_holds_nothing() {
+    let db = TestDb::create().await;
+    let proxy = order_store::testing::OutageProxy::start(pg_addr()).await;
+    let (_frozen_store, frozen) = writer_through(&db, &proxy, Duration::from_secs(30)).await;
+    let other_store = store(&db, "100").await;
+    let other = CqrsOrderWriter::new(other_store.clone(), BuyOrderServices::new(rate("100")));
+    proxy.cut_at_next_commit(order_store::testing::AtCommit::Freeze);
+    let stuck = tokio::spawn(async move { frozen.place(place("10")).await });
+    while !proxy.commit_caught() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let placed = tokio::time::timeout(Duration::from_secs(2), other.place(place("20")))
+        .await
+        .expect("a frozen writer held the others up");
+    assert!(placed.is_ok(), "{placed:?}");
+    let stored = other_store.read_after(Position::ZERO, 10).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the frozen statement never reached the server"
+    );
     assert_eq!(stored[0].event.satoshis(), Satoshis::new(20_000_000));
     stuck.abort();
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
 use order_domain::{BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId, Satoshis};
 use parking_lot::Mutex;
@@ -18,7 +19,8 @@ use crate::writer::Ledger;
 ///
 /// Unlike cqrs-es's `MemStore`, a commit whose aggregate moved on since it was loaded fails with
 /// `AggregateConflict`, and an order that would take the BTC sold over the cap fails with
-/// `BuyOrderError::CapExceeded`, with nothing appended. Cloning shares the store.
+/// `BuyOrderError::CapExceeded`, with nothing appended. An event's `placed_at` is stamped as it
+/// is appended, so it never goes back along the log. Cloning shares the store.
 #[derive(Clone)]
 pub struct MemEventStore {
     shared: Arc<Shared>,
@@ -34,6 +36,8 @@ struct State {
     streams: HashMap<String, Vec<EventEnvelope<BuyOrder>>>,
     log: Vec<LoggedEvent>,
     ledger: BtcLedger,
+    /// The newest `placed_at` stamped: no later event is stamped earlier.
+    last_placed_at: DateTime<Utc>,
 }
 
 impl MemEventStore {
@@ -45,6 +49,7 @@ impl MemEventStore {
                     streams: HashMap::new(),
                     log: Vec::new(),
                     ledger: BtcLedger::new(cap),
+                    last_placed_at: DateTime::<Utc>::MIN_UTC,
                 }),
                 head: watch::Sender::new(Position::ZERO),
             }),
@@ -130,7 +135,11 @@ impl EventStore<BuyOrder> for MemEventStore {
         }
         state.ledger = ledger;
         let mut committed = Vec::with_capacity(events.len());
-        for (offset, payload) in events.into_iter().enumerate() {
+        for (offset, mut payload) in events.into_iter().enumerate() {
+            // Stamped here, where the position is assigned: `placed_at` never goes back along
+            // the log (microseconds, as every store keeps).
+            state.last_placed_at = state.last_placed_at.max(Utc::now().trunc_subsecs(6));
+            payload.set_placed_at(state.last_placed_at);
             let sequence = context.sequence + offset + 1;
             let position = Position(state.log.len() as u64 + 1);
             state.log.push(LoggedEvent {

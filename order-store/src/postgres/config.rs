@@ -70,6 +70,23 @@ pub struct PgSettings {
     #[arg(long = "db-keepalive-s", env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
           default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=7200))]
     pub keepalive_idle_s: u32,
+    /// The most orders one write transaction carries (group commit: the orders a process has
+    /// ready are committed together, the ledger row locked once per batch).
+    #[arg(long = "db-commit-batch-max", env = "DB_COMMIT_BATCH_MAX",
+          value_name = "DB_COMMIT_BATCH_MAX", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub commit_batch_max: u32,
+    /// Microseconds a batch waits for more orders once it has one (0: it takes what is ready;
+    /// batches still form while the one before commits, so a lone order never waits).
+    #[arg(long = "db-commit-linger-us", env = "DB_COMMIT_LINGER_US",
+          value_name = "DB_COMMIT_LINGER_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub commit_linger_us: u32,
+    /// Write transactions in flight at once per process (each on its own connection).
+    #[arg(long = "db-commits-in-flight", env = "DB_COMMITS_IN_FLIGHT",
+          value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub commits_in_flight: u32,
 }
 
 impl PgSettings {
@@ -91,6 +108,18 @@ impl PgSettings {
             lock_timeout: Duration::from_secs(3),
             idle_in_transaction_timeout: Duration::from_secs(5),
             keepalive_idle_s: 10,
+            commit_batch_max: 256,
+            commit_linger_us: 0,
+            commits_in_flight: 2,
+        }
+    }
+
+    /// How the write store groups its commits.
+    pub fn batching(&self) -> super::Batching {
+        super::Batching {
+            max_orders: self.commit_batch_max as usize,
+            linger: Duration::from_micros(u64::from(self.commit_linger_us)),
+            in_flight: self.commits_in_flight as usize,
         }
     }
 }

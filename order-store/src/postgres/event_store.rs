@@ -1,11 +1,12 @@
 //! The PostgreSQL write store: postgres-es underneath, the cap and positions from the trigger.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use order_domain::{BtcCap, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId, Satoshis};
 use postgres_es::PostgresEventRepository;
@@ -13,6 +14,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
+use super::group_commit::{is_definite, Appended, Batching, GroupCommit, Row as AppendRow};
 use super::{migrate_write, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LoggedEvent, Position};
@@ -25,14 +27,20 @@ const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 
 /// `EventStore<BuyOrder>` on PostgreSQL, plus the [`EventLog`] of its events.
 ///
-/// Commits go through postgres-es unchanged; the trigger on `events` does the rest in the same
-/// transaction. A commit the cap refuses fails inside PostgreSQL with a `CHECK` violation on
-/// `btc_ledger_within_cap`, which this store turns into `BuyOrderError::CapExceeded` (with what
-/// remains) — nothing of it is stored. Cloning shares the pool.
+/// Loads go through postgres-es unchanged. A commit of one event (every order) is appended with
+/// the others the process has ready, in one transaction ([`super::group_commit`]): the ledger
+/// row is locked once per batch, each order is decided on its own (placed, a conflict, or over
+/// the cap: `BuyOrderError::CapExceeded` with what remained, nothing stored), and its
+/// `placed_at` is stamped where its position is assigned. Any other commit goes through
+/// postgres-es, and the trigger on `events` does the ledger's work in its transaction. Cloning
+/// shares the pool and the committer.
 #[derive(Clone)]
 pub struct PgEventStore {
     events: Arc<PersistedEventStore<PostgresEventRepository, BuyOrder>>,
     pool: PgPool,
+    batching: Batching,
+    /// Started on the first commit (it needs the runtime); ends with the last clone.
+    committer: Arc<OnceLock<GroupCommit>>,
     /// The newest position notified, once something waits for events (started on first use:
     /// a store that only writes keeps no LISTEN connection).
     head: Arc<tokio::sync::OnceCell<watch::Receiver<Position>>>,
@@ -101,18 +109,27 @@ impl PgEventStore {
             .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(unavailable)?;
-        Ok(Self::with_pool(pool))
+        Ok(Self::with_pool(pool).with_batching(settings.batching()))
     }
 
-    /// A store on an already migrated pool.
+    /// A store on an already migrated pool, committing with the default [`Batching`].
     pub fn with_pool(pool: PgPool) -> Self {
         let repo = PostgresEventRepository::new(pool.clone());
         let head = Arc::new(tokio::sync::OnceCell::new());
         PgEventStore {
             events: Arc::new(PersistedEventStore::new_event_store(repo)),
             pool,
+            batching: Batching::default(),
+            committer: Arc::new(OnceLock::new()),
             head,
         }
+    }
+
+    /// The same store grouping its commits as `batching` says (before its first commit).
+    pub fn with_batching(mut self, batching: Batching) -> Self {
+        self.batching = batching;
+        self.committer = Arc::new(OnceLock::new());
+        self
     }
 
     /// The pool (for tools and tests).
@@ -303,6 +320,7 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
+        metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
         self.events.load_events(aggregate_id).await
     }
 
@@ -310,6 +328,7 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<BuyOrderError>> {
+        metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
         self.events.load_aggregate(aggregate_id).await
     }
 
@@ -317,6 +336,81 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         events: Vec<BuyOrderEvent>,
         context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
+        match <[BuyOrderEvent; 1]>::try_from(events) {
+            Ok([event]) => self.append(event, context, metadata).await,
+            // A replay emits nothing: nothing to send. Several events: postgres-es's own path.
+            Err(events) if events.is_empty() => Ok(Vec::new()),
+            Err(events) => {
+                self.commit_through_postgres_es(events, context, metadata)
+                    .await
+            }
+        }
+    }
+}
+
+impl PgEventStore {
+    /// Commits one event through the group committer.
+    async fn append(
+        &self,
+        mut event: BuyOrderEvent,
+        context: EventStoreAggregateContext<BuyOrder>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
+        let requested = event.satoshis();
+        // Stamped by the database, where the position is assigned.
+        event.set_placed_at(DateTime::<Utc>::UNIX_EPOCH);
+        let mut envelope: EventEnvelope<BuyOrder> = EventEnvelope {
+            aggregate_id: context.aggregate_id,
+            sequence: context.current_sequence + 1,
+            payload: event,
+            metadata,
+        };
+        let serialized = SerializedEvent::try_from(&envelope)
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let row = AppendRow {
+            aggregate_type: serialized.aggregate_type,
+            aggregate_id: serialized.aggregate_id,
+            sequence: i64::try_from(serialized.sequence)
+                .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+            event_type: serialized.event_type,
+            event_version: serialized.event_version,
+            payload: serialized.payload.to_string(),
+            metadata: serialized.metadata.to_string(),
+        };
+        let committer = self
+            .committer
+            .get_or_init(|| GroupCommit::start(self.pool.clone(), self.batching));
+        match committer.append(row).await {
+            Ok(Appended::Placed { placed_at, .. }) => {
+                envelope.payload.set_placed_at(placed_at);
+                Ok(vec![envelope])
+            }
+            Ok(Appended::Conflict) => Err(AggregateError::AggregateConflict),
+            Ok(Appended::CapExceeded { remaining }) => {
+                Err(AggregateError::UserError(BuyOrderError::CapExceeded {
+                    requested,
+                    remaining,
+                }))
+            }
+            Ok(Appended::Invalid) => Err(AggregateError::UnexpectedError(
+                format!(
+                    "the store refused event {} of order {} as invalid",
+                    envelope.sequence, envelope.aggregate_id
+                )
+                .into(),
+            )),
+            Err(failed) if failed.in_doubt => Err(in_doubt(Box::new(failed))),
+            Err(failed) => Err(AggregateError::UnexpectedError(Box::new(failed))),
+        }
+    }
+
+    /// Commits through postgres-es; the trigger does the ledger's work.
+    async fn commit_through_postgres_es(
+        &self,
+        events: Vec<BuyOrderEvent>,
+        context: EventStoreAggregateContext<BuyOrder>,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
         let requested = events.iter().fold(Satoshis::ZERO, |sum, e| {
@@ -338,20 +432,14 @@ impl EventStore<BuyOrder> for PgEventStore {
                 }))
             }
             Err(AggregateError::DatabaseConnectionError(err)) => Err(in_doubt(err)),
-            Err(AggregateError::UnexpectedError(err)) if !is_definite(&*err) => Err(in_doubt(err)),
+            Err(AggregateError::UnexpectedError(err))
+                if !err.downcast_ref::<sqlx::Error>().is_some_and(is_definite) =>
+            {
+                Err(in_doubt(err))
+            }
             other => other,
         }
     }
-}
-
-/// Whether a failed commit certainly did not commit: the pool gave no connection (nothing was
-/// sent), or the server answered with an error (it rolled the transaction back). Anything else
-/// (the connection broke, a protocol error) may have happened after the server got COMMIT.
-fn is_definite(err: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        err.downcast_ref::<sqlx::Error>(),
-        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_))
-    )
 }
 
 fn in_doubt(err: Box<dyn std::error::Error + Send + Sync>) -> AggregateError<BuyOrderError> {

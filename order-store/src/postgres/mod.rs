@@ -16,6 +16,7 @@
 mod clients;
 mod config;
 mod event_store;
+mod group_commit;
 mod migrate;
 mod read_model;
 mod relay;
@@ -23,6 +24,7 @@ mod relay;
 pub use clients::PgClientRegistry;
 pub use config::PgSettings;
 pub use event_store::{CapChange, CapError, PgEventStore};
+pub use group_commit::Batching;
 pub use migrate::{migrate_read, migrate_write};
 pub use read_model::PgReadModel;
 pub use relay::RelayLease;

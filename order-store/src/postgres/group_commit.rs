@@ -1,0 +1,288 @@
+//! Group commit: the orders a process has ready are appended in one PostgreSQL transaction.
+//!
+//! One order per transaction holds the `btc_ledger` row lock through every commit's WAL flush,
+//! so the whole system commits one order per flush. Here each commit that cqrs-es asks of
+//! [`super::PgEventStore`] becomes a [`Row`] sent to a committer task, which takes every row
+//! waiting (up to [`Batching::max_orders`]) and appends them with one call of
+//! `buy_orders_append` (`migrations/write/1005_group_commit.sql`): one statement, one round trip,
+//! one transaction, the ledger row locked and moved once. While a batch is in flight the next
+//! one gathers, so batches grow with the load and a lone order waits for nothing.
+//!
+//! Every row gets its own answer ([`Appended`]): the function decides each order in arrival
+//! order, under the lock, exactly as a lone commit would have been decided at that moment. Only
+//! a failure of the whole statement fails a batch, and then every row of it gets the same
+//! [`Failed`], telling whether the outcome is known (nothing stored) or not (the connection broke
+//! after the call was sent). A batch that fails on a data or integrity error (a bug in one row,
+//! never a client's input) is retried row by row, so that one bad row fails only itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row as _};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use order_domain::Satoshis;
+
+/// How the committer groups orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// The most orders in one transaction.
+    pub max_orders: usize,
+    /// How long a batch waits for more orders once it has one, if fewer than `max_orders` are
+    /// waiting. Zero: it takes what is there (batches still form while the one before commits).
+    pub linger: Duration,
+    /// How many batches may be in flight at once (each on a connection of its own; they queue
+    /// on the ledger's lock, but the next one's network and parsing overlap the last one's flush).
+    pub in_flight: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_orders: 256,
+            linger: Duration::ZERO,
+            in_flight: 2,
+        }
+    }
+}
+
+/// One event to append, serialized as postgres-es would store it (`placed_at` unstamped).
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+}
+
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// Stored at `position`, placed at `placed_at` (stamped under the ledger's lock).
+    Placed {
+        position: u64,
+        placed_at: DateTime<Utc>,
+    },
+    /// Its aggregate already had an event at that sequence: nothing stored.
+    Conflict,
+    /// It did not fit under the cap after every order before it: nothing stored.
+    CapExceeded { remaining: Satoshis },
+    /// The database found no positive satoshis in it: nothing stored (a bug, not an input).
+    Invalid,
+}
+
+/// Why a row's batch failed as a whole.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Failed {
+    /// The outcome is unknown: the statement was sent and no answer came back.
+    pub in_doubt: bool,
+    message: Arc<str>,
+}
+
+struct Pending {
+    row: Row,
+    reply: oneshot::Sender<Result<Appended, Failed>>,
+}
+
+/// The handle commits go through; the committer task ends when the last handle is dropped.
+pub(crate) struct GroupCommit {
+    sender: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the committer task on `pool` (call from within a Tokio runtime).
+    pub(crate) fn start(pool: PgPool, batching: Batching) -> Self {
+        let max_orders = batching.max_orders.max(1);
+        let (sender, receiver) = mpsc::channel(max_orders.saturating_mul(4));
+        tokio::spawn(run(
+            pool,
+            receiver,
+            Batching {
+                max_orders,
+                ..batching
+            },
+        ));
+        GroupCommit { sender }
+    }
+
+    /// Appends `row` with whatever else is ready, and answers what became of it.
+    pub(crate) async fn append(&self, row: Row) -> Result<Appended, Failed> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Pending { row, reply })
+            .await
+            .map_err(|_| Failed::definite("the committer has stopped"))?;
+        // The committer answers every row it took; a dropped answer means it died mid-batch.
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Failed::in_doubt("the committer stopped during the commit")))
+    }
+}
+
+impl Failed {
+    fn definite(message: impl Into<Arc<str>>) -> Self {
+        Failed {
+            in_doubt: false,
+            message: message.into(),
+        }
+    }
+
+    fn in_doubt(message: impl Into<Arc<str>>) -> Self {
+        Failed {
+            in_doubt: true,
+            message: message.into(),
+        }
+    }
+
+    fn from_sqlx(err: &sqlx::Error) -> Self {
+        let message = format!("batch commit failed: {err}");
+        if is_definite(err) {
+            Failed::definite(message)
+        } else {
+            Failed::in_doubt(message)
+        }
+    }
+}
+
+/// Whether a failed statement certainly did not commit: the pool gave no connection (nothing
+/// was sent), or the server answered with an error (it rolled the transaction back). Anything
+/// else (the connection broke, a protocol error) may have happened after the server committed.
+pub(crate) fn is_definite(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Database(_)
+    )
+}
+
+/// A failure caused by one row's data (SQLSTATE classes 22 and 23), which the same rows one by
+/// one would isolate. Timeouts, lock waits and lost connections are not retried row by row.
+fn caused_by_a_row(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
+}
+
+async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>, batching: Batching) {
+    let slots = Arc::new(Semaphore::new(batching.in_flight.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(batching.max_orders);
+        if receiver.recv_many(&mut batch, batching.max_orders).await == 0 {
+            return;
+        }
+        if !batching.linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + batching.linger;
+            while batch.len() < batching.max_orders {
+                let more = batching.max_orders - batch.len();
+                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, more)).await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Appends one batch and answers each of its rows.
+async fn commit(pool: &PgPool, batch: Vec<Pending>) {
+    let (rows, replies): (Vec<Row>, Vec<_>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
+    match append(pool, &rows).await {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(err) if rows.len() > 1 && caused_by_a_row(&err) => {
+            tracing::warn!(%err, orders = rows.len(), "batch refused by the database; committing its orders one by one");
+            for (row, reply) in rows.into_iter().zip(replies) {
+                let outcome = append(pool, std::slice::from_ref(&row)).await;
+                let _ = reply.send(
+                    outcome
+                        .map(|mut one| one.remove(0))
+                        .map_err(|e| Failed::from_sqlx(&e)),
+                );
+            }
+        }
+        Err(err) => {
+            let failed = Failed::from_sqlx(&err);
+            tracing::warn!(%err, orders = rows.len(), in_doubt = failed.in_doubt, "batch commit failed");
+            for reply in replies {
+                let _ = reply.send(Err(failed.clone()));
+            }
+        }
+    }
+}
+
+/// One call of `buy_orders_append`: one round trip, one transaction. Answers one outcome per
+/// row, in order.
+async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, sqlx::Error> {
+    let column = |f: fn(&Row) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    metrics::counter!("store_round_trips_total", "op" => "commit").increment(1);
+    let answers = sqlx::query(
+        "SELECT outcome, event_position, placed_at, remaining_sats \
+         FROM buy_orders_append($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(column(|r| &r.aggregate_type))
+    .bind(column(|r| &r.aggregate_id))
+    .bind(rows.iter().map(|r| r.sequence).collect::<Vec<i64>>())
+    .bind(column(|r| &r.event_type))
+    .bind(column(|r| &r.event_version))
+    .bind(column(|r| &r.payload))
+    .bind(column(|r| &r.metadata))
+    .fetch_all(pool)
+    .await?;
+    if answers.len() != rows.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "buy_orders_append answered {} rows for {}",
+            answers.len(),
+            rows.len()
+        )));
+    }
+    let outcomes = answers.iter().map(outcome).collect::<Result<Vec<_>, _>>()?;
+    let placed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Appended::Placed { .. }))
+        .count();
+    metrics::counter!("store_commit_transactions_total").increment(1);
+    metrics::counter!("store_commit_orders_total").increment(rows.len() as u64);
+    metrics::counter!("store_committed_events_total").increment(placed as u64);
+    Ok(outcomes)
+}
+
+fn outcome(row: &sqlx::postgres::PgRow) -> Result<Appended, sqlx::Error> {
+    let outcome: String = row.try_get("outcome")?;
+    let unexpected = |what: &str| sqlx::Error::Protocol(format!("buy_orders_append: {what}"));
+    Ok(match outcome.as_str() {
+        "placed" => Appended::Placed {
+            position: row
+                .try_get::<Option<i64>, _>("event_position")?
+                .and_then(|p| u64::try_from(p).ok())
+                .ok_or_else(|| unexpected("placed without a position"))?,
+            placed_at: row
+                .try_get::<Option<DateTime<Utc>>, _>("placed_at")?
+                .ok_or_else(|| unexpected("placed without placed_at"))?,
+        },
+        "conflict" => Appended::Conflict,
+        "cap_exceeded" => Appended::CapExceeded {
+            remaining: row
+                .try_get::<Option<i64>, _>("remaining_sats")?
+                .and_then(|r| u64::try_from(r).ok())
+                .map(Satoshis::new)
+                .ok_or_else(|| unexpected("cap_exceeded without what remains"))?,
+        },
+        "invalid" => Appended::Invalid,
+        other => return Err(unexpected(&format!("unknown outcome {other:?}"))),
+    })
+}
