@@ -28,12 +28,107 @@ BUY_ORDERS_API_KEY=$(cat "$LOCAL_RUN_DIR/api-key")
 export BUY_ORDERS_API_KEY
 W=http://127.0.0.1:9700
 R=http://127.0.0.1:9701
+wrow() { # loadgen write JSON → one cell
+  echo "$(field "$1" per_second) orders/s; p50 $(field "$1" p50_ms) ms, p99 $(field "$1" p99_ms) ms, p99.9 $(field "$1" p999_ms) ms; $(field "$1" errors) errors; $(field "$1" orders_per_tx) orders/tx, $(field "$1" round_trips_per_order) round trips/order; CPU s per 1k orders: $(field "$1" cpu_s_per_1k)"
+}
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "writes…" >&2
-w16=$(target/release/loadgen write --write-url $W --read-url $R --connections 16 --seconds "$S")
-w64=$(target/release/loadgen write --write-url $W --read-url $R --connections 64 --seconds "$S")
+# CPU accounting: clock ticks (user + system) per process, per group, between two snapshots.
+# Processes that start during a run count from zero; PostgreSQL's are every process named
+# postgres, RabbitMQ's every process of the rabbitmq user.
+TICK=$(getconf CLK_TCK)
+snap() { # → "group pid ticks" lines
+  local group pid
+  for pid in $(pgrep -x postgres); do echo "postgres $pid"; done
+  for pid in $(pgrep -u rabbitmq); do echo "rabbitmq $pid"; done
+  for f in "$LOCAL_RUN_DIR"/*.pid; do [ -e "$f" ] && echo "$(basename "$f" .pid) $(cat "$f")"; done
+} 2>/dev/null
+ticks() { # snapshot file ← current ticks of each listed process
+  while read -r group pid; do
+    [ -r "/proc/$pid/stat" ] && echo "$group $pid $(awk '{ print $14 + $15 }' "/proc/$pid/stat")"
+  done < <(snap)
+}
+cpu_per_k() { # before after orders loadgen_seconds → "group s/1k orders" list
+  awk -v orders="$3" -v tick="$TICK" -v lg="$4" '
+    NR == FNR { before[$2] = $3; next }
+    { used[$1] += $3 - ($2 in before ? before[$2] : 0) }
+    END {
+      out = ""
+      for (g in used) out = out sprintf("%s %.2f · ", g, used[g] / tick / orders * 1000)
+      printf "%sloadgen %.2f", out, lg / orders * 1000
+    }' "$1" "$2"
+}
+metric() { # url name-prefix → sum of the samples whose name starts with it
+  curl -fsS -m 2 "$1/metrics" | awk -v n="$2" 'index($1, n) == 1 { s += $2 } END { printf "%d", s }'
+}
+write_run() { # connections read-url-or-"" write-url… → JSON of loadgen, plus batching and CPU
+  local conns=$1 read=$2; shift 2
+  local urls; urls=$(IFS=,; echo "$*")
+  local tx0=0 ord0=0 ev0=0 rt0=0 u
+  for u in "$@"; do
+    tx0=$((tx0 + $(metric "$u" store_commit_transactions_total)))
+    ev0=$((ev0 + $(metric "$u" store_committed_events_total)))
+    rt0=$((rt0 + $(metric "$u" store_round_trips_total)))
+  done
+  ticks > "$LOCAL_RUN_DIR/cpu.before"
+  local out t0 t1
+  t0=$(date +%s.%N)
+  out=$( { TIMEFORMAT='%U %S'; time target/release/loadgen write --write-url "$urls" ${read:+--read-url "$read"} \
+          --connections "$conns" --seconds "$S" > "$LOCAL_RUN_DIR/loadgen.json"; } 2>&1 )
+  t1=$(date +%s.%N)
+  ticks > "$LOCAL_RUN_DIR/cpu.after"
+  local tx1=0 ev1=0 rt1=0
+  for u in "$@"; do
+    tx1=$((tx1 + $(metric "$u" store_commit_transactions_total)))
+    ev1=$((ev1 + $(metric "$u" store_committed_events_total)))
+    rt1=$((rt1 + $(metric "$u" store_round_trips_total)))
+  done
+  local events=$((ev1 - ev0)) lg_s orders
+  lg_s=$(awk '{ print $1 + $2 }' <<<"$out")
+  # orders stored: from the store's counter; in memory (no counter), the loadgen's successes
+  orders=$events
+  [ "$orders" -gt 0 ] || orders=$(field "$(cat "$LOCAL_RUN_DIR/loadgen.json")" requests)
+  python3 - "$(cat "$LOCAL_RUN_DIR/loadgen.json")" "$events" "$((tx1 - tx0))" "$((rt1 - rt0))" \
+    "$(cpu_per_k "$LOCAL_RUN_DIR/cpu.before" "$LOCAL_RUN_DIR/cpu.after" "$((orders > 0 ? orders : 1))" "$lg_s")" <<'PY'
+import json, sys
+out = json.loads(sys.argv[1])
+events, tx, rt = (int(x) for x in sys.argv[2:5])
+out["orders_per_tx"] = round(events / tx, 1) if tx else 0
+out["round_trips_per_order"] = round(rt / events, 2) if events else 0
+out["cpu_s_per_1k"] = sys.argv[5]
+print(json.dumps(out))
+PY
+}
+
+echo "writes: the all-in-one on its in-memory store…" >&2
+(unset DATABASE_URL AMQP_URL; WRITE_ADDR=127.0.0.1:9760 READ_ADDR=127.0.0.1:9761 exec target/release/buy-orders) \
+  > "$LOCAL_RUN_DIR/all-in-one.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/all-in-one.pid"
+until curl -fsS -m 1 http://127.0.0.1:9760/healthcheck >/dev/null 2>&1; do sleep 0.2; done
+mem16=$(unset BUY_ORDERS_API_KEY; write_run 16 http://127.0.0.1:9761 http://127.0.0.1:9760)
+kill -TERM "$(cat "$LOCAL_RUN_DIR/all-in-one.pid")"; rm -f "$LOCAL_RUN_DIR/all-in-one.pid"
+
+echo "writes: api-write alone on PostgreSQL…" >&2
+# The same binary on a database of its own, without AMQP_URL: no relay, no RabbitMQ, no projector.
+ALONE="${LOCAL_NAME}_alone"
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $ALONE WITH (FORCE)" -c "CREATE DATABASE $ALONE"
+ALONE_URL="postgres://postgres@127.0.0.1:5432/$ALONE"
+DATABASE_URL=$ALONE_URL target/release/buy-orders migrate >/dev/null
+ALONE_KEY=$(DATABASE_URL=$ALONE_URL target/release/buy-orders clients add local 2>/dev/null)
+A=http://127.0.0.1:9750
+(unset AMQP_URL; DATABASE_URL=$ALONE_URL WRITE_ADDR=127.0.0.1:9750 exec target/release/api-write) \
+  > "$LOCAL_RUN_DIR/api-write-alone.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/api-write-alone.pid"
+until curl -fsS -m 1 "$A/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
+alone16=$(BUY_ORDERS_API_KEY=$ALONE_KEY write_run 16 "" $A)
+alone64=$(BUY_ORDERS_API_KEY=$ALONE_KEY write_run 64 "" $A)
+kill -TERM "$(cat "$LOCAL_RUN_DIR/api-write-alone.pid")"; rm -f "$LOCAL_RUN_DIR/api-write-alone.pid"
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $ALONE WITH (FORCE)" >/dev/null 2>&1 || true
+
+echo "writes: the full topology…" >&2
+w16=$(write_run 16 $R $W)
+w64=$(write_run 64 $R $W)
 
 echo "pgbench…" >&2
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $SCRATCH"
@@ -54,8 +149,8 @@ INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount,
 SELECT 1000000000 + g, gen_random_uuid(), now(), 'USD', 10.00, 48478.88, 0.00020628, 'local'
   FROM generate_series(1, $ROWS) g; ANALYZE buy_order_view;"
 deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WHERE position = 1000000150")
-first=$(target/release/loadgen read --url "$R/buy_orders?page_size=100" --connections 16 --seconds "$S")
-deep=$(target/release/loadgen read --url "$R/buy_orders?page_size=100&last_reference=$deep_id" --connections 16 --seconds "$S")
+first=$(target/release/loadgen read --url "$R/buy_orders?page_size=10" --connections 16 --seconds "$S")
+deep=$(target/release/loadgen read --url "$R/buy_orders?page_size=10&last_reference=$deep_id" --connections 16 --seconds "$S")
 # The same SELECTs straight from pgbench (prepared statements, 16 clients): what the read path
 # costs on top of the query.
 pgread() { # script [extra args] → tps
@@ -63,6 +158,12 @@ pgread() { # script [extra args] → tps
     awk '/^tps = / { printf "%.0f", $3 }'
 }
 c16=$(pgread first_page.sql); d16=$(pgread deep_page.sql -D "deep_id=$deep_id")
+
+echo "writes: two api-write processes…" >&2
+deploy/local.sh down >/dev/null 2>&1
+deploy/local.sh up --write-instances 2 >&2
+BUY_ORDERS_API_KEY=$(cat "$LOCAL_RUN_DIR/api-key")
+two16=$(write_run 16 $R $W http://127.0.0.1:9710)
 
 rss() { awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$(cat "$LOCAL_RUN_DIR/$1.pid")/status" 2>/dev/null || echo "?"; }
 rss_write=$(rss api-write-0); rss_read=$(rss api-read); rss_projector=$(rss projector)
@@ -73,11 +174,15 @@ table=$(cat <<EOT
 
 | measurement | result | reference (same run) | ratio |
 |---|---|---|---|
-| PUT /buy_order, 16 connections | $(field "$w16" per_second) orders/s; p50 $(field "$w16" p50_ms) ms, p99 $(field "$w16" p99_ms) ms, p99.9 $(field "$w16" p999_ms) ms; $(field "$w16" errors) errors | pgbench (a) insert event alone: $a16 tx/s · (b) insert + ledger update: $b16 tx/s | API/(a) $(ratio "$(field "$w16" per_second)" "$a16") · API/(b) $(ratio "$(field "$w16" per_second)" "$b16") |
-| PUT /buy_order, 64 connections | $(field "$w64" per_second) orders/s; p50 $(field "$w64" p50_ms) ms, p99 $(field "$w64" p99_ms) ms, p99.9 $(field "$w64" p999_ms) ms; $(field "$w64" errors) errors | (a) $a64 tx/s · (b) $b64 tx/s | API/(a) $(ratio "$(field "$w64" per_second)" "$a64") · API/(b) $(ratio "$(field "$w64" per_second)" "$b64") |
+| PUT /buy_order, all-in-one in memory, 16 conn | $(wrow "$mem16") | (no database: the services' own ceiling) | |
+| PUT /buy_order, api-write alone, 16 conn | $(wrow "$alone16") | pgbench (a) insert event alone: $a16 tx/s · (b) insert + ledger update: $b16 tx/s | API/(a) $(ratio "$(field "$alone16" per_second)" "$a16") · API/(b) $(ratio "$(field "$alone16" per_second)" "$b16") |
+| PUT /buy_order, api-write alone, 64 conn | $(wrow "$alone64") | (a) $a64 tx/s · (b) $b64 tx/s | API/(a) $(ratio "$(field "$alone64" per_second)" "$a64") · API/(b) $(ratio "$(field "$alone64" per_second)" "$b64") |
+| **PUT /buy_order, full topology, 16 conn** | $(wrow "$w16") | (a) $a16 tx/s · (b) $b16 tx/s | **API/(a) $(ratio "$(field "$w16" per_second)" "$a16")** · API/(b) $(ratio "$(field "$w16" per_second)" "$b16") |
+| **PUT /buy_order, full topology, 64 conn** | $(wrow "$w64") | (a) $a64 tx/s · (b) $b64 tx/s | **API/(a) $(ratio "$(field "$w64" per_second)" "$a64")** · API/(b) $(ratio "$(field "$w64" per_second)" "$b64") |
+| PUT /buy_order, full topology, two api-write, 16 conn | $(wrow "$two16") | one api-write, 16 conn: $(field "$w16" per_second) orders/s | two/one $(ratio "$(field "$two16" per_second)" "$(field "$w16" per_second)") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
-| GET first page (100 rows), 16 conn | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms | pgbench (c) the same SELECT: $c16 tx/s | API/(c) $(ratio "$(field "$first" per_second)" "$c16") |
+| GET first page (10 rows), 16 conn | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms | pgbench (c) the same SELECT: $c16 tx/s | API/(c) $(ratio "$(field "$first" per_second)" "$c16") |
 | GET page $ROWS rows deep, 16 conn | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms | pgbench (d) the same SELECT: $d16 tx/s · first page | API/(d) $(ratio "$(field "$deep" per_second)" "$d16") · deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
 | peak RSS | api-write $rss_write · api-read $rss_read · projector $rss_projector | | |
 EOT

@@ -5,4 +5,4 @@ SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount
   FROM buy_order_view
  WHERE client_id = 'local'
    AND -position > -(SELECT position FROM buy_order_view WHERE id = :deep_id AND client_id = 'local')
- ORDER BY -position LIMIT 100;
+ ORDER BY -position LIMIT 10;

@@ -1,9 +1,10 @@
 //! `loadgen`: drives a running buy-orders for a fixed time and prints one JSON object of
 //! results. Latencies are recorded in HDR histograms (microseconds).
 //!
-//! - `loadgen write --write-url URL --read-url URL --connections N --seconds S`: `PUT /buy_order`
-//!   with unique keys from N concurrent connections; meanwhile a sampler measures the lag from a
-//!   PUT's 200 to the order appearing in `GET /buy_orders/<id>`.
+//! - `loadgen write --write-url URL[,URL…] [--read-url URL] --connections N --seconds S`:
+//!   `PUT /buy_order` with unique keys from N concurrent connections (spread over the write URLs
+//!   in turn: several api-write processes); with a read URL, a sampler meanwhile measures the lag
+//!   from a PUT's 200 to the order appearing in `GET /buy_orders/<id>`.
 //! - `loadgen read --url URL --connections N --seconds S`: `GET` of one URL (a page).
 //!
 //! `BUY_ORDERS_API_KEY` (or `--api-key`), when set, is sent as `Authorization: Bearer …` on every
@@ -21,10 +22,12 @@ use serde_json::json;
 enum Command {
     /// Writes at a given concurrency, with the read-side lag sampled meanwhile.
     Write {
+        /// One or more api-write base URLs, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        write_url: Vec<String>,
+        /// api-read's base URL: samples the lag PUT → readable. Without it, no lag is sampled.
         #[arg(long)]
-        write_url: String,
-        #[arg(long)]
-        read_url: String,
+        read_url: Option<String>,
         #[arg(long, default_value_t = 16)]
         connections: usize,
         #[arg(long, default_value_t = 15)]
@@ -87,14 +90,14 @@ async fn drive<F, Fut>(
     request: F,
 ) -> (Histogram<u64>, u64, Duration)
 where
-    F: Fn(reqwest::Client) -> Fut + Send + Sync + 'static,
+    F: Fn(reqwest::Client, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let request = Arc::new(request);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..connections)
-        .map(|_| {
+        .map(|worker| {
             let request = request.clone();
             tokio::spawn(async move {
                 // one client per worker: one keep-alive connection each
@@ -102,7 +105,7 @@ where
                 let (mut h, mut errors) = (histogram(), 0u64);
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let ok = request(client.clone()).await;
+                    let ok = request(client.clone(), worker).await;
                     if ok {
                         h.record(sent.elapsed().as_micros().max(1) as u64).unwrap();
                     } else {
@@ -178,19 +181,22 @@ async fn main() {
             api_key,
         } => {
             API_KEY.set(api_key).expect("set once");
-            let sampler = tokio::spawn(sample_lag(write_url.clone(), read_url, seconds));
-            let url = Arc::new(write_url);
-            let (h, errors, elapsed) = drive(connections, seconds, move |client| {
-                let url = url.clone();
-                async move { put(&client, &url).await.is_some() }
+            let sampler = read_url
+                .map(|read_url| tokio::spawn(sample_lag(write_url[0].clone(), read_url, seconds)));
+            let urls = Arc::new(write_url);
+            let (h, errors, elapsed) = drive(connections, seconds, move |client, worker| {
+                let urls = urls.clone();
+                async move { put(&client, &urls[worker % urls.len()]).await.is_some() }
             })
             .await;
-            let lag = sampler.await.unwrap();
             let mut out = summary(&h, elapsed, errors);
             out["connections"] = json!(connections);
-            out["lag_p50_ms"] = json!(lag.value_at_quantile(0.5) as f64 / 1000.0);
-            out["lag_p99_ms"] = json!(lag.value_at_quantile(0.99) as f64 / 1000.0);
-            out["lag_samples"] = json!(lag.len());
+            if let Some(sampler) = sampler {
+                let lag = sampler.await.unwrap();
+                out["lag_p50_ms"] = json!(lag.value_at_quantile(0.5) as f64 / 1000.0);
+                out["lag_p99_ms"] = json!(lag.value_at_quantile(0.99) as f64 / 1000.0);
+                out["lag_samples"] = json!(lag.len());
+            }
             println!("{out}");
         }
         Command::Read {
@@ -201,7 +207,7 @@ async fn main() {
         } => {
             API_KEY.set(api_key).expect("set once");
             let url = Arc::new(url);
-            let (h, errors, elapsed) = drive(connections, seconds, move |client| {
+            let (h, errors, elapsed) = drive(connections, seconds, move |client, _| {
                 let url = url.clone();
                 async move {
                     match client.get(url.as_str()).send().await {
