@@ -15,6 +15,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
 use super::group_commit::{is_definite, Appended, Batching, GroupCommit, Row as AppendRow};
+use super::group_load::GroupLoad;
 use super::{migrate_write, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LoggedEvent, Position};
@@ -41,6 +42,8 @@ pub struct PgEventStore {
     batching: Batching,
     /// Started on the first commit (it needs the runtime); ends with the last clone.
     committer: Arc<OnceLock<GroupCommit>>,
+    /// Groups loads the same way; started on the first load.
+    loader: Arc<OnceLock<GroupLoad>>,
     /// The newest position notified, once something waits for events (started on first use:
     /// a store that only writes keeps no LISTEN connection).
     head: Arc<tokio::sync::OnceCell<watch::Receiver<Position>>>,
@@ -121,6 +124,7 @@ impl PgEventStore {
             pool,
             batching: Batching::default(),
             committer: Arc::new(OnceLock::new()),
+            loader: Arc::new(OnceLock::new()),
             head,
         }
     }
@@ -129,6 +133,7 @@ impl PgEventStore {
     pub fn with_batching(mut self, batching: Batching) -> Self {
         self.batching = batching;
         self.committer = Arc::new(OnceLock::new());
+        self.loader = Arc::new(OnceLock::new());
         self
     }
 
@@ -320,16 +325,37 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
-        metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
-        self.events.load_events(aggregate_id).await
+        let loader = self
+            .loader
+            .get_or_init(|| GroupLoad::start(self.pool.clone(), self.batching.max_orders));
+        let events = loader
+            .events(aggregate_id)
+            .await
+            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        events
+            .into_iter()
+            .map(|event| {
+                EventEnvelope::try_from(event)
+                    .map_err(|e| AggregateError::DeserializationError(Box::new(e)))
+            })
+            .collect()
     }
 
     async fn load_aggregate(
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<BuyOrderError>> {
-        metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
-        self.events.load_aggregate(aggregate_id).await
+        let mut context = EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: BuyOrder::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        };
+        for envelope in self.load_events(aggregate_id).await? {
+            context.current_sequence = envelope.sequence;
+            cqrs_es::Aggregate::apply(&mut context.aggregate, envelope.payload);
+        }
+        Ok(context)
     }
 
     async fn commit(

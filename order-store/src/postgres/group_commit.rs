@@ -99,14 +99,14 @@ impl GroupCommit {
     pub(crate) fn start(pool: PgPool, batching: Batching) -> Self {
         let max_orders = batching.max_orders.max(1);
         let (sender, receiver) = mpsc::channel(max_orders.saturating_mul(4));
-        tokio::spawn(run(
-            pool,
-            receiver,
-            Batching {
-                max_orders,
-                ..batching
-            },
-        ));
+        let batching = Batching {
+            max_orders,
+            ..batching
+        };
+        tokio::spawn(run_batches(receiver, batching, move |batch| {
+            let pool = pool.clone();
+            async move { commit(&pool, batch).await }
+        }));
         GroupCommit { sender }
     }
 
@@ -125,21 +125,21 @@ impl GroupCommit {
 }
 
 impl Failed {
-    fn definite(message: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn definite(message: impl Into<Arc<str>>) -> Self {
         Failed {
             in_doubt: false,
             message: message.into(),
         }
     }
 
-    fn in_doubt(message: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn in_doubt(message: impl Into<Arc<str>>) -> Self {
         Failed {
             in_doubt: true,
             message: message.into(),
         }
     }
 
-    fn from_sqlx(err: &sqlx::Error) -> Self {
+    pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
         let message = format!("batch commit failed: {err}");
         if is_definite(err) {
             Failed::definite(message)
@@ -166,20 +166,33 @@ fn caused_by_a_row(err: &sqlx::Error) -> bool {
         if db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23")))
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>, batching: Batching) {
+/// Takes what `receiver` has ready (at least one, at most `batching.max_orders`, waiting up to
+/// `batching.linger` for more) and hands each batch to `handle` on a task of its own, at most
+/// `batching.in_flight` at once, until every sender is gone. While the slots are busy, requests
+/// queue and form the next batch: batches grow with the load.
+pub(crate) async fn run_batches<T, F, Fut>(
+    mut receiver: mpsc::Receiver<T>,
+    batching: Batching,
+    handle: F,
+) where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(batching.in_flight.max(1)));
+    let max = batching.max_orders.max(1);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = Vec::with_capacity(batching.max_orders);
-        if receiver.recv_many(&mut batch, batching.max_orders).await == 0 {
+        let mut batch = Vec::with_capacity(max);
+        if receiver.recv_many(&mut batch, max).await == 0 {
             return;
         }
         if !batching.linger.is_zero() {
             let deadline = tokio::time::Instant::now() + batching.linger;
-            while batch.len() < batching.max_orders {
-                let more = batching.max_orders - batch.len();
+            while batch.len() < max {
+                let more = max - batch.len();
                 match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, more)).await
                 {
                     Ok(0) | Err(_) => break,
@@ -187,9 +200,9 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>, batching: Batc
                 }
             }
         }
-        let pool = pool.clone();
+        let work = handle(batch);
         tokio::spawn(async move {
-            commit(&pool, batch).await;
+            work.await;
             drop(slot);
         });
     }

@@ -17,6 +17,7 @@ mod clients;
 mod config;
 mod event_store;
 mod group_commit;
+mod group_load;
 mod migrate;
 mod read_model;
 mod relay;
