@@ -453,3 +453,54 @@ async fn a_row_the_database_refuses_fails_alone() {
     assert_eq!(stored, [1_000, 3_000]);
     assert_eq!(store.ledger().await.unwrap().0, Satoshis::new(4_000));
 }
+
+/// Loads waiting together are read with one query: each gets exactly its own aggregate's
+/// events, also when the same aggregate is asked for twice in one group, and an unknown one
+/// gets none.
+#[tokio::test]
+async fn grouped_loads_answer_each_aggregate_its_own_events() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100", Batching::default()).await;
+    let writer = CqrsOrderWriter::new(store.clone(), services(None));
+    let (a, b) = (fresh("1"), fresh("2"));
+    writer.place(a.clone()).await.unwrap();
+    writer.place(b.clone()).await.unwrap();
+    let asked = [
+        a.order_id(),
+        b.order_id(),
+        a.order_id(),
+        fresh("3").order_id(),
+    ];
+    // On this single-threaded runtime the four loads reach the loader before it runs.
+    let tasks: Vec<_> = asked
+        .iter()
+        .map(|id| {
+            let (store, id) = (store.clone(), id.to_string());
+            tokio::spawn(async move { store.load_events(&id).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    let amounts: Vec<Vec<FiatAmount>> = answers
+        .iter()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| match &e.payload {
+                    BuyOrderEvent::BuyOrderPlaced(placed) => placed.amount,
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        [vec![a.amount], vec![b.amount], vec![a.amount], vec![]]
+    );
+    let context = store
+        .load_aggregate(&a.order_id().to_string())
+        .await
+        .unwrap();
+    assert_eq!(context.current_sequence, 1);
+}

@@ -42,7 +42,7 @@ impl Default for Batching {
         Batching {
             max_orders: 256,
             linger: Duration::ZERO,
-            in_flight: 2,
+            in_flight: 1,
         }
     }
 }

@@ -87,7 +87,15 @@ impl PgEventStore {
     /// Opens a relay's own session (with the pool's settings: timeouts and keepalives), on
     /// which it then asks for the lease ([`RelayLease::try_acquire`]).
     pub async fn relay_session(&self) -> Result<RelayLease, StoreError> {
-        let options = self.pool().connect_options();
+        // The checkpoint's updates need not wait for their WAL flush: one lost in a crash only
+        // moves the checkpoint back, and the relay publishes again from there (consumers are
+        // idempotent by position, as after any failover).
+        let options = self
+            .pool()
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
         let connection =
             tokio::time::timeout(LEASE_CALL_TIMEOUT, PgConnection::connect_with(&options))
                 .await
