@@ -139,7 +139,7 @@ impl WriteApi {
         caller: Caller,
         headers: RequestHeaders,
         request_id: Option<String>,
-        body: serde_json::Value,
+        body: Box<serde_json::value::RawValue>,
     ) -> Result<Response, ApiError> {
         let command = parse_place(&body, &headers, caller.client)?;
         let placing = self.writer.place_for(command, request_id);

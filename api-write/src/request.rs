@@ -1,7 +1,10 @@
 //! The edge: a raw request becomes a `PlaceBuyOrder` of parsed domain types, or a 422 that
 //! names every field that is wrong and the rule it breaks.
 
+use std::collections::BTreeMap;
+
 use order_domain::{ClientId, Currency, FiatAmount, IdempotencyKey, PlaceBuyOrder};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use service_kit::ApiError;
 use warp::{Filter, Rejection};
@@ -54,12 +57,17 @@ impl Problems {
     }
 }
 
-/// The text of a JSON string, or of a JSON number exactly as written (serde_json keeps it with
-/// `arbitrary_precision`), so `123.45` never passes through `f64`.
-fn decimal_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
+/// The JSON text of `raw` as a string, if it is a JSON string.
+fn string(raw: &str) -> Option<String> {
+    serde_json::from_str::<String>(raw).ok()
+}
+
+/// The text of a JSON string, or of a JSON number exactly as written, so `123.45` never passes
+/// through `f64` (the body is read as raw JSON text: no global `arbitrary_precision`).
+fn decimal_text(raw: &str) -> Option<String> {
+    match raw.as_bytes().first()? {
+        b'"' => string(raw),
+        b'-' | b'0'..=b'9' => Some(raw.to_owned()),
         _ => None,
     }
 }
@@ -67,35 +75,44 @@ fn decimal_text(value: &Value) -> Option<String> {
 /// Parses `{"currency":"USD","amount":"123.45","idempotence_key":"<uuid>"}` plus headers, for
 /// `client` (the caller, already identified).
 pub fn parse_place(
-    body: &Value,
+    body: &RawValue,
     headers: &RequestHeaders,
     client_id: ClientId,
 ) -> Result<PlaceBuyOrder, ApiError> {
-    let Some(fields) = body.as_object() else {
+    let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(body.get()) else {
         return Err(ApiError::validation(
             "the body must be a JSON object with currency, amount and idempotence_key",
         ));
     };
+    // A field's raw JSON text; absent and null alike are `None`.
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|raw| raw.get().trim())
+            .filter(|text| *text != "null")
+    };
     let mut problems = Problems::default();
 
-    let currency = match fields.get("currency") {
-        None | Some(Value::Null) => {
+    let currency = match field("currency") {
+        None => {
             problems.add("currency", "is required: one of USD, EUR, GBP");
             None
         }
-        Some(Value::String(code)) => problems.check("currency", code.parse::<Currency>()),
-        Some(_) => {
-            problems.add("currency", "must be a string: one of USD, EUR, GBP");
-            None
-        }
+        Some(raw) => match string(raw) {
+            Some(code) => problems.check("currency", code.parse::<Currency>()),
+            None => {
+                problems.add("currency", "must be a string: one of USD, EUR, GBP");
+                None
+            }
+        },
     };
 
-    let amount = match fields.get("amount") {
-        None | Some(Value::Null) => {
+    let amount = match field("amount") {
+        None => {
             problems.add("amount", "is required: a decimal such as \"123.45\"");
             None
         }
-        Some(value) => match decimal_text(value) {
+        Some(raw) => match decimal_text(raw) {
             Some(text) => problems.check("amount", FiatAmount::parse(&text)),
             None => {
                 problems.add(
@@ -107,17 +124,16 @@ pub fn parse_place(
         },
     };
 
-    let in_body = match fields.get("idempotence_key") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(key)) => Ok(Some(key.as_str())),
-        Some(_) => Err(()),
+    let in_body = match field("idempotence_key") {
+        None => Ok(None),
+        Some(raw) => string(raw).map(Some).ok_or(()),
     };
     let key = match (in_body, headers.idempotency_key.as_deref()) {
         (Err(()), _) => {
             problems.add("idempotence_key", "must be a UUID string");
             None
         }
-        (Ok(Some(body)), Some(header)) if body != header => {
+        (Ok(Some(body)), Some(header)) if body.as_str() != header => {
             problems.add(
                 "idempotence_key",
                 "differs from the Idempotency-Key header; send one, or the same in both",
@@ -132,6 +148,7 @@ pub fn parse_place(
             None
         }
         (Ok(body), header) => body
+            .as_deref()
             .or(header)
             .and_then(|text| problems.check("idempotence_key", IdempotencyKey::parse(text))),
     };
@@ -156,6 +173,12 @@ mod tests {
     const KEY: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
 
     fn parse(body: Value, key_header: Option<&str>) -> Result<PlaceBuyOrder, ApiError> {
+        parse_text(&body.to_string(), key_header)
+    }
+
+    /// As `parse`, from the body's text exactly.
+    fn parse_text(body: &str, key_header: Option<&str>) -> Result<PlaceBuyOrder, ApiError> {
+        let body = RawValue::from_string(body.to_owned()).unwrap();
         parse_place(
             &body,
             &RequestHeaders {
@@ -189,16 +212,24 @@ mod tests {
 
     #[test]
     fn numbers_are_exact() {
-        let body: Value = serde_json::from_str(&format!(
-            r#"{{"currency":"USD","amount":999999999.99,"idempotence_key":"{KEY}"}}"#
-        ))
-        .unwrap();
-        assert_eq!(parse(body, None).unwrap().amount.cents(), 99_999_999_999);
-        let body: Value = serde_json::from_str(
-            &format!(r#"{{"currency":"USD","amount":0.1000000000000000055511151231257827,"idempotence_key":"{KEY}"}}"#),
-        )
-        .unwrap();
-        assert!(message(body, None).contains("at most 2 decimal places"));
+        let body =
+            format!(r#"{{"currency":"USD","amount":999999999.99,"idempotence_key":"{KEY}"}}"#);
+        assert_eq!(
+            parse_text(&body, None).unwrap().amount.cents(),
+            99_999_999_999
+        );
+        let body = format!(
+            r#"{{"currency":"USD","amount":0.1000000000000000055511151231257827,"idempotence_key":"{KEY}"}}"#
+        );
+        assert!(parse_text(&body, None)
+            .unwrap_err()
+            .message
+            .contains("at most 2 decimal places"));
+        let body = format!(r#"{{"currency":"USD","amount":1e400,"idempotence_key":"{KEY}"}}"#);
+        assert!(parse_text(&body, None)
+            .unwrap_err()
+            .message
+            .contains("amount"));
     }
 
     #[test]

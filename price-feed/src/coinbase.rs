@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use order_domain::{BtcRate, Currency, PriceError, PriceSource, Quote};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::FeedError;
 
@@ -87,21 +87,40 @@ impl CoinbaseSource {
     }
 }
 
+/// A Coinbase answer, as far as it is read: `amount` kept as its raw JSON text.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    data: Option<Data<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data<'a> {
+    base: Option<String>,
+    currency: Option<String>,
+    #[serde(borrow)]
+    amount: Option<&'a RawValue>,
+}
+
 /// The rate in a Coinbase answer, if it is a positive BTC quote in `currency`.
 fn parse_quote(body: &[u8], currency: Currency) -> Result<BtcRate, FeedError> {
     let bad = |why: &str| FeedError::BadBody(why.to_owned());
-    let json: Value = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
-    let data = json.get("data").ok_or_else(|| bad("no data"))?;
-    if data.get("base").and_then(Value::as_str) != Some("BTC") {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| bad("not JSON"))?;
+    let data = answer.data.ok_or_else(|| bad("no data"))?;
+    if data.base.as_deref() != Some("BTC") {
         return Err(bad("base is not BTC"));
     }
-    if data.get("currency").and_then(Value::as_str) != Some(currency.code()) {
+    if data.currency.as_deref() != Some(currency.code()) {
         return Err(bad(&format!("not a quote in {currency}")));
     }
-    // With serde_json's arbitrary_precision a number keeps its exact text.
-    let amount = match data.get("amount") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Number(number)) => number.to_string(),
+    // A string's text, or a number's exactly as written (never through f64).
+    let raw = data
+        .amount
+        .map(RawValue::get)
+        .ok_or_else(|| bad("no amount"))?;
+    let amount = match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(raw).map_err(|_| bad("no amount"))?,
+        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
         _ => return Err(bad("no amount")),
     };
     BtcRate::parse(&amount).map_err(|e| bad(&format!("amount {e}")))

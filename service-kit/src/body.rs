@@ -1,7 +1,7 @@
 //! Reading a JSON request body: content type first, then a hard size limit, then the JSON.
 
 use futures::{Stream, StreamExt};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use warp::http::StatusCode;
 use warp::{Buf, Filter, Rejection};
 
@@ -23,14 +23,17 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// Extracts the body as JSON, exactly (numbers keep their text: serde_json's
-/// `arbitrary_precision`).
+/// Extracts the body as JSON, exactly: checked to be JSON, and kept as its text
+/// ([`RawValue`]), so that a route reads a number as written, never through `f64`, without
+/// turning on serde_json's `arbitrary_precision` for a whole application.
 ///
 /// - 415 `unsupported_media_type` unless `Content-Type` is `application/json`;
 /// - 413 `payload_too_large` past `limit` bytes, whether announced by `Content-Length` or
 ///   found while reading a chunked body (reading stops there);
 /// - 400 `invalid_json` if it does not parse, with serde's line and column.
-pub fn json_body(limit: usize) -> impl Filter<Extract = (Value,), Error = Rejection> + Clone {
+pub fn json_body(
+    limit: usize,
+) -> impl Filter<Extract = (Box<RawValue>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and_then(|content_type: Option<String>| async move {
             match content_type {
@@ -53,7 +56,7 @@ pub fn json_body(limit: usize) -> impl Filter<Extract = (Value,), Error = Reject
                 return Err(too_large(limit));
             }
             let body = read_limited(stream, limit).await?;
-            serde_json::from_slice::<Value>(&body).map_err(|e| {
+            serde_json::from_slice::<Box<RawValue>>(&body).map_err(|e| {
                 warp::reject::custom(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_json",
@@ -107,11 +110,12 @@ async fn read_limited(
 mod tests {
     use super::*;
     use crate::recover;
+    use serde_json::Value;
 
     fn route(
     ) -> impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible> + Clone {
         json_body(32)
-            .map(|v: Value| warp::reply::json(&v))
+            .map(|v: Box<RawValue>| v.get().to_owned())
             .recover(recover)
     }
 

@@ -30,7 +30,7 @@ async fn server(
         .or(warp::path!("echo")
             .and(warp::put())
             .and(service_kit::body::json_body(1024))
-            .map(|v: serde_json::Value| warp::reply::json(&v)))
+            .map(|v: Box<serde_json::value::RawValue>| v.get().to_owned()))
         .or(warp::path!("slow").then(|| async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             "never"
