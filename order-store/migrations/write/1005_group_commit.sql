@@ -19,8 +19,8 @@
 -- payload with `placed_at` at the Unix epoch; it is replaced here, and the stamp is returned.
 --
 -- The per-row trigger stays for any other insert (postgres-es's own path: commits of several
--- events, older processes during an upgrade). Inside `buy_orders_append` it only checks the row:
--- the function has done the ledger's work and moves the ledger once, at the end.
+-- events, older processes during an upgrade). Inside `buy_orders_append` it only checks that the
+-- row has its position: the function has checked the rest, and moves the ledger once, at the end.
 
 ALTER TABLE btc_ledger ADD COLUMN last_placed_at timestamptz;
 
@@ -36,6 +36,14 @@ DECLARE
     sats bigint := 0;
     placed timestamptz;
 BEGIN
+    IF current_setting('buy_orders.appending', true) = 'on' THEN
+        -- buy_orders_append holds the ledger's lock, has checked the duplicate, the satoshis and
+        -- the cap, and set the position; it moves the ledger once for its whole batch.
+        IF NEW.position IS NULL THEN
+            RAISE EXCEPTION 'an appended event needs its position' USING ERRCODE = 'not_null_violation';
+        END IF;
+        RETURN NEW;
+    END IF;
     IF NEW.event_type = 'BuyOrderPlaced' THEN
         sats := (NEW.payload::jsonb -> 'BuyOrderPlaced' ->> 'satoshis')::bigint;
         IF sats IS NULL OR sats <= 0 THEN
@@ -43,14 +51,6 @@ BEGIN
                 CONSTRAINT = 'events_satoshis_positive';
         END IF;
         placed := (NEW.payload::jsonb -> 'BuyOrderPlaced' ->> 'placed_at')::timestamptz;
-    END IF;
-    IF current_setting('buy_orders.appending', true) = 'on' THEN
-        -- buy_orders_append holds the ledger's lock, has checked the duplicate and the cap, and
-        -- set the position; it moves the ledger once for its whole batch.
-        IF NEW.position IS NULL THEN
-            RAISE EXCEPTION 'an appended event needs its position' USING ERRCODE = 'not_null_violation';
-        END IF;
-        RETURN NEW;
     END IF;
     PERFORM 1 FROM btc_ledger FOR UPDATE;
     IF EXISTS (SELECT 1
