@@ -30,5 +30,14 @@ pub(crate) fn to_api_error(err: ReadError) -> ApiError {
                 "the read table returned data it could not read",
             )
         }
+        // An error of a newer order-store (its errors are `#[non_exhaustive]`).
+        other => {
+            tracing::error!(error = %other, "read failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the read failed",
+            )
+        }
     }
 }

@@ -61,6 +61,16 @@ pub fn to_api_error(err: PlaceError) -> ApiError {
                 "internal",
                 "the order store returned data it could not read",
             ),
+            // Refusals and failures of a newer order-domain / order-store (their errors are
+            // `#[non_exhaustive]`): a refusal stored nothing; anything else is not understood.
+            PlaceError::Refused(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "order_refused", message)
+            }
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the order could not be placed",
+            ),
         }
     }
 }
@@ -86,5 +96,6 @@ pub fn log_refusal(err: &PlaceError) {
             tracing::error!(%reason, "order outcome unknown")
         }
         PlaceError::Store(StoreError::Corrupt(reason)) => tracing::error!(%reason, "store corrupt"),
+        other => tracing::error!(error = %other, "placement failed"),
     }
 }

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use order_domain::BuyOrderEvent;
 use order_store::postgres::PgEventStore;
 use order_store::{EventLog, StoreError};
 use service_kit::CancellationToken;
@@ -209,8 +208,7 @@ impl Relay {
             return Ok(Step::LeaseLost);
         }
         let count = events.len();
-        let BuyOrderEvent::BuyOrderPlaced(newest) = &events[count - 1].event;
-        let placed_at = newest.placed_at;
+        let placed_at = events[count - 1].event.placed_at();
         match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(events)).await {
             Ok(published) => published?,
             Err(_) => {

@@ -29,6 +29,7 @@ impl PlaceBuyOrder {
 
 /// Every command of the `BuyOrder` aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum BuyOrderCommand {
     /// See [`PlaceBuyOrder`].
     PlaceBuyOrder(PlaceBuyOrder),

@@ -10,6 +10,7 @@ use crate::FiatAmount;
 /// The message states the rule that was broken, so the edge (an HTTP API, a CLI) can prefix it
 /// with the field name and hand it to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValueError {
     /// Not one of the currencies the business trades in.
     #[error("must be one of USD, EUR, GBP (got {0:?})")]
@@ -39,6 +40,7 @@ pub enum ValueError {
 
 /// Why the `BuyOrder` aggregate refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuyOrderError {
     /// The idempotence key was already used for an order with another currency or amount.
     #[error(

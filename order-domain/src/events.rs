@@ -34,12 +34,28 @@ pub struct BuyOrderPlaced {
 
 /// Every event of the `BuyOrder` aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum BuyOrderEvent {
     /// See [`BuyOrderPlaced`].
     BuyOrderPlaced(BuyOrderPlaced),
 }
 
 impl BuyOrderEvent {
+    /// The order placed, if this event places one (the only kind today; more may come, which
+    /// is why the enum is `#[non_exhaustive]` and readers match with this).
+    pub fn as_placed(&self) -> Option<&BuyOrderPlaced> {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(placed) => Some(placed),
+        }
+    }
+
+    /// As [`BuyOrderEvent::as_placed`], by value.
+    pub fn into_placed(self) -> Option<BuyOrderPlaced> {
+        match self {
+            BuyOrderEvent::BuyOrderPlaced(placed) => Some(placed),
+        }
+    }
+
     /// When the order was placed.
     pub fn placed_at(&self) -> DateTime<Utc> {
         match self {

@@ -18,6 +18,9 @@
 //! `BtcRate` is always positive, and so on.
 #![deny(missing_docs)]
 
+/// The cqrs-es this crate is built on, so that users name the same version (`order_domain::cqrs_es`).
+pub use cqrs_es;
+
 mod aggregate;
 mod commands;
 mod conversion;

@@ -4,6 +4,7 @@ use order_domain::BuyOrderError;
 
 /// A backend could not do its job (down, restarting, corrupt data). Callers answer "try later".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached or failed; the operation may be retried.
     #[error("store unavailable: {0}")]
@@ -29,6 +30,7 @@ pub struct CommitInDoubt(pub Box<dyn std::error::Error + Send + Sync>);
 /// Why an order was not placed. Nothing was stored, except that with
 /// `Store(StoreError::OutcomeUnknown)` it may have been (retry with the same key to know).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlaceError {
     /// The domain refused it: key reused, no price, over the cap, out of range.
     #[error(transparent)]
@@ -40,6 +42,7 @@ pub enum PlaceError {
 
 /// Why a read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The page's `last_reference` names no order in the read table.
     #[error("last_reference {0} names no order")]

@@ -143,7 +143,9 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::Corrupt(format!("order {id} committed but not found")))?;
-        let BuyOrderEvent::BuyOrderPlaced(order) = first.payload;
+        let Some(order) = first.payload.into_placed() else {
+            return Err(StoreError::Corrupt(format!("order {id} begins with no placement")).into());
+        };
         let placed_by = first
             .metadata
             .get(COMMIT_ID)

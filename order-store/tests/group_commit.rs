@@ -207,7 +207,7 @@ async fn a_batch_with_duplicates_and_a_key_reuse_answers_each_exactly() {
         .await
         .unwrap();
     assert_eq!(events.len(), 1, "one order for the key");
-    let BuyOrderEvent::BuyOrderPlaced(stored) = &events[0].payload;
+    let stored = events[0].payload.as_placed().unwrap();
     let mut fresh_placements = 0;
     for (cmd, answer) in commands[..6].iter().zip(&answers[..6]) {
         match answer {
@@ -488,9 +488,7 @@ async fn grouped_loads_answer_each_aggregate_its_own_events() {
         .map(|events| {
             events
                 .iter()
-                .map(|e| match &e.payload {
-                    BuyOrderEvent::BuyOrderPlaced(placed) => placed.amount,
-                })
+                .map(|e| e.payload.as_placed().unwrap().amount)
                 .collect()
         })
         .collect();

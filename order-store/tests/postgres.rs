@@ -295,7 +295,7 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
         .iter()
         .rev()
         .filter(|e| {
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &e.event;
+            let placed = e.event.as_placed().unwrap();
             placed.client_id.as_str() == "pg-test"
         })
         .map(|e| e.aggregate_id)
@@ -336,7 +336,7 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
     let rare: Vec<OrderId> = log
         .iter()
         .filter(|e| {
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &e.event;
+            let placed = e.event.as_placed().unwrap();
             placed.client_id.as_str() == "pg-rare"
         })
         .map(|e| e.aggregate_id)
@@ -395,7 +395,7 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
         "NUMERIC keeps the source's decimals"
     );
     assert_eq!(first.currency_amount.to_string(), "123.45");
-    let BuyOrderEvent::BuyOrderPlaced(placed) = &log[0].event;
+    let placed = log[0].event.as_placed().unwrap();
     assert_eq!(
         first,
         &OrderView::from(placed),
@@ -734,6 +734,6 @@ async fn a_rebuild_over_many_steps_copies_every_event_exactly() {
         .iter()
         .find(|e| e.aggregate_id == newest_first[777])
         .unwrap();
-    let BuyOrderEvent::BuyOrderPlaced(placed) = &expected.event;
+    let placed = expected.event.as_placed().unwrap();
     assert_eq!(one, OrderView::from(placed), "every column exact");
 }

@@ -16,7 +16,6 @@ mod consume;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_domain::BuyOrderEvent;
 use order_store::{EventLog, LoggedEvent, Position, ReadModelWriter, StoreError};
 use service_kit::CancellationToken;
 
@@ -102,10 +101,10 @@ impl Projector {
     /// and in seconds since the last event was placed.
     pub(crate) async fn record(&self, applied: &[LoggedEvent]) {
         let Some(last) = applied.last() else { return };
-        let BuyOrderEvent::BuyOrderPlaced(placed) = &last.event;
         metrics::counter!("events_projected_total").increment(applied.len() as u64);
         metrics::gauge!("projector_checkpoint_position").set(last.position.0 as f64);
-        metrics::gauge!("projector_lag_seconds").set(service_kit::seconds_since(placed.placed_at));
+        metrics::gauge!("projector_lag_seconds")
+            .set(service_kit::seconds_since(last.event.placed_at()));
         // The log's head unknown (store down): the positions gauge keeps its last value rather
         // than claiming the projector is caught up; the timer (`watch_lag`) refreshes it.
         match self.log.head().await {
@@ -131,8 +130,7 @@ impl Projector {
         }
         let oldest = self.log.read_after(checkpoint, 1).await?;
         let waited = oldest.first().map_or(0.0, |logged| {
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-            service_kit::seconds_since(placed.placed_at)
+            service_kit::seconds_since(logged.event.placed_at())
         });
         Ok((behind, waited))
     }

@@ -4,7 +4,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use order_domain::{BuyOrderEvent, ClientId, OrderId};
+use order_domain::{ClientId, OrderId};
 use parking_lot::RwLock;
 
 use crate::error::{ReadError, StoreError};
@@ -53,8 +53,11 @@ impl ReadModelWriter for MemReadModel {
             if logged.position <= state.checkpoint {
                 continue; // already applied
             }
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
             let state = &mut *state;
+            state.checkpoint = logged.position;
+            let Some(placed) = logged.event.as_placed() else {
+                continue; // not an order: nothing to show
+            };
             if let Entry::Vacant(slot) = state.positions.entry(placed.order_id) {
                 slot.insert((logged.position, placed.client_id.clone()));
                 state.rows.insert(logged.position, OrderView::from(placed));
@@ -64,7 +67,6 @@ impl ReadModelWriter for MemReadModel {
                     .or_default()
                     .insert(logged.position);
             }
-            state.checkpoint = logged.position;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use order_domain::{BtcRate, BuyOrderEvent, Currency, FiatAmount, OrderId, Satoshis};
+use order_domain::{BtcRate, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -272,9 +272,9 @@ impl PgReadModel {
             };
             let (positions, clients): (Vec<i64>, Vec<&str>) = events
                 .iter()
-                .map(|logged| {
-                    let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-                    (logged.position.0 as i64, placed.client_id.as_str())
+                .filter_map(|logged| {
+                    let placed = logged.event.as_placed()?;
+                    Some((logged.position.0 as i64, placed.client_id.as_str()))
                 })
                 .unzip();
             filled += client
@@ -319,7 +319,9 @@ async fn copy_rows(
     ];
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
     for logged in events {
-        let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+        let Some(placed) = logged.event.as_placed() else {
+            continue; // not an order: no row
+        };
         let position = i64::try_from(logged.position.0).map_err(|_| {
             StoreError::Corrupt(format!("position {} beyond bigint", logged.position))
         })?;
@@ -373,7 +375,9 @@ async fn insert_rows<'e>(
     let (mut positions, mut ids, mut times, mut currencies) = (vec![], vec![], vec![], vec![]);
     let (mut amounts, mut rates, mut btcs, mut clients) = (vec![], vec![], vec![], vec![]);
     for logged in events {
-        let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
+        let Some(placed) = logged.event.as_placed() else {
+            continue; // not an order: no row
+        };
         clients.push(placed.client_id.as_str());
         positions.push(logged.position.0 as i64);
         ids.push(*placed.order_id.as_uuid());

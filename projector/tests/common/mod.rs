@@ -96,10 +96,7 @@ pub async fn expected(store: &PgEventStore) -> Vec<OrderView> {
     let log = store.read_after(Position::ZERO, 100_000).await.unwrap();
     log.iter()
         .rev()
-        .map(|logged| {
-            let BuyOrderEvent::BuyOrderPlaced(placed) = &logged.event;
-            OrderView::from(placed)
-        })
+        .filter_map(|logged| logged.event.as_placed().map(OrderView::from))
         .collect()
 }
 
