@@ -16,6 +16,36 @@
 //! Every value type is parsed once, at the edge, and cannot hold an invalid value afterwards
 //! ("parse, don't validate"): a `FiatAmount` is always in range with at most two decimals, a
 //! `BtcRate` is always positive, and so on.
+//!
+//! # Examples
+//!
+//! Values are parsed once; the conversion is exact and rounds up to a whole satoshi:
+//!
+//! ```
+//! use order_domain::{btc_for, BtcRate, FiatAmount, Satoshis};
+//!
+//! let amount = FiatAmount::parse("100.00")?;
+//! let rate = BtcRate::parse("48478.88")?;
+//! // 100 / 48478.88 = 0.00206275392… BTC: 206,275.39 satoshis, rounded up.
+//! assert_eq!(btc_for(amount, rate)?, Satoshis::new(206_276));
+//! assert!(FiatAmount::parse("1.001").is_err(), "at most two decimals");
+//! assert!(FiatAmount::parse("1e9").is_err(), "below 1,000,000,000");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The cap, as a pure rule: an event store applies it under the same lock as its append
+//! (`order-store` does, in memory and in PostgreSQL):
+//!
+//! ```
+//! use order_domain::{BtcCap, BtcLedger, Satoshis};
+//!
+//! let mut ledger = BtcLedger::new(BtcCap::new(Satoshis::from_btc(1)));
+//! ledger.reserve(Satoshis::new(60_000_000))?;
+//! let refused = ledger.reserve(Satoshis::new(50_000_000)).unwrap_err();
+//! assert_eq!(refused.remaining, Satoshis::new(40_000_000));
+//! assert_eq!(ledger.remaining(), Satoshis::new(40_000_000), "nothing taken by the refusal");
+//! # Ok::<(), order_domain::CapExceeded>(())
+//! ```
 #![deny(missing_docs)]
 
 /// The cqrs-es this crate is built on, so that users name the same version (`order_domain::cqrs_es`).

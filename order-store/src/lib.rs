@@ -14,6 +14,77 @@
 //! - Read side: [`ReadModelWriter`] folds logged events into the read table, idempotently;
 //!   [`ReadModel`] answers pages (keyset on the position, newest first) and single orders.
 //! - [`memory`]: the in-memory backend; [`postgres`]: the PostgreSQL one.
+//!
+//! # Examples
+//!
+//! Place orders in memory, idempotently, with a price source of your own, then tail the log:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use order_domain::*;
+//! use order_store::memory::MemEventStore;
+//! use order_store::{CqrsOrderWriter, EventLog, OrderWriter, Position};
+//!
+//! /// One rate for every currency.
+//! struct Fixed;
+//!
+//! #[async_trait::async_trait]
+//! impl PriceSource for Fixed {
+//!     async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
+//!         Ok(Quote {
+//!             currency,
+//!             rate: BtcRate::parse("50000").unwrap(),
+//!             source: "fixed".into(),
+//!             quoted_at: chrono::Utc::now(),
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemEventStore::new(BtcCap::DEFAULT);
+//! let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Fixed)));
+//! let order = PlaceBuyOrder {
+//!     client_id: ClientId::parse("shop-1")?,
+//!     idempotency_key: IdempotencyKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301")?,
+//!     currency: Currency::USD,
+//!     amount: FiatAmount::parse("100.00")?,
+//! };
+//! let placed = writer.place(order.clone()).await?;
+//! assert_eq!(placed.order.satoshis, Satoshis::new(200_000)); // 100 / 50,000 BTC
+//! assert!(!placed.replayed);
+//! let again = writer.place(order).await?; // the same key: the first answer
+//! assert!(again.replayed);
+//! assert_eq!(again.order, placed.order);
+//!
+//! // Everything after a checkpoint, in commit order (gap-free positions).
+//! let log = store.read_after(Position::ZERO, 100).await?;
+//! assert_eq!(log.len(), 1);
+//! assert_eq!(log[0].position, Position(1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! On PostgreSQL (migrations applied on open; every process on the same database shares the cap,
+//! the positions and idempotency), and a rebuild of the read table from the log:
+//!
+//! ```no_run
+//! use order_domain::BtcCap;
+//! use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+//!
+//! # async fn run() -> Result<(), order_store::StoreError> {
+//! let settings = PgSettings::for_url("postgres://postgres@127.0.0.1:5432/orders");
+//! // The cap seeds a new store only; `PgEventStore::set_cap` changes it, recorded.
+//! let store = PgEventStore::open(&settings, BtcCap::DEFAULT).await?;
+//! let model = PgReadModel::open(&settings).await?;
+//! let reached = model
+//!     .rebuild(&store, 10_000, &|done, head| eprintln!("{done} of {head}"))
+//!     .await?;
+//! println!("read table rebuilt up to position {reached}");
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod clients;
 mod error;
