@@ -168,6 +168,47 @@ impl CommitWatch {
     }
 }
 
+/// A `BuyOrderPlaced` that `cmd` could produce, for `satoshis` (rate 1, stamped now): for tests
+/// that commit events straight to an event store.
+pub fn placed_event(
+    cmd: &order_domain::PlaceBuyOrder,
+    satoshis: u64,
+) -> order_domain::BuyOrderEvent {
+    use order_domain::{BtcRate, BuyOrderEvent, BuyOrderPlaced, Satoshis};
+    BuyOrderEvent::BuyOrderPlaced(BuyOrderPlaced {
+        order_id: cmd.order_id(),
+        client_id: cmd.client_id.clone(),
+        idempotency_key: cmd.idempotency_key,
+        currency: cmd.currency,
+        amount: cmd.amount,
+        rate: BtcRate::parse("1").expect("a valid rate"),
+        rate_source: "test".into(),
+        rate_quoted_at: chrono::Utc::now(),
+        satoshis: Satoshis::new(satoshis),
+        placed_at: chrono::Utc::now(),
+    })
+}
+
+/// Every row `scope` sees in `model`, page by page (100 a page), newest first.
+pub async fn every_row(
+    model: &dyn crate::ReadModel,
+    scope: &crate::Scope,
+) -> Vec<crate::OrderView> {
+    let (mut rows, mut after) = (Vec::new(), None);
+    loop {
+        let request = crate::PageRequest {
+            after,
+            size: crate::PageSize::new(100).expect("a valid page size"),
+        };
+        let page = model.page(request, scope).await.expect("a page");
+        if page.rows.is_empty() {
+            return rows;
+        }
+        after = page.last_reference;
+        rows.extend(page.rows);
+    }
+}
+
 /// What [`OutageProxy::cut_at_next_commit`] does with the COMMIT it catches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtCommit {

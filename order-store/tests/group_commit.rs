@@ -10,7 +10,7 @@ use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::{AggregateError, EventStore};
 use order_domain::*;
 use order_store::postgres::{Batching, PgEventStore, PgReadModel, PgSettings};
-use order_store::testing::{AtCommit, OutageProxy, TestDb};
+use order_store::testing::{every_row, placed_event, AtCommit, OutageProxy, TestDb};
 use order_store::*;
 use price_feed::FixedSource;
 
@@ -58,22 +58,6 @@ async fn store(db: &TestDb, cap: &str, batching: Batching) -> PgEventStore {
     .with_batching(batching)
 }
 
-/// The event `cmd` would produce for `satoshis`.
-fn event_for(cmd: &PlaceBuyOrder, satoshis: u64) -> BuyOrderEvent {
-    BuyOrderEvent::BuyOrderPlaced(BuyOrderPlaced {
-        order_id: cmd.order_id(),
-        client_id: cmd.client_id.clone(),
-        idempotency_key: cmd.idempotency_key,
-        currency: cmd.currency,
-        amount: cmd.amount,
-        rate: BtcRate::parse("100").unwrap(),
-        rate_source: "test".into(),
-        rate_quoted_at: Utc::now(),
-        satoshis: Satoshis::new(satoshis),
-        placed_at: Utc::now(),
-    })
-}
-
 /// A context for the first event of `aggregate_id`.
 fn new_aggregate(aggregate_id: &str) -> EventStoreAggregateContext<BuyOrder> {
     EventStoreAggregateContext {
@@ -104,12 +88,12 @@ async fn one_batch_decides_each_order_in_arrival_order() {
     let store = store(&db, "1", gathering(6, Duration::from_secs(2))).await;
     let (a, b, c, e, f) = (fresh("1"), fresh("2"), fresh("3"), fresh("4"), fresh("5"));
     let arrivals = vec![
-        (a.order_id(), event_for(&a, 30 * BTC / 100)),
-        (b.order_id(), event_for(&b, 80 * BTC / 100)), // 0.7 left: refused
-        (c.order_id(), event_for(&c, 50 * BTC / 100)),
-        (a.order_id(), event_for(&a, 10 * BTC / 100)), // a again, same sequence: conflict
-        (e.order_id(), event_for(&e, 20 * BTC / 100)), // exactly what is left
-        (f.order_id(), event_for(&f, 1)),              // nothing left
+        (a.order_id(), placed_event(&a, 30 * BTC / 100)),
+        (b.order_id(), placed_event(&b, 80 * BTC / 100)), // 0.7 left: refused
+        (c.order_id(), placed_event(&c, 50 * BTC / 100)),
+        (a.order_id(), placed_event(&a, 10 * BTC / 100)), // a again, same sequence: conflict
+        (e.order_id(), placed_event(&e, 20 * BTC / 100)), // exactly what is left
+        (f.order_id(), placed_event(&f, 1)),              // nothing left
     ];
     // On this single-threaded runtime the tasks reach the committer in the order spawned.
     let tasks: Vec<_> = arrivals
@@ -274,24 +258,11 @@ async fn created_at_never_increases_down_the_list_with_two_writers() {
         .await
         .unwrap();
     model.apply(&log).await.unwrap();
-    let (mut listed, mut after) = (Vec::new(), None);
-    loop {
-        let page = model
-            .page(
-                PageRequest {
-                    after,
-                    size: PageSize::new(100).unwrap(),
-                },
-                &Scope::All,
-            )
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            break;
-        }
-        after = page.last_reference;
-        listed.extend(page.rows.into_iter().map(|row| row.created_at));
-    }
+    let listed: Vec<DateTime<Utc>> = every_row(&model, &Scope::All)
+        .await
+        .into_iter()
+        .map(|row| row.created_at)
+        .collect();
     assert_eq!(listed.len(), 640);
     let inversions = listed.windows(2).filter(|w| w[0] < w[1]).count();
     assert_eq!(inversions, 0, "an older created_at above a newer one");
@@ -416,9 +387,9 @@ async fn a_row_the_database_refuses_fails_alone() {
         c.order_id().to_string(),
     ];
     let events = [
-        event_for(&a, 1_000),
-        event_for(&b, 2_000),
-        event_for(&c, 3_000),
+        placed_event(&a, 1_000),
+        placed_event(&b, 2_000),
+        placed_event(&c, 3_000),
     ];
     let tasks: Vec<_> = ids
         .into_iter()

@@ -10,6 +10,7 @@ use chrono::Utc;
 use cqrs_es::{AggregateError, EventStore};
 use order_domain::*;
 use order_store::memory::{MemEventStore, MemReadModel};
+use order_store::testing::placed_event;
 use order_store::*;
 
 /// One rate for every currency.
@@ -44,21 +45,6 @@ fn command_with_key(amount: &str, key: IdempotencyKey) -> PlaceBuyOrder {
     }
 }
 
-fn event_for(cmd: &PlaceBuyOrder, satoshis: u64) -> BuyOrderEvent {
-    BuyOrderEvent::BuyOrderPlaced(BuyOrderPlaced {
-        order_id: cmd.order_id(),
-        client_id: cmd.client_id.clone(),
-        idempotency_key: cmd.idempotency_key,
-        currency: cmd.currency,
-        amount: cmd.amount,
-        rate: BtcRate::parse("1").unwrap(),
-        rate_source: "test".into(),
-        rate_quoted_at: Utc::now(),
-        satoshis: Satoshis::new(satoshis),
-        placed_at: Utc::now(),
-    })
-}
-
 #[tokio::test]
 async fn a_commit_on_a_stale_aggregate_is_a_conflict() {
     let store = MemEventStore::new(BtcCap::DEFAULT);
@@ -67,11 +53,11 @@ async fn a_commit_on_a_stale_aggregate_is_a_conflict() {
     let first = store.load_aggregate(&id).await.unwrap();
     let second = store.load_aggregate(&id).await.unwrap();
     store
-        .commit(vec![event_for(&cmd, 1)], first, Default::default())
+        .commit(vec![placed_event(&cmd, 1)], first, Default::default())
         .await
         .unwrap();
     let lost = store
-        .commit(vec![event_for(&cmd, 1)], second, Default::default())
+        .commit(vec![placed_event(&cmd, 1)], second, Default::default())
         .await;
     assert!(matches!(lost, Err(AggregateError::AggregateConflict)));
     assert_eq!(store.load_events(&id).await.unwrap().len(), 1);
@@ -87,7 +73,7 @@ async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
         .await
         .unwrap();
     store
-        .commit(vec![event_for(&a, 60)], ctx, Default::default())
+        .commit(vec![placed_event(&a, 60)], ctx, Default::default())
         .await
         .unwrap();
     let b = command("2");
@@ -96,7 +82,7 @@ async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
         .await
         .unwrap();
     let refused = store
-        .commit(vec![event_for(&b, 41)], ctx, Default::default())
+        .commit(vec![placed_event(&b, 41)], ctx, Default::default())
         .await;
     match refused {
         Err(AggregateError::UserError(BuyOrderError::CapExceeded {
@@ -120,7 +106,7 @@ async fn a_commit_over_the_cap_stores_nothing_and_says_what_remains() {
         .await
         .unwrap();
     store
-        .commit(vec![event_for(&b, 40)], ctx, Default::default())
+        .commit(vec![placed_event(&b, 40)], ctx, Default::default())
         .await
         .unwrap();
     assert_eq!(store.ledger().remaining(), Satoshis::ZERO);

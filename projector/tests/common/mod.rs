@@ -70,25 +70,7 @@ pub async fn place(writer: &Arc<dyn OrderWriter>, n: u64) {
 
 /// Every row of the table, newest first.
 pub async fn table(model: &PgReadModel) -> Vec<OrderView> {
-    let mut rows = Vec::new();
-    let mut after = None;
-    loop {
-        let page = model
-            .page(
-                PageRequest {
-                    after,
-                    size: PageSize::new(100).unwrap(),
-                },
-                &order_store::Scope::All,
-            )
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            return rows;
-        }
-        after = page.last_reference;
-        rows.extend(page.rows);
-    }
+    order_store::testing::every_row(model, &order_store::Scope::All).await
 }
 
 /// What the table must hold: every event of the store as a row, newest first.
