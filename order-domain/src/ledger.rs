@@ -58,6 +58,98 @@ pub struct CapExceeded {
 /// The BTC sold so far against the cap. Pure: an event store holds one, and calls
 /// [`BtcLedger::reserve`] atomically with the commit of each `BuyOrderPlaced`, so that the rule
 /// holds however many writers run at once.
+///
+/// # Recipe: the cap around any in-process cqrs-es event store
+///
+/// With `order-domain` alone, wrap your event store: hold one lock from the reservation to the
+/// end of the commit, reserve on a copy, and keep the copy only if the commit succeeded.
+/// (`order-store` does this for you, in memory and on PostgreSQL across processes.)
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+///
+/// use order_domain::cqrs_es::mem_store::MemStore;
+/// use order_domain::cqrs_es::{AggregateError, CqrsFramework, EventEnvelope, EventStore};
+/// use order_domain::*;
+///
+/// /// `MemStore`, with the cap applied under one lock with its commits.
+/// struct Capped {
+///     inner: MemStore<BuyOrder>,
+///     ledger: tokio::sync::Mutex<BtcLedger>,
+/// }
+///
+/// impl EventStore<BuyOrder> for Capped {
+///     type AC = <MemStore<BuyOrder> as EventStore<BuyOrder>>::AC;
+///
+///     async fn load_events(
+///         &self,
+///         id: &str,
+///     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
+///         self.inner.load_events(id).await
+///     }
+///
+///     async fn load_aggregate(&self, id: &str) -> Result<Self::AC, AggregateError<BuyOrderError>> {
+///         self.inner.load_aggregate(id).await
+///     }
+///
+///     async fn commit(
+///         &self,
+///         events: Vec<BuyOrderEvent>,
+///         context: Self::AC,
+///         metadata: HashMap<String, String>,
+///     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
+///         let mut ledger = self.ledger.lock().await; // held until the commit is done
+///         let mut after = *ledger;
+///         for event in &events {
+///             after.reserve(event.satoshis()).map_err(|refused| {
+///                 AggregateError::UserError(BuyOrderError::CapExceeded {
+///                     requested: refused.requested,
+///                     remaining: refused.remaining,
+///                 })
+///             })?;
+///         }
+///         let committed = self.inner.commit(events, context, metadata).await?;
+///         *ledger = after; // only what was stored counts
+///         Ok(committed)
+///     }
+/// }
+///
+/// /// 100 of any currency per BTC.
+/// struct Fixed;
+///
+/// #[async_trait::async_trait]
+/// impl PriceSource for Fixed {
+///     async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
+///         let rate = BtcRate::parse("100").unwrap();
+///         Ok(Quote { currency, rate, source: "fixed".into(), quoted_at: chrono::Utc::now() })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Capped {
+///     inner: MemStore::default(),
+///     ledger: tokio::sync::Mutex::new(BtcLedger::new(BtcCap::new(Satoshis::from_btc(1)))),
+/// };
+/// let cqrs = CqrsFramework::new(store, vec![], BuyOrderServices::new(Arc::new(Fixed)));
+/// let order = |amount: &str| PlaceBuyOrder {
+///     client_id: ClientId::parse("shop-1").unwrap(),
+///     idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+///     currency: Currency::USD,
+///     amount: FiatAmount::parse(amount).unwrap(),
+/// };
+/// let first = order("60"); // 0.6 BTC
+/// cqrs.execute(&first.order_id().to_string(), first.into()).await?;
+/// let second = order("50"); // 0.5 BTC: over the cap
+/// let refused = cqrs.execute(&second.order_id().to_string(), second.into()).await;
+/// assert!(matches!(
+///     refused,
+///     Err(AggregateError::UserError(BuyOrderError::CapExceeded { .. }))
+/// ));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BtcLedger {
     cap: BtcCap,

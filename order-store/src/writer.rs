@@ -115,10 +115,24 @@ impl Query<BuyOrder> for CaptureCommitted {
 impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
     /// A writer over `store`, with the services (price source, clock) the aggregate needs.
     pub fn new(store: ES, services: order_domain::BuyOrderServices) -> Self {
+        Self::with_queries(store, services, Vec::new())
+    }
+
+    /// As [`CqrsOrderWriter::new`], also dispatching every commit to `queries` (your own
+    /// cqrs-es `Query`s), as `CqrsFramework` does: after the commit, in this process, not in
+    /// its transaction (a crash in between loses the dispatch). For a view that must not miss an
+    /// event, fold the log instead ([`crate::EventLog`], from a checkpoint).
+    pub fn with_queries(
+        store: ES,
+        services: order_domain::BuyOrderServices,
+        queries: Vec<Box<dyn Query<BuyOrder>>>,
+    ) -> Self {
         let committed = Arc::new(Committed::default());
         let capture: Box<dyn Query<BuyOrder>> = Box::new(CaptureCommitted(committed.clone()));
+        let mut all = vec![capture];
+        all.extend(queries);
         CqrsOrderWriter {
-            cqrs: CqrsFramework::new(store.clone(), vec![capture], services),
+            cqrs: CqrsFramework::new(store.clone(), all, services),
             store,
             committed,
             resolve_within: Self::RESOLVE_WITHIN,

@@ -316,3 +316,41 @@ async fn the_read_table_is_idempotent_and_pages_newest_first() {
         seen[3]
     );
 }
+
+/// A user's own cqrs-es query attached to the writer sees each placed order once, with the
+/// stored event; a replay of the same key dispatches nothing.
+#[tokio::test]
+async fn a_users_own_query_sees_each_placed_order() {
+    #[derive(Default)]
+    struct Seen(parking_lot::Mutex<Vec<(String, Satoshis)>>);
+    struct Record(Arc<Seen>);
+    #[async_trait]
+    impl cqrs_es::Query<BuyOrder> for Record {
+        async fn dispatch(&self, aggregate_id: &str, events: &[cqrs_es::EventEnvelope<BuyOrder>]) {
+            for event in events {
+                self.0
+                     .0
+                    .lock()
+                    .push((aggregate_id.to_owned(), event.payload.satoshis()));
+            }
+        }
+    }
+    let seen = Arc::new(Seen::default());
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = CqrsOrderWriter::with_queries(
+        store,
+        BuyOrderServices::new(Arc::new(
+            "USD=100,EUR=100,GBP=100"
+                .parse::<price_feed::FixedSource>()
+                .unwrap(),
+        )),
+        vec![Box::new(Record(seen.clone()))],
+    );
+    let cmd = command("2");
+    let placed = writer.place(cmd.clone()).await.unwrap();
+    assert!(writer.place(cmd.clone()).await.unwrap().replayed);
+    assert_eq!(
+        *seen.0.lock(),
+        [(cmd.order_id().to_string(), placed.order.satoshis)]
+    );
+}
