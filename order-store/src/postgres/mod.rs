@@ -20,6 +20,8 @@ mod group_commit;
 mod group_load;
 mod migrate;
 mod read_model;
+/// The relay's fenced lease and checkpoint: internals of `event-bus`, not of a store's user.
+#[cfg(feature = "relay")]
 mod relay;
 
 pub use clients::PgClientRegistry;
@@ -28,6 +30,7 @@ pub use event_store::{CapChange, CapError, PgEventStore};
 pub use group_commit::Batching;
 pub use migrate::{migrate_read, migrate_write};
 pub use read_model::PgReadModel;
+#[cfg(feature = "relay")]
 pub use relay::RelayLease;
 
 use crate::error::StoreError;
