@@ -737,3 +737,60 @@ async fn a_rebuild_over_many_steps_copies_every_event_exactly() {
     let placed = expected.event.as_placed().unwrap();
     assert_eq!(one, OrderView::from(placed), "every column exact");
 }
+
+/// Another aggregate's events in the same `events` table (an application sharing the database):
+/// inserted while the ledger row is locked, they do not wait for it; they take no position and
+/// no satoshis; the log, the ledger and a rebuild see BuyOrder's events only, gap-free.
+#[tokio::test]
+async fn another_aggregates_events_neither_take_the_ledger_nor_enter_the_log() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
+    writer.place(place("1")).await.unwrap();
+
+    let mut holder = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM btc_ledger FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut other = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '500ms'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata) VALUES ('Invoice', 'inv-1', 1, 'InvoiceIssued', '1.0', \
+         '{\"InvoiceIssued\":{\"total\":12}}', '{}')",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("another aggregate's insert does not wait for the ledger");
+    other.commit().await.unwrap();
+    holder.rollback().await.unwrap();
+
+    writer.place(place("2")).await.unwrap();
+    let log = store.read_after(Position::ZERO, 10).await.unwrap();
+    let positions: Vec<u64> = log.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, [1, 2], "BuyOrder's events only, gap-free");
+    assert_eq!(store.head().await.unwrap(), Position(2));
+    assert_eq!(
+        store.ledger().await.unwrap().0,
+        Satoshis::new(3_000_000),
+        "the invoice took nothing"
+    );
+    let foreign_position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM events WHERE aggregate_type = 'Invoice'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(foreign_position, None);
+    let model = PgReadModel::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        model.rebuild(&store, 10, &|_, _| {}).await.unwrap(),
+        Position(2)
+    );
+    assert_eq!(walk(&model, &Scope::All).await.len(), 2);
+}

@@ -44,6 +44,12 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
+    IF NEW.aggregate_type <> 'BuyOrder' THEN
+        -- Another aggregate's event (the table is postgres-es's, and may be shared): no
+        -- position, no part in the ledger, and so never a wait on its lock (migration 1007).
+        NEW.position := NULL;
+        RETURN NEW;
+    END IF;
     IF NEW.event_type = 'BuyOrderPlaced' THEN
         sats := (NEW.payload::jsonb -> 'BuyOrderPlaced' ->> 'satoshis')::bigint;
         IF sats IS NULL OR sats <= 0 THEN

@@ -489,7 +489,7 @@ impl EventLog for PgEventStore {
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT position, aggregate_id, sequence, payload FROM events \
-             WHERE position > $1 ORDER BY position LIMIT $2",
+             WHERE position > $1 AND aggregate_type = 'BuyOrder' ORDER BY position LIMIT $2",
         )
         .bind(after.0 as i64)
         .bind(limit.min(i64::MAX as usize) as i64)
