@@ -90,6 +90,7 @@ pub mod clients;
 mod error;
 mod log;
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod read_model;
 pub mod secret;
@@ -102,6 +103,8 @@ pub use clients::{Caller, Identity, IdentityError, KeyDirectory};
 pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LoggedEvent, Position};
 pub use read_model::{ReadModel, ReadModelWriter};
-pub use secret::{redact_url, SecretUrl, SecretUrlParser};
+#[cfg(feature = "cli")]
+pub use secret::SecretUrlParser;
+pub use secret::{redact_url, SecretUrl};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize, Scope};
 pub use writer::{CqrsOrderWriter, Ledger, OrderWriter, Placement};

@@ -67,11 +67,13 @@ impl fmt::Display for SecretUrl {
 /// A clap value parser for a [`SecretUrl`]: `check` validates the text; on failure the error
 /// names the argument and the reason, and shows the value only redacted (clap's own message
 /// would quote it whole).
+#[cfg(feature = "cli")]
 #[derive(Clone)]
 pub struct SecretUrlParser {
     check: fn(&str) -> Result<(), String>,
 }
 
+#[cfg(feature = "cli")]
 impl SecretUrlParser {
     /// A parser that accepts what `check` accepts.
     pub fn new(check: fn(&str) -> Result<(), String>) -> Self {
@@ -79,6 +81,7 @@ impl SecretUrlParser {
     }
 }
 
+#[cfg(feature = "cli")]
 impl clap::builder::TypedValueParser for SecretUrlParser {
     type Value = SecretUrl;
 

@@ -9,28 +9,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An order as both APIs show it (`buy_order` in the write answer, a row of a page). One type for
 /// both, so the write answer and the read table cannot drift apart. Decimals are JSON strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = BuyOrder)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = BuyOrder))]
 pub struct OrderView {
     /// The order id.
-    #[schema(value_type = String, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: OrderId,
     /// When the order was placed, RFC 3339 in UTC with microseconds.
     #[serde(with = "rfc3339_micros")]
-    #[schema(value_type = String, format = DateTime, example = "2026-11-26T07:40:03.598541Z")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime, example = "2026-11-26T07:40:03.598541Z"))]
     pub created_at: DateTime<Utc>,
     /// Fiat currency paid.
-    #[schema(value_type = String, pattern = "^(USD|EUR|GBP)$", example = "USD")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(USD|EUR|GBP)$", example = "USD"))]
     pub currency: Currency,
     /// Fiat amount paid, two decimals (`"123.45"`).
-    #[schema(value_type = String, pattern = r"^[0-9]{1,9}\.[0-9]{2}$", example = "123.45")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = r"^[0-9]{1,9}\.[0-9]{2}$", example = "123.45"))]
     pub currency_amount: FiatAmount,
     /// Fiat per 1 BTC, as the price source gave it (`"48478.88"`).
-    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "48478.88")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "48478.88"))]
     pub btc_rate: BtcRate,
     /// BTC bought, eight decimals (`"0.00254647"`).
     #[serde(with = "btc_string")]
-    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{8}$", example = "0.00254647")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{8}$", example = "0.00254647"))]
     pub btc_amount: Satoshis,
 }
 
@@ -164,13 +165,14 @@ impl From<&crate::clients::Caller> for Scope {
 }
 
 /// A page of orders, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(as = BuyOrderPage)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = BuyOrderPage))]
 pub struct Page {
     /// The orders.
     pub rows: Vec<OrderView>,
     /// The id of the last row, to pass as `last_reference` for the next page; `None` when empty.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub last_reference: Option<OrderId>,
 }
 
