@@ -1,45 +1,6 @@
-//! What a crate that depends on `order-domain` gets: the domain promises no I/O and must not
-//! change the JSON of the application that embeds it.
+//! What an application gets from depending on `order-domain`: its own JSON unchanged.
 
-use std::process::Command;
-
-/// `cargo tree` of order-domain's normal dependencies with their features, as a downstream
-/// crate would resolve them (only this package's requests, not the workspace's).
-fn tree() -> String {
-    let output = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "order-domain", "-e", "normal,features"])
-        .args(["--prefix", "none", "--offline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
-
-#[test]
-fn order_domain_pulls_no_database_and_no_global_json_feature() {
-    let tree = tree();
-    for banned in [
-        "arbitrary_precision",
-        "serde-with-arbitrary-precision",
-        "db-tokio-postgres",
-        "postgres-protocol",
-        "tokio-postgres",
-        "sqlx",
-        "md5",
-        "hmac",
-    ] {
-        assert!(
-            !tree.contains(banned),
-            "order-domain brings {banned}:\n{tree}"
-        );
-    }
-    assert!(tree.contains("cqrs-es"), "{tree}");
-}
+// `cargo tree` of what order-domain brings is checked in order-store/tests/dependencies.rs.
 
 /// What an application's own JSON does next to order-domain (in this workspace, where every
 /// member is built with the same serde_json features): f64 fields in tagged enums deserialize,
