@@ -60,12 +60,9 @@ pub struct Config {
     /// RabbitMQ (with DATABASE_URL: events go through the broker to the projector).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
-    /// HTTP timeouts and connection limits.
+    /// HTTP timeouts and limits, and the log format (services: json; the all-in-one: text).
     #[command(flatten)]
-    pub http: service_kit::HttpSettings,
-    /// Log format (default here: text).
-    #[command(flatten)]
-    pub log: service_kit::LogSettings,
+    pub service: service_kit::ServiceSettings,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -373,11 +370,11 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let read_ops = api_read::ops(model.clone());
     let write_routes = WriteApi::new(writer, identity.clone(), config.access.limits()).routes();
     let read_routes = ReadApi::new(model, identity, config.access.limits()).routes();
-    let (token, http) = (shutdown.clone(), config.http.clone());
+    let (token, http) = (shutdown.clone(), config.service.http.clone());
     tasks.spawn(async move {
         service_kit::serve_with(write_ops, write_routes, write_listener, token, &http).await
     });
-    let (token, http) = (shutdown.clone(), config.http.clone());
+    let (token, http) = (shutdown.clone(), config.service.http.clone());
     tasks.spawn(async move {
         service_kit::serve_with(read_ops, read_routes, read_listener, token, &http).await
     });

@@ -9,7 +9,7 @@ use std::io::Write;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    config.log.init(service_kit::LogFormat::Text);
+    config.service.log.init(service_kit::LogFormat::Text);
     if let Some(command) = &config.command {
         let name = match command {
             Command::Migrate => "migrate",

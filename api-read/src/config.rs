@@ -35,12 +35,9 @@ pub struct ReadConfig {
     /// DATABASE_URL.
     #[command(flatten)]
     pub db: PgSettings,
-    /// HTTP timeouts and connection limits.
+    /// HTTP timeouts and limits, and the log format (services: json; the all-in-one: text).
     #[command(flatten)]
-    pub http: service_kit::HttpSettings,
-    /// Log format.
-    #[command(flatten)]
-    pub log: service_kit::LogSettings,
+    pub service: service_kit::ServiceSettings,
 }
 
 #[cfg(test)]

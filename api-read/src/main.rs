@@ -15,7 +15,7 @@ use service_kit::{AuthMode, CancellationToken};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ReadConfig::parse();
-    config.log.init(service_kit::LogFormat::Json);
+    config.service.log.init(service_kit::LogFormat::Json);
     if config.db.read_url().is_none() {
         eprintln!(
             "api-read: set READ_DATABASE_URL or DATABASE_URL: a separate read process serves the \
@@ -71,6 +71,6 @@ async fn main() -> ExitCode {
     let model: Arc<dyn order_store::ReadModel> = Arc::new(model);
     let ops = api_read::ops(model.clone());
     let routes = ReadApi::new(model, identity, config.access.limits()).routes();
-    service_kit::serve_with(ops, routes, listener, shutdown, &config.http).await;
+    service_kit::serve_with(ops, routes, listener, shutdown, &config.service.http).await;
     ExitCode::SUCCESS
 }

@@ -21,7 +21,7 @@ use service_kit::{AuthMode, CancellationToken};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WriteConfig::parse();
-    config.log.init(service_kit::LogFormat::Json);
+    config.service.log.init(service_kit::LogFormat::Json);
     let prices = match config
         .prices
         .build(&config.prices.spec(PriceSourceSpec::Coinbase))
@@ -134,7 +134,7 @@ async fn main() -> ExitCode {
         WriteApi::new(writer, identity, config.access.limits()).routes(),
         listener,
         shutdown.clone(),
-        &config.http,
+        &config.service.http,
     )
     .await;
     if let Some(relay) = relay {

@@ -50,12 +50,9 @@ pub struct ProjectorConfig {
     /// RabbitMQ (AMQP_URL; unset: tail the event store instead).
     #[command(flatten)]
     pub bus: event_bus::BusSettings,
-    /// HTTP timeouts and connection limits.
+    /// HTTP timeouts and limits, and the log format (services: json; the all-in-one: text).
     #[command(flatten)]
-    pub http: service_kit::HttpSettings,
-    /// Log format.
-    #[command(flatten)]
-    pub log: service_kit::LogSettings,
+    pub service: service_kit::ServiceSettings,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use service_kit::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ProjectorConfig::parse();
-    config.log.init(service_kit::LogFormat::Json);
+    config.service.log.init(service_kit::LogFormat::Json);
     if config.db.database_url.is_none() {
         eprintln!(
             "projector: set DATABASE_URL (and READ_DATABASE_URL if the read table is elsewhere): \
@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
                 }
             };
             let ops = projector::ops(Arc::new(log.clone()), model.clone(), broker.clone());
-            let (http, serving) = (config.http.clone(), shutdown.clone());
+            let (http, serving) = (config.service.http.clone(), shutdown.clone());
             tokio::spawn(async move {
                 service_kit::serve_with(ops, service_kit::health_route(), listener, serving, &http)
                     .await

@@ -25,6 +25,6 @@ pub use error::{recover, ApiError};
 pub use observe::{metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, REQUEST_ID};
 pub use serve::{
     health_route, init_logging, parse_millis, serve, serve_with, shutdown_on_signal, HttpSettings,
-    LogFormat, LogSettings,
+    LogFormat, LogSettings, ServiceSettings,
 };
 pub use tokio_util::sync::CancellationToken;

@@ -327,6 +327,18 @@ impl LogSettings {
     }
 }
 
+/// What every service binary reads the same way, flattened into its own settings: the HTTP
+/// edge's timeouts and limits, and the log format.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceSettings {
+    /// HTTP timeouts and connection limits.
+    #[command(flatten)]
+    pub http: HttpSettings,
+    /// Log format.
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
 /// Logs to stderr through `tracing`, filtered by `RUST_LOG` (default `info`), as JSON lines or
 /// text. Safe to call more than once (tests): later calls do nothing.
 pub fn init_logging(format: LogFormat) {
