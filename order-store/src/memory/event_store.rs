@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
-use order_domain::{BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId, Satoshis};
+use order_domain::{
+    BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, Clock, OrderId, Satoshis,
+    SystemClock,
+};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -138,7 +141,7 @@ impl EventStore<BuyOrder> for MemEventStore {
         for (offset, mut payload) in events.into_iter().enumerate() {
             // Stamped here, where the position is assigned: `placed_at` never goes back along
             // the log (microseconds, as every store keeps).
-            state.last_placed_at = state.last_placed_at.max(Utc::now().trunc_subsecs(6));
+            state.last_placed_at = state.last_placed_at.max(SystemClock.now());
             payload.set_placed_at(state.last_placed_at);
             let sequence = context.sequence + offset + 1;
             let position = Position(state.log.len() as u64 + 1);
