@@ -435,19 +435,11 @@ async fn the_read_table_is_idempotent_and_rebuildable() {
 
 /// Every order `scope` sees, page by page (100 a page), newest first.
 async fn walk(model: &PgReadModel, scope: &Scope) -> Vec<OrderId> {
-    let (mut seen, mut after) = (Vec::new(), None);
-    loop {
-        let size = PageSize::new(100).unwrap();
-        let page = model
-            .page(PageRequest { after, size }, scope)
-            .await
-            .unwrap();
-        if page.rows.is_empty() {
-            return seen;
-        }
-        after = page.last_reference;
-        seen.extend(page.rows.iter().map(|row| row.id));
-    }
+    order_store::testing::every_row(model, scope)
+        .await
+        .into_iter()
+        .map(|row| row.id)
+        .collect()
 }
 
 /// A writer whose connections go through `proxy`, resolving in-doubt commits within `within`.
