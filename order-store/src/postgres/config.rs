@@ -12,6 +12,9 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 
 use crate::secret::{SecretUrl, SecretUrlParser};
 
+/// How commits are grouped unless told otherwise: one source for the flags and `for_url`.
+const DEFAULT_BATCH: super::Batching = super::Batching::DEFAULT;
+
 fn check_url(s: &str) -> Result<(), String> {
     let ok = s.starts_with("postgres://") || s.starts_with("postgresql://");
     // tokio-postgres's message names the part it could not read, never the value.
@@ -73,19 +76,19 @@ pub struct PgSettings {
     /// The most orders one write transaction carries (group commit: the orders a process has
     /// ready are committed together, the ledger row locked once per batch).
     #[arg(long = "db-commit-batch-max", env = "DB_COMMIT_BATCH_MAX",
-          value_name = "DB_COMMIT_BATCH_MAX", default_value_t = 256,
+          value_name = "DB_COMMIT_BATCH_MAX", default_value_t = DEFAULT_BATCH.max_orders as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub commit_batch_max: u32,
     /// Microseconds a batch waits for more orders once it has one (0: it takes what is ready;
     /// batches still form while the one before commits, so a lone order never waits).
     #[arg(long = "db-commit-linger-us", env = "DB_COMMIT_LINGER_US",
-          value_name = "DB_COMMIT_LINGER_US", default_value_t = 0,
+          value_name = "DB_COMMIT_LINGER_US",
+          default_value_t = DEFAULT_BATCH.linger.as_micros() as u32,
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub commit_linger_us: u32,
-    /// Write transactions in flight at once per process (each on its own connection). One
-    /// makes the largest batches: on a machine short of CPU, the fastest (measured).
+    /// Write transactions in flight at once per process (each on its own connection).
     #[arg(long = "db-commits-in-flight", env = "DB_COMMITS_IN_FLIGHT",
-          value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = 1,
+          value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = DEFAULT_BATCH.in_flight as u32,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub commits_in_flight: u32,
 }
@@ -109,9 +112,9 @@ impl PgSettings {
             lock_timeout: Duration::from_secs(3),
             idle_in_transaction_timeout: Duration::from_secs(5),
             keepalive_idle_s: 10,
-            commit_batch_max: 256,
-            commit_linger_us: 0,
-            commits_in_flight: 1,
+            commit_batch_max: DEFAULT_BATCH.max_orders as u32,
+            commit_linger_us: DEFAULT_BATCH.linger.as_micros() as u32,
+            commits_in_flight: DEFAULT_BATCH.in_flight as u32,
         }
     }
 

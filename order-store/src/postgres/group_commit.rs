@@ -37,13 +37,20 @@ pub struct Batching {
     pub in_flight: usize,
 }
 
+impl Batching {
+    /// The defaults (and those of `DB_COMMIT_BATCH_MAX`, `DB_COMMIT_LINGER_US`,
+    /// `DB_COMMITS_IN_FLIGHT`): up to 256 orders, no lingering, one batch in flight (on a
+    /// machine short of CPU, one in flight makes the largest batches and the most orders/s).
+    pub const DEFAULT: Batching = Batching {
+        max_orders: 256,
+        linger: Duration::ZERO,
+        in_flight: 1,
+    };
+}
+
 impl Default for Batching {
     fn default() -> Self {
-        Batching {
-            max_orders: 256,
-            linger: Duration::ZERO,
-            in_flight: 1,
-        }
+        Batching::DEFAULT
     }
 }
 
