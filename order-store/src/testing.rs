@@ -274,7 +274,8 @@ impl OutageProxy {
         proxy
     }
 
-    /// `url` with its host and port replaced by the proxy's.
+    /// `url` with its host and port replaced by the proxy's, and TLS off: the proxy reads the
+    /// protocol to catch a commit, which it cannot do inside TLS.
     pub fn url_for(&self, url: &str) -> String {
         let (scheme, rest) = url.split_once("://").expect("a URL");
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -282,7 +283,12 @@ impl OutageProxy {
             .rsplit_once('@')
             .map(|(user, _)| format!("{user}@"))
             .unwrap_or_default();
-        format!("{scheme}://{user}{}/{path}", self.addr)
+        let plain = if path.contains('?') {
+            "&sslmode=disable"
+        } else {
+            "?sslmode=disable"
+        };
+        format!("{scheme}://{user}{}/{path}{plain}", self.addr)
     }
 
     /// The database goes away: open connections die, new ones are refused.

@@ -25,7 +25,7 @@ impl PgClientRegistry {
         let url = settings.database_url.as_deref().ok_or_else(|| {
             StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
         })?;
-        migrate_write(url).await?;
+        migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(settings.acquire_timeout)

@@ -10,20 +10,27 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a whole number of milliseconds greater than 0"))
 }
 
+use super::tls::TlsUrl;
+use super::PgSchema;
 use crate::secret::{SecretUrl, SecretUrlParser};
 
 /// How commits are grouped unless told otherwise: one source for the flags and `for_url`.
 const DEFAULT_BATCH: super::Batching = super::Batching::DEFAULT;
 
 fn check_url(s: &str) -> Result<(), String> {
-    let ok = s.starts_with("postgres://") || s.starts_with("postgresql://");
-    // tokio-postgres's message names the part it could not read, never the value.
-    let parsed = s.parse::<tokio_postgres::Config>();
-    match (ok, parsed) {
-        (true, Ok(_)) => Ok(()),
-        (_, Err(e)) => Err(format!("not a PostgreSQL URL: {e}")),
-        (false, _) => Err("must start with postgres:// or postgresql://".into()),
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("must start with postgres:// or postgresql://".into());
     }
+    // Both messages name the part that could not be read, never the value.
+    let tls = TlsUrl::parse(s)?;
+    tls.rest
+        .parse::<tokio_postgres::Config>()
+        .map(drop)
+        .map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+fn parse_schema(s: &str) -> Result<PgSchema, String> {
+    PgSchema::parse(s)
 }
 
 fn parse_url() -> SecretUrlParser {
@@ -31,9 +38,15 @@ fn parse_url() -> SecretUrlParser {
 }
 
 /// Where the databases are and how many connections to keep.
+///
+/// TLS is asked for in the URLs as libpq reads it: `?sslmode=require` (encrypted),
+/// `verify-ca` / `verify-full` (the certificate checked against the system's roots and the PEM
+/// file in `sslrootcert`, if any; `verify-full` also checks the host name). The default,
+/// `prefer`, encrypts when the server offers it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PgSettings {
     /// The write store (events, ledger). Unset: the in-memory store (all-in-one only).
+    /// TLS: `?sslmode=require|verify-ca|verify-full[&sslrootcert=ca.pem]`.
     #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL",
           value_parser = parse_url(), hide_env_values = true)]
     pub database_url: Option<SecretUrl>,
@@ -41,6 +54,11 @@ pub struct PgSettings {
     #[arg(long = "read-database-url", env = "READ_DATABASE_URL",
           value_name = "READ_DATABASE_URL", value_parser = parse_url(), hide_env_values = true)]
     pub read_database_url: Option<SecretUrl>,
+    /// The PostgreSQL schema of every table of the store (write and read), created if missing:
+    /// two stores, or a store and an application's own tables, can share one database.
+    #[arg(long = "pg-schema", env = "PG_SCHEMA", value_name = "PG_SCHEMA",
+          default_value = "public", value_parser = parse_schema)]
+    pub schema: PgSchema,
     /// Connections per pool.
     #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
           default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -106,6 +124,7 @@ impl PgSettings {
         PgSettings {
             database_url: Some(SecretUrl::new(url)),
             read_database_url: None,
+            schema: PgSchema::public(),
             pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
@@ -116,6 +135,12 @@ impl PgSettings {
             commit_linger_us: DEFAULT_BATCH.linger.as_micros() as u32,
             commits_in_flight: DEFAULT_BATCH.in_flight as u32,
         }
+    }
+
+    /// The same settings in another schema.
+    pub fn in_schema(mut self, schema: PgSchema) -> Self {
+        self.schema = schema;
+        self
     }
 
     /// How the write store groups its commits.
@@ -137,6 +162,7 @@ impl PgSettings {
     pub(crate) fn session_settings(&self) -> Vec<(&'static str, String)> {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         vec![
+            ("search_path", self.schema.to_string()),
             ("statement_timeout", ms(self.statement_timeout)),
             ("lock_timeout", ms(self.lock_timeout)),
             (
@@ -169,17 +195,28 @@ impl PgSettings {
         &self,
         url: &str,
     ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
+        // The TLS parameters are checked as the read table's client reads them, so both
+        // clients agree on what the URL asks (sqlx would accept `verify-ca`, then fail it).
+        TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
         let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(super::unavailable)?;
         Ok(options.options(self.session_settings()))
     }
 
-    /// tokio-postgres configuration for `url` with the same session settings, and client-side
-    /// keepalives.
+    /// tokio-postgres configuration for `url` with the same session settings, client-side
+    /// keepalives, and the TLS connector that checks what the URL's `sslmode` asks.
     pub(crate) fn tokio_postgres_config(
         &self,
         url: &str,
-    ) -> Result<tokio_postgres::Config, crate::error::StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(super::unavailable)?;
+    ) -> Result<
+        (
+            tokio_postgres::Config,
+            tokio_postgres_rustls::MakeRustlsConnect,
+        ),
+        crate::error::StoreError,
+    > {
+        let tls = TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
+        let mut config: tokio_postgres::Config = tls.rest.parse().map_err(super::unavailable)?;
+        config.ssl_mode(tls.tokio_mode());
         let options: Vec<String> = self
             .session_settings()
             .into_iter()
@@ -195,6 +232,6 @@ impl PgSettings {
             .keepalives_interval(Duration::from_secs(u64::from(KEEPALIVE_INTERVAL_S)))
             .keepalives_retries(KEEPALIVE_COUNT)
             .tcp_user_timeout(self.dead_peer_after());
-        Ok(config)
+        Ok((config, tls.connector()?))
     }
 }

@@ -21,8 +21,6 @@ use crate::error::StoreError;
 use crate::log::{EventLog, LoggedEvent, Position};
 use crate::writer::Ledger;
 
-/// The channel the trigger notifies with each new event's position.
-const CHANNEL: &str = "buy_order_events";
 /// The CHECK constraint that is the cap.
 const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 
@@ -105,7 +103,7 @@ impl PgEventStore {
             .database_url
             .as_deref()
             .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
-        migrate_write(url).await?;
+        migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.acquire_timeout)
@@ -286,7 +284,11 @@ async fn listen(pool: PgPool, head: watch::Sender<Position>) {
     loop {
         let session = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
+            // This schema's channel: another schema's positions are not this log's.
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut listener)
+                .await?;
+            listener.listen(&super::schema::channel(&schema)).await?;
             loop {
                 let note = listener.recv().await?;
                 if let Ok(position) = note.payload().parse::<u64>() {

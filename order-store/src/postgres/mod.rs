@@ -12,6 +12,9 @@
 //!   tokio-postgres + deadpool; NUMERIC ↔ `rust_decimal` exactly.
 //! - Migrations (`order-store/migrations/`), applied at start-up by sqlx's migrator under its
 //!   advisory lock, so processes starting together are safe.
+//! - Everything lives in one PostgreSQL schema ([`PgSchema`], `PG_SCHEMA`, default `public`),
+//!   set as the `search_path` of every session, and every connection speaks TLS as its URL's
+//!   `sslmode` asks ([`tls`]).
 
 mod clients;
 mod config;
@@ -23,6 +26,8 @@ mod read_model;
 /// The relay's fenced lease and checkpoint: internals of `event-bus`, not of a store's user.
 #[cfg(feature = "relay")]
 mod relay;
+mod schema;
+mod tls;
 
 pub use clients::PgClientRegistry;
 pub use config::PgSettings;
@@ -32,6 +37,7 @@ pub use migrate::{migrate_read, migrate_write};
 pub use read_model::PgReadModel;
 #[cfg(feature = "relay")]
 pub use relay::RelayLease;
+pub use schema::PgSchema;
 
 use crate::error::StoreError;
 
@@ -39,4 +45,20 @@ use crate::error::StoreError;
 /// the pool reconnects by itself when the database is back).
 pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(err.to_string())
+}
+
+/// [`unavailable`] with every cause in the chain: some clients (tokio-postgres, deadpool) keep
+/// the reason, a TLS certificate's say, out of their own message.
+pub(crate) fn unavailable_because(err: &(dyn std::error::Error + 'static)) -> StoreError {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    StoreError::Unavailable(text)
 }

@@ -6,7 +6,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use order_domain::{BtcRate, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{migrate_read, unavailable, PgSettings};
@@ -22,7 +22,8 @@ const TABLE: &str = "buy_order_view";
 /// Events read per step of a rebuild's bulk phase (one read, one COPY), whatever the live
 /// projector's batch.
 const REBUILD_STEP: usize = 20_000;
-/// The advisory lock a rebuild holds (session-level, on the read database): "bo_rebuild".
+/// The advisory lock a rebuild holds (session-level, on the read database): "bo_rebuild", in
+/// `public`; other schemas mix their name in ([`super::schema::lock_key`]).
 const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
 /// Where `rebuild` builds the new table before swapping it in.
 const REBUILD_TABLE: &str = "buy_order_view_rebuild";
@@ -65,19 +66,21 @@ const CLIENT_INDEX: &str = "client_id_expr_idx";
 #[derive(Clone)]
 pub struct PgReadModel {
     pool: Pool,
+    /// This schema's rebuild lock key.
+    rebuild_lock: i64,
 }
 
 impl PgReadModel {
-    /// Applies the read migrations and opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`).
+    /// Opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and applies the
+    /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings.read_url().ok_or_else(|| {
             StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
         })?;
-        migrate_read(url).await?;
-        let config = settings.tokio_postgres_config(url)?;
+        let (config, tls) = settings.tokio_postgres_config(url)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -90,7 +93,18 @@ impl PgReadModel {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(unavailable)?;
-        Ok(PgReadModel { pool })
+        // One session now, before the migrations (which connect through sqlx): a URL whose TLS
+        // this client cannot satisfy fails at start-up, with this client's own reason.
+        drop(
+            pool.get()
+                .await
+                .map_err(|e| super::unavailable_because(&e))?,
+        );
+        migrate_read(settings).await?;
+        Ok(PgReadModel {
+            pool,
+            rebuild_lock: super::schema::lock_key(REBUILD_LOCK, settings.schema.as_str()),
+        })
     }
 
     /// Rebuilds the table from position 0 into a fresh table while the current one keeps
@@ -108,7 +122,7 @@ impl PgReadModel {
     ) -> Result<Position, StoreError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&REBUILD_LOCK])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&self.rebuild_lock])
             .await
             .map_err(unavailable)?
             .get(0);
@@ -122,7 +136,7 @@ impl PgReadModel {
         let rebuilt = self.rebuild_locked(&mut client, log, batch, progress).await;
         // On a broken connection the session, and so the lock, is gone already.
         let _ = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&REBUILD_LOCK])
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.rebuild_lock])
             .await;
         rebuilt
     }

@@ -9,7 +9,8 @@ use super::{unavailable, PgEventStore};
 use crate::error::StoreError;
 use crate::log::Position;
 
-/// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay").
+/// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay"), in
+/// `public`; other schemas mix their name in ([`super::schema::lock_key`]).
 const RELAY_LOCK: i64 = 0x0042_4f72_656c_6179;
 /// The longest a lease check or a fenced checkpoint update may take: past it, the lease is
 /// taken as lost (a connection that stopped answering must not keep a relay active).
@@ -26,13 +27,15 @@ const HOLDS_LEASE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advi
 /// releases the lock and a standby takes over.
 pub struct RelayLease {
     connection: PgConnection,
+    /// This schema's lease key.
+    key: i64,
 }
 
 impl RelayLease {
     /// Tries to take the lease on this session: `true` if no other session holds it.
     pub async fn try_acquire(&mut self) -> Result<bool, StoreError> {
         let attempt = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK)
+            .bind(self.key)
             .fetch_one(&mut self.connection);
         match tokio::time::timeout(LEASE_CALL_TIMEOUT, attempt).await {
             Ok(got) => got.map_err(unavailable),
@@ -47,7 +50,7 @@ impl RelayLease {
     pub async fn is_held(&mut self) -> bool {
         let sql = format!("SELECT {HOLDS_LEASE}");
         let check = sqlx::query_scalar::<_, bool>(&sql)
-            .bind(RELAY_LOCK)
+            .bind(self.key)
             .fetch_one(&mut self.connection);
         matches!(
             tokio::time::timeout(LEASE_CALL_TIMEOUT, check).await,
@@ -67,7 +70,7 @@ impl RelayLease {
              WHERE name = 'rabbitmq' AND {HOLDS_LEASE}"
         );
         let update = sqlx::query(&sql)
-            .bind(RELAY_LOCK)
+            .bind(self.key)
             .bind(position)
             .execute(&mut self.connection);
         match tokio::time::timeout(LEASE_CALL_TIMEOUT, update).await {
@@ -96,12 +99,22 @@ impl PgEventStore {
             .as_ref()
             .clone()
             .options([("synchronous_commit", "off")]);
-        let connection =
-            tokio::time::timeout(LEASE_CALL_TIMEOUT, PgConnection::connect_with(&options))
+        let open = async {
+            let mut connection = PgConnection::connect_with(&options)
                 .await
-                .map_err(|_| StoreError::Unavailable("no relay session in time".into()))?
                 .map_err(unavailable)?;
-        Ok(RelayLease { connection })
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>(RelayLease {
+                connection,
+                key: super::schema::lock_key(RELAY_LOCK, &schema),
+            })
+        };
+        tokio::time::timeout(LEASE_CALL_TIMEOUT, open)
+            .await
+            .map_err(|_| StoreError::Unavailable("no relay session in time".into()))?
     }
 
     /// The position up to which every event has been published and confirmed.

@@ -1,0 +1,261 @@
+//! TLS to PostgreSQL, the same on every connection the store opens.
+//!
+//! The URL says what to check, as libpq's does: `sslmode` (`disable`, `prefer` — the default —,
+//! `require`, `verify-full`) and `sslrootcert` (a PEM file of CA certificates, trusted besides
+//! the system's roots). sqlx (event store, clients, relay, migrations) reads both itself, with
+//! rustls. tokio-postgres (the read table) reads neither `verify-full` nor `sslrootcert`, so they
+//! are taken off its URL here ([`TlsUrl::parse`]) and given to a rustls connector
+//! ([`TlsUrl::connector`]) that checks exactly what sqlx checks:
+//!
+//! | `sslmode`     | encrypted             | certificate                           |
+//! |---------------|-----------------------|---------------------------------------|
+//! | `disable`     | no                    | –                                     |
+//! | `prefer`      | if the server offers  | not checked                           |
+//! | `require`     | yes, or no connection | not checked                           |
+//! | `verify-full` | yes, or no connection | chain to a trusted root, and the host |
+//!
+//! `verify-ca` (the chain without the host name) is refused with a reason: sqlx 0.8.6 fails it
+//! against current rustls (launchbadge/sqlx#3793: its verifier does not recognise rustls's
+//! `NotValidForNameContext`), so it cannot mean the same on every connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_postgres::config::SslMode as TokioSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::StoreError;
+
+/// How much of TLS a connection insists on (libpq's `sslmode`; `allow` is not offered: neither
+/// client implements it; nor `verify-ca`, see the module's docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, unchecked; plain otherwise (libpq's and sqlx's default).
+    Prefer,
+    /// TLS or nothing; the certificate is not checked.
+    Require,
+    /// TLS with a certificate chain to a trusted root, issued for the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<Self, String> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-full" => SslMode::VerifyFull,
+            "verify-ca" => {
+                return Err(
+                    "sslmode=verify-ca is not supported (sqlx 0.8 cannot check a chain \
+                            without the host name); use verify-full"
+                        .into(),
+                )
+            }
+            _ => return Err("sslmode must be disable, prefer, require or verify-full".into()),
+        })
+    }
+}
+
+/// A PostgreSQL URL split into what tokio-postgres reads and the TLS parameters it does not.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsUrl {
+    /// The URL without `sslmode` and `sslrootcert`.
+    pub(crate) rest: String,
+    pub(crate) mode: SslMode,
+    pub(crate) root_cert: Option<PathBuf>,
+}
+
+impl TlsUrl {
+    /// Splits `url`. Errors name the parameter, never the URL (it may hold a password).
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        let mut mode = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for (key, value) in parsed.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => mode = SslMode::parse(&value)?,
+                "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
+                "sslcert" | "sslkey" => {
+                    return Err(format!("{key}: client certificates are not supported"))
+                }
+                _ => rest.push((key.into_owned(), value.into_owned())),
+            }
+        }
+        if rest.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(rest);
+        }
+        if let Some(path) = &root_cert {
+            // Fail at start-up, not at the first connection: the file must hold certificates.
+            read_certificates(path)?;
+        }
+        Ok(TlsUrl {
+            rest: parsed.into(),
+            mode,
+            root_cert,
+        })
+    }
+
+    /// tokio-postgres's own setting: it negotiates, the connector checks.
+    pub(crate) fn tokio_mode(&self) -> TokioSslMode {
+        match self.mode {
+            SslMode::Disable => TokioSslMode::Disable,
+            SslMode::Prefer => TokioSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull => TokioSslMode::Require,
+        }
+    }
+
+    /// A rustls connector for tokio-postgres that checks what `sslmode` asks.
+    pub(crate) fn connector(&self) -> Result<MakeRustlsConnect, StoreError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let config = match self.mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unchecked { provider }))
+                .with_no_client_auth(),
+            SslMode::VerifyFull => {
+                let mut roots = RootCertStore::empty();
+                let native = rustls_native_certs::load_native_certs();
+                for error in &native.errors {
+                    tracing::warn!(%error, "a system root certificate could not be read");
+                }
+                roots.add_parsable_certificates(native.certs);
+                if let Some(path) = &self.root_cert {
+                    for cert in read_certificates(path).map_err(StoreError::Unavailable)? {
+                        roots.add(cert).map_err(tls_error)?;
+                    }
+                }
+                let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(tls_error)?;
+                builder.with_webpki_verifier(chain).with_no_client_auth()
+            }
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+}
+
+fn tls_error(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("TLS to PostgreSQL: {err}"))
+}
+
+/// The certificates in a PEM file; an error names the file (a path, not a secret).
+fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "sslrootcert {}: no certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// `prefer` and `require`: encryption without authentication, as in libpq and sqlx. The
+/// handshake's signatures are still verified (the server holds the key of the certificate it
+/// shows), the certificate itself is not.
+#[derive(Debug)]
+struct Unchecked {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_off_what_tokio_postgres_cannot_read() {
+        let url = TlsUrl::parse(
+            "postgres://u:pw@db.example:5432/orders?application_name=x&sslmode=verify-full",
+        )
+        .unwrap();
+        assert_eq!(url.mode, SslMode::VerifyFull);
+        assert_eq!(url.tokio_mode(), TokioSslMode::Require);
+        assert_eq!(
+            url.rest,
+            "postgres://u:pw@db.example:5432/orders?application_name=x"
+        );
+        assert!(url.rest.parse::<tokio_postgres::Config>().is_ok());
+        let plain = TlsUrl::parse("postgres://db/orders").unwrap();
+        assert_eq!(plain.mode, SslMode::Prefer);
+        assert_eq!(plain.rest, "postgres://db/orders");
+    }
+
+    #[test]
+    fn bad_tls_parameters_are_named_without_the_url() {
+        let err = TlsUrl::parse("postgres://u:secret@db/x?sslmode=allow").unwrap_err();
+        assert!(err.contains("sslmode must be"), "{err}");
+        assert!(!err.contains("secret"));
+        let err =
+            TlsUrl::parse("postgres://u:secret@db/x?sslrootcert=/nonexistent.pem").unwrap_err();
+        assert!(err.starts_with("sslrootcert /nonexistent.pem"), "{err}");
+        assert!(!err.contains("secret"));
+        let err = TlsUrl::parse("postgres://db/x?sslmode=verify-ca").unwrap_err();
+        assert!(err.contains("use verify-full"), "{err}");
+        let err = TlsUrl::parse("postgres://db/x?sslcert=/c.pem").unwrap_err();
+        assert!(err.contains("client certificates"), "{err}");
+    }
+}
