@@ -31,6 +31,9 @@ fn a_bad_value_stops_start_up_naming_the_variable() {
         ("PRICE_SOURCE", "fixed:USD=-1"),
         ("PRICE_TTL_MS", "soon"),
         ("PROJECTOR_BATCH", "0"),
+        ("PG_SCHEMA", "Orders"),
+        ("PG_SCHEMA", "pg_catalog"),
+        ("PG_SCHEMA", "a;drop"),
     ] {
         let output = binary().env(variable, value).output().unwrap();
         assert!(!output.status.success(), "{variable}={value} was accepted");
@@ -75,6 +78,14 @@ fn secrets_stay_out_of_help_and_errors() {
             (
                 "READ_DATABASE_URL",
                 "postgres://app:S3cretPw@db/orders?sslmode=bogus",
+            ),
+            (
+                "DATABASE_URL",
+                "postgres://app:S3cretPw@db/orders?sslmode=verify-ca",
+            ),
+            (
+                "DATABASE_URL",
+                "postgres://app:S3cretPw@db/orders?sslmode=verify-full&sslrootcert=/no/ca.pem",
             ),
             ("AMQP_URL", "amqps://app:S3cretPw@broker/%2f"),
             ("AMQP_URL", "amqp://app:S3cretPw@[::1/x"),
