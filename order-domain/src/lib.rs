@@ -60,6 +60,7 @@ mod ids;
 mod ledger;
 mod money;
 mod price;
+mod version;
 
 pub use aggregate::{BuyOrder, BuyOrderServices};
 pub use commands::{BuyOrderCommand, PlaceBuyOrder};
@@ -70,3 +71,4 @@ pub use ids::{ClientId, IdempotencyKey, OrderId};
 pub use ledger::{BtcCap, BtcLedger, CapExceeded};
 pub use money::{BtcRate, Currency, FiatAmount, Satoshis};
 pub use price::{Clock, FixedClock, PriceError, PriceSource, Quote, SystemClock};
+pub use version::{EventVersion, VersionError};

@@ -337,6 +337,9 @@ impl EventStore<BuyOrder> for PgEventStore {
         events
             .into_iter()
             .map(|event| {
+                // The version first: a newer major is refused, never read into the old shape.
+                readable(&event.event_version)
+                    .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
                 EventEnvelope::try_from(event)
                     .map_err(|e| AggregateError::DeserializationError(Box::new(e)))
             })
@@ -490,7 +493,7 @@ impl EventLog for PgEventStore {
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT position, aggregate_id, sequence, payload FROM events \
+            "SELECT position, aggregate_id, sequence, event_version, payload FROM events \
              WHERE position > $1 AND aggregate_type = 'BuyOrder' ORDER BY position LIMIT $2",
         )
         .bind(after.0 as i64)
@@ -532,6 +535,11 @@ impl EventLog for PgEventStore {
     }
 }
 
+/// Whether this reader can read an event written as `version` (`docs/events.md`).
+fn readable(version: &str) -> Result<(), order_domain::VersionError> {
+    order_domain::EventVersion::parse(version)?.readable_by(BuyOrderEvent::VERSION)
+}
+
 fn logged_event(row: &sqlx::postgres::PgRow) -> Result<LoggedEvent, StoreError> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
@@ -544,6 +552,10 @@ fn logged_event(row: &sqlx::postgres::PgRow) -> Result<LoggedEvent, StoreError> 
     let sequence: i64 = row
         .try_get("sequence")
         .map_err(|e| corrupt("sequence", &e))?;
+    let version: String = row
+        .try_get("event_version")
+        .map_err(|e| corrupt("event_version", &e))?;
+    readable(&version).map_err(|e| corrupt(&format!("event at position {position}"), &e))?;
     let payload: serde_json::Value = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
     Ok(LoggedEvent {
         position: Position(position as u64),
