@@ -4,7 +4,9 @@ use amiquip::{
     AmqpProperties, AmqpValue, Channel, ExchangeDeclareOptions, ExchangeType, FieldTable,
     QueueDeclareOptions,
 };
-use cqrs_es::DomainEvent;
+use cqrs_es::persist::SerializedEvent;
+use cqrs_es::{Aggregate, DomainEvent};
+use order_domain::{BuyOrder, EventReader, OrderId};
 use order_store::{LoggedEvent, Position};
 
 use crate::error::BusError;
@@ -108,10 +110,19 @@ fn durable_exchange() -> ExchangeDeclareOptions {
     }
 }
 
-/// An event as a message: JSON body (the logged event, position included), persistent,
-/// `message_id` = aggregate id + sequence, the position in a header, routing key = event type.
+/// An event as a message: JSON body (the logged event, position included, and its
+/// `event_version`), persistent, `message_id` = aggregate id + sequence, the position in a
+/// header, routing key = event type. The event is in the current version (the log upcasts what
+/// it reads); `docs/events.md` describes the body.
 pub fn encode(event: &LoggedEvent) -> (String, Vec<u8>, AmqpProperties) {
-    let body = serde_json::to_vec(event).expect("a logged event always serializes");
+    let body = serde_json::to_vec(&Wire {
+        position: event.position,
+        aggregate_id: event.aggregate_id.to_string(),
+        sequence: event.sequence,
+        event_version: Some(event.event.event_version()),
+        event: serde_json::to_value(&event.event).expect("an event always serializes"),
+    })
+    .expect("a message body always serializes");
     let mut headers = FieldTable::default();
     headers.insert(
         POSITION_HEADER.into(),
@@ -126,13 +137,53 @@ pub fn encode(event: &LoggedEvent) -> (String, Vec<u8>, AmqpProperties) {
     (event.event.event_type(), body, properties)
 }
 
-/// A message back into an event, or why it is poison.
+/// The body of a message, before its event is read.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    position: Position,
+    aggregate_id: String,
+    sequence: u64,
+    /// Absent in messages of relays from before versions were sent: those are all 1.0.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_version: Option<String>,
+    event: serde_json::Value,
+}
+
+/// A message back into an event, through order-domain's own upcasters, or why it is poison.
 pub fn decode(body: &[u8]) -> Result<LoggedEvent, String> {
-    let event: LoggedEvent = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if event.position == Position::ZERO {
+    decode_with(body, &EventReader::new())
+}
+
+/// A message back into an event, upcast by `reader` from the version it was published in, or
+/// why it is poison (unreadable JSON, a version no upcaster brings to the current one, an id
+/// that is not an order's): permanent, so dead-lettered at once.
+pub fn decode_with(body: &[u8], reader: &EventReader) -> Result<LoggedEvent, String> {
+    let wire: Wire = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if wire.position == Position::ZERO {
         return Err("position 0".into());
     }
-    Ok(event)
+    let event_type = wire
+        .event
+        .as_object()
+        .and_then(|tagged| tagged.keys().next().cloned())
+        .ok_or("the event is not a tagged object")?;
+    let sequence = usize::try_from(wire.sequence).map_err(|e| e.to_string())?;
+    let stored = SerializedEvent::new(
+        wire.aggregate_id.clone(),
+        sequence,
+        BuyOrder::TYPE.to_owned(),
+        event_type,
+        wire.event_version.unwrap_or_else(|| "1.0.0".to_owned()),
+        wire.event,
+        serde_json::Value::Null,
+    );
+    let event = reader.read(stored).map_err(|e| e.to_string())?;
+    Ok(LoggedEvent {
+        position: wire.position,
+        aggregate_id: OrderId::parse(&wire.aggregate_id).map_err(|e| e.to_string())?,
+        sequence: wire.sequence,
+        event,
+    })
 }
 
 /// The message id of a delivery, for logs.
@@ -141,4 +192,59 @@ pub fn message_id(properties: &AmqpProperties) -> String {
         .message_id()
         .as_ref()
         .map_or_else(|| "<none>".to_owned(), |id| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use order_domain::cqrs_es::persist::SemanticVersionEventUpcaster;
+
+    fn body(version: Option<&str>, drop_source: bool) -> Vec<u8> {
+        let mut event = serde_json::json!({"BuyOrderPlaced": {
+            "order_id": "50ef6237-3159-58cc-9792-6ff67dc20d42", "client_id": "shop-1",
+            "idempotency_key": "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "currency": "USD",
+            "amount": "100.00", "rate": "48478.80", "rate_source": "coinbase",
+            "rate_quoted_at": "2026-11-26T10:15:30.250Z", "satoshis": 206276,
+            "placed_at": "2026-11-26T10:15:30.412345Z"}});
+        if drop_source {
+            event["BuyOrderPlaced"]
+                .as_object_mut()
+                .unwrap()
+                .remove("rate_source");
+        }
+        let mut wire = serde_json::json!({"position": 7,
+            "aggregate_id": "50ef6237-3159-58cc-9792-6ff67dc20d42", "sequence": 1, "event": event});
+        if let Some(version) = version {
+            wire["event_version"] = version.into();
+        }
+        serde_json::to_vec(&wire).unwrap()
+    }
+
+    #[test]
+    fn a_message_round_trips_with_its_version() {
+        let event = decode(&body(None, false)).expect("a message of a relay before versions");
+        let (_, encoded, _) = encode(&event);
+        let wire: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(wire["event_version"], "1.0.0");
+        assert_eq!(decode(&encoded).unwrap(), event);
+    }
+
+    #[test]
+    fn an_older_message_is_upcast_and_a_newer_major_is_poison() {
+        let old = body(Some("0.9.0"), true);
+        let refused = decode(&old).unwrap_err();
+        assert!(refused.contains("0.9.0 has no upcaster"), "{refused}");
+        let reader = EventReader::new().with_upcaster(SemanticVersionEventUpcaster::new(
+            "BuyOrderPlaced",
+            "1.0.0",
+            Box::new(|mut payload| {
+                payload["BuyOrderPlaced"]["rate_source"] = "unknown".into();
+                payload
+            }),
+        ));
+        let upcast = decode_with(&old, &reader).unwrap();
+        assert_eq!(upcast.event.as_placed().unwrap().rate_source, "unknown");
+        let newer = decode(&body(Some("2.0.0"), false)).unwrap_err();
+        assert!(newer.contains("is newer than 1.0.0"), "{newer}");
+    }
 }

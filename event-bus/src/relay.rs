@@ -193,8 +193,11 @@ impl Relay {
         // not the value of its last success.
         let head = self.store.head().await?;
         metrics::gauge!("relay_backlog_events").set(head.0.saturating_sub(checkpoint.0) as f64);
-        let events = self.store.read_after(checkpoint, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        // Events no reader can read are not published (a consumer could not read them either);
+        // the checkpoint moves past them with the rest, so they never stall the stream. The
+        // store logs and counts each one; the projector parks them.
+        let read = self.store.read_log_after(checkpoint, BATCH).await?;
+        let Some(last) = read.reached() else {
             self.store
                 .wait_for_events_after(checkpoint, IDLE_WAIT)
                 .await?;
@@ -207,16 +210,19 @@ impl Relay {
         if !lease.is_held().await {
             return Ok(Step::LeaseLost);
         }
+        let events = read.events;
         let count = events.len();
-        let placed_at = events[count - 1].event.placed_at();
-        match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(events)).await {
-            Ok(published) => published?,
-            Err(_) => {
-                return Err(BusError::Unavailable(format!(
-                    "no confirms within {} s",
-                    CONFIRM_TIMEOUT.as_secs()
-                ))
-                .into())
+        let placed_at = events.last().map(|e| e.event.placed_at());
+        if count > 0 {
+            match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(events)).await {
+                Ok(published) => published?,
+                Err(_) => {
+                    return Err(BusError::Unavailable(format!(
+                        "no confirms within {} s",
+                        CONFIRM_TIMEOUT.as_secs()
+                    ))
+                    .into())
+                }
             }
         }
         if !lease.advance_checkpoint(last).await? {
@@ -225,8 +231,11 @@ impl Relay {
         let backlog = head.0.saturating_sub(last.0);
         metrics::counter!("events_published_total").increment(count as u64);
         metrics::gauge!("relay_backlog_events").set(backlog as f64);
-        metrics::gauge!("relay_lag_seconds").set(service_kit::seconds_since(placed_at));
-        tracing::info!(count, position = %last, backlog, "events published");
+        if let Some(placed_at) = placed_at {
+            metrics::gauge!("relay_lag_seconds").set(service_kit::seconds_since(placed_at));
+        }
+        tracing::info!(count, unreadable = read.unreadable.len(), position = %last, backlog,
+                       "events published");
         Ok(Step::Published)
     }
 }

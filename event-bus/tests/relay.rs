@@ -355,3 +355,64 @@ async fn a_relay_host_cut_off_loses_its_lease_within_seconds() {
     running_a.await.unwrap();
     running_b.await.unwrap();
 }
+
+/// An event of a shape order-domain never wrote (0.9.0, without `rate_source`) is published in
+/// the current shape, with its version in the body; an event no reader can read is not
+/// published, and the relay's checkpoint moves past it: nothing after it waits.
+#[tokio::test]
+async fn the_relay_publishes_the_current_shape_and_passes_over_what_it_cannot_read() {
+    use order_store::testing::{rate_source_upcaster, store_versioned, without_rate_source};
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let plain = PgEventStore::open(&PgSettings::for_url(db.url()), BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let store = plain.clone().with_upcaster(rate_source_upcaster());
+    let order = |key: u128| PlaceBuyOrder {
+        client_id: ClientId::parse("relay-test").unwrap(),
+        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::from_u128(key)),
+        currency: Currency::USD,
+        amount: FiatAmount::parse("5").unwrap(),
+    };
+    store_versioned(store.pool(), &order(1), "0.9.0", without_rate_source).await;
+    store_versioned(store.pool(), &order(2), "2.0.0", |_| {}).await;
+    place(&writer(&store), 1).await;
+    let (stop, running) = relay(&store, &topology);
+
+    let mut batches = consumer::start(topology.address(), topology.topology.clone(), 50);
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), batches.recv())
+            .await
+            .expect("messages in time")
+            .expect("consumer running");
+        bodies.extend(batch.messages.iter().map(|m| m.body.clone()));
+        let n = batch.messages.len();
+        batch.answer(vec![Verdict::Ack; n]);
+    }
+    let first: serde_json::Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(first["position"], 1);
+    assert_eq!(first["event_version"], "1.0.0");
+    assert_eq!(
+        first["event"]["BuyOrderPlaced"]["rate_source"], "unknown",
+        "upcast before it was published"
+    );
+    assert_eq!(
+        decode(&bodies[0])
+            .unwrap()
+            .event
+            .as_placed()
+            .unwrap()
+            .order_id,
+        order(1).order_id()
+    );
+    let second = decode(&bodies[1]).unwrap();
+    assert_eq!(second.position, Position(3), "position 2 is not published");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.relay_checkpoint().await.unwrap() < Position(3) {
+        assert!(tokio::time::Instant::now() < deadline, "checkpoint stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+}

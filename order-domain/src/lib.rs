@@ -60,6 +60,7 @@ mod ids;
 mod ledger;
 mod money;
 mod price;
+mod upcast;
 mod version;
 
 pub use aggregate::{BuyOrder, BuyOrderServices};
@@ -71,4 +72,5 @@ pub use ids::{ClientId, IdempotencyKey, OrderId};
 pub use ledger::{BtcCap, BtcLedger, CapExceeded};
 pub use money::{BtcRate, Currency, FiatAmount, Satoshis};
 pub use price::{Clock, FixedClock, PriceError, PriceSource, Quote, SystemClock};
+pub use upcast::{EventReader, UnreadableEvent};
 pub use version::{EventVersion, VersionError};

@@ -101,7 +101,7 @@ mod writer;
 
 pub use clients::{Caller, Identity, IdentityError, KeyDirectory};
 pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
-pub use log::{EventLog, LoggedEvent, Position};
+pub use log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 pub use read_model::{ReadModel, ReadModelWriter};
 #[cfg(feature = "cli")]
 pub use secret::SecretUrlParser;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use order_domain::OrderId;
 
 use crate::error::{ReadError, StoreError};
-use crate::log::{LoggedEvent, Position};
+use crate::log::{LoggedEvent, Position, UnreadableLogged};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
 /// Folds logged events into the read table. Implementations are idempotent: events at or below
@@ -18,6 +18,14 @@ pub trait ReadModelWriter: Send + Sync {
 
     /// The position of the last event applied (`Position::ZERO` for an empty table).
     async fn checkpoint(&self) -> Result<Position, StoreError>;
+
+    /// Parks events no reader can read, with why, where an operator finds them (and can apply
+    /// them once an upcaster is deployed), and moves the checkpoint past them, atomically:
+    /// one unreadable event never stalls the ones after it. Idempotent, like `apply`.
+    async fn park(&self, unreadable: &[UnreadableLogged]) -> Result<(), StoreError>;
+
+    /// The events parked so far, oldest first.
+    async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError>;
 }
 
 /// Queries of the read table: what `api-read` serves.

@@ -189,6 +189,56 @@ pub fn placed_event(
     })
 }
 
+/// Inserts an event for `cmd`'s order as a writer of `version` would have stored it (through
+/// the trigger, like any insert): `shape` edits the current JSON of the `BuyOrderPlaced` object
+/// first (remove a field, add one). For tests of stored events of other versions.
+pub async fn store_versioned(
+    pool: &sqlx::PgPool,
+    cmd: &order_domain::PlaceBuyOrder,
+    version: &str,
+    shape: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    let mut event = placed_event(cmd, cmd.amount.cents() * 10_000);
+    // Stamped as a store stamps (microseconds), so the read table holds it exactly.
+    event.set_placed_at(order_domain::Clock::now(&order_domain::SystemClock));
+    let mut payload = serde_json::to_value(&event).expect("an event serializes");
+    if let Some(fields) = payload
+        .get_mut("BuyOrderPlaced")
+        .and_then(|placed| placed.as_object_mut())
+    {
+        shape(fields);
+    }
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata) VALUES ('BuyOrder', $1, 1, 'BuyOrderPlaced', $2, $3, '{}')",
+    )
+    .bind(cmd.order_id().to_string())
+    .bind(version)
+    .bind(payload)
+    .execute(pool)
+    .await
+    .unwrap_or_else(|e| panic!("cannot store a {version} event: {e}"));
+}
+
+/// A shape order-domain never wrote, for tests of the upcasting path: `BuyOrderPlaced` 0.9.0,
+/// without `rate_source` ([`store_versioned`] with [`without_rate_source`]), and the upcaster
+/// that brings it to 1.0.0 with `rate_source` "unknown".
+pub fn rate_source_upcaster() -> cqrs_es::persist::SemanticVersionEventUpcaster {
+    cqrs_es::persist::SemanticVersionEventUpcaster::new(
+        "BuyOrderPlaced",
+        "1.0.0",
+        Box::new(|mut payload| {
+            payload["BuyOrderPlaced"]["rate_source"] = serde_json::json!("unknown");
+            payload
+        }),
+    )
+}
+
+/// The 0.9.0 shape: 1.0.0 without `rate_source`.
+pub fn without_rate_source(fields: &mut serde_json::Map<String, serde_json::Value>) {
+    fields.remove("rate_source");
+}
+
 /// Every row `scope` sees in `model`, page by page (100 a page), newest first.
 pub async fn every_row(
     model: &dyn crate::ReadModel,

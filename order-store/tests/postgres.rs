@@ -787,46 +787,19 @@ async fn another_aggregates_events_neither_take_the_ledger_nor_enter_the_log() {
     assert_eq!(walk(&model, &Scope::All).await.len(), 2);
 }
 
-/// Inserts a `BuyOrderPlaced` for `command` as another writer of version `version` would have
-/// stored it (with `extra` fields in the payload), through the trigger like any insert.
-async fn store_as_version(
-    store: &PgEventStore,
-    command: &PlaceBuyOrder,
-    version: &str,
-    extra: &str,
-) {
-    let id = command.order_id().to_string();
-    let payload = format!(
-        r#"{{"BuyOrderPlaced":{{"order_id":"{id}","client_id":"{}","idempotency_key":"{}",
-            "currency":"USD","amount":"{}","rate":"100","rate_source":"test",
-            "rate_quoted_at":"2026-11-26T00:00:00Z","satoshis":{},
-            "placed_at":"2026-11-26T00:00:00Z"{extra}}}}}"#,
-        command.client_id,
-        command.idempotency_key,
-        command.amount,
-        command.amount.cents() * 10_000,
-    );
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-         payload, metadata) VALUES ('BuyOrder', $1, 1, 'BuyOrderPlaced', $2, $3::json, '{}')",
-    )
-    .bind(&id)
-    .bind(version)
-    .bind(payload)
-    .execute(store.pool())
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
-async fn a_newer_minor_is_read_and_a_newer_major_is_refused_loudly_never_misread() {
+async fn a_newer_minor_is_read_and_a_newer_major_is_passed_over_loudly_never_misread() {
+    use order_store::testing::store_versioned;
     let db = TestDb::create().await;
     let store = store(&db, "100").await;
     let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
 
     // 1.4.0 added a field this reader does not know: read, the field ignored (docs/events.md).
     let minor = place("1");
-    store_as_version(&store, &minor, "1.4.0", r#","fee_sats":12"#).await;
+    store_versioned(store.pool(), &minor, "1.4.0", |fields| {
+        fields.insert("fee_sats".into(), 12.into());
+    })
+    .await;
     let log = store.read_after(Position::ZERO, 10).await.unwrap();
     assert_eq!(log[0].event.as_placed().unwrap().order_id, minor.order_id());
     let replay = writer.place(minor.clone()).await.unwrap();
@@ -835,15 +808,26 @@ async fn a_newer_minor_is_read_and_a_newer_major_is_refused_loudly_never_misread
         "the retry of its key answers the stored order"
     );
 
-    // 2.0.0 changed the shape: refused where it is read, naming the position and the version,
-    // instead of being read into 1.x with what changed dropped.
+    // 2.0.0 changed the shape: not read into 1.x with what changed dropped. The log passes
+    // it over and says so; the events after it still flow.
     let major = place("2");
-    store_as_version(&store, &major, "2.0.0", "").await;
-    let refused = store.read_after(Position(1), 10).await.unwrap_err();
-    let said = refused.to_string();
+    store_versioned(store.pool(), &major, "2.0.0", |_| {}).await;
+    let after = writer.place(place("3")).await.unwrap();
+    let read = store.read_log_after(Position(1), 10).await.unwrap();
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].event.as_placed().unwrap(), &after.order);
+    assert_eq!(read.unreadable.len(), 1);
+    let unreadable = &read.unreadable[0];
+    assert_eq!(unreadable.position, Position(2));
     assert!(
-        said.contains("position 2") && said.contains("2.0.0 is newer than 1.0.0"),
-        "{said}"
+        unreadable.reason.contains("2.0.0 is newer than 1.0.0"),
+        "{}",
+        unreadable.reason
+    );
+    assert_eq!(read.reached(), Some(Position(3)));
+    assert_eq!(
+        store.read_after(Position(1), 10).await.unwrap(),
+        read.events
     );
     let retry = writer.place(major).await;
     assert!(

@@ -2,7 +2,7 @@
 //! table's transaction commits.
 
 use event_bus::consumer::{Batch, Message, Verdict};
-use event_bus::message::decode;
+use event_bus::message::decode_with;
 use order_store::{LoggedEvent, StoreError};
 use service_kit::CancellationToken;
 use tokio::sync::mpsc;
@@ -84,7 +84,7 @@ impl Projector {
         let mut verdicts = vec![Verdict::Ack; messages.len()];
         let mut events = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
-            match decode(&message.body) {
+            match decode_with(&message.body, &self.reader) {
                 Ok(event) => events.push((index, event)),
                 Err(why) => {
                     tracing::error!(message_id = %message.message_id, %why, "unreadable message dead-lettered");

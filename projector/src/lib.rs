@@ -70,6 +70,8 @@ pub struct Projector {
     log: Arc<dyn EventLog>,
     model: Arc<dyn ReadModelWriter>,
     batch: usize,
+    /// How messages from the queue are read (the log reads with the store's own reader).
+    reader: order_domain::EventReader,
 }
 
 impl Projector {
@@ -79,20 +81,40 @@ impl Projector {
             log,
             model,
             batch: batch.max(1),
+            reader: order_domain::EventReader::new(),
         }
     }
 
-    /// Applies everything committed so far; returns the checkpoint reached.
+    /// The same projector reading queue messages through `reader`: give it the upcasters the
+    /// store was given (`PgEventStore::with_upcaster`), so both paths read the same events.
+    pub fn with_event_reader(mut self, reader: order_domain::EventReader) -> Self {
+        self.reader = reader;
+        self
+    }
+
+    /// Applies everything committed so far; returns the checkpoint reached. An event no
+    /// reader can read is parked (with why, in the read table's `parked_events`) and the
+    /// checkpoint moves past it: it is reported, never misread, and never stalls the rest.
     pub async fn catch_up(&self) -> Result<Position, StoreError> {
         let mut checkpoint = self.model.checkpoint().await?;
         loop {
-            let events = self.log.read_after(checkpoint, self.batch).await?;
-            let Some(last) = events.last() else {
+            let read = self.log.read_log_after(checkpoint, self.batch).await?;
+            let Some(reached) = read.reached() else {
                 return Ok(checkpoint);
             };
-            let reached = last.position;
-            self.model.apply(&events).await?;
-            self.record(&events).await;
+            if !read.events.is_empty() {
+                self.model.apply(&read.events).await?;
+                self.record(&read.events).await;
+            }
+            if !read.unreadable.is_empty() {
+                self.model.park(&read.unreadable).await?;
+                metrics::counter!("projector_events_parked_total")
+                    .increment(read.unreadable.len() as u64);
+                for event in &read.unreadable {
+                    tracing::error!(position = %event.position, aggregate_id = %event.aggregate_id,
+                                    reason = %event.reason, "unreadable event parked");
+                }
+            }
             checkpoint = reached;
         }
     }

@@ -268,3 +268,35 @@ async fn messages_from_the_queue_are_applied_without_reading_the_store() {
     stop.cancel();
     running.await.unwrap();
 }
+
+/// An event no reader can read (written by a newer major version, say) sits in the log between
+/// orders: the relay does not publish it, the projector process parks it with why and applies
+/// everything after it. Nothing stalls; the table equals the readable log.
+#[tokio::test]
+async fn an_unreadable_event_is_parked_and_everything_after_it_projected() {
+    let s = setup().await;
+    let mut running = spawn_projector(&s);
+    let writer = writer(&s.store);
+    place(&writer, 5).await;
+    let newer = order_domain::PlaceBuyOrder {
+        client_id: order_domain::ClientId::parse("newer").unwrap(),
+        idempotency_key: order_domain::IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+        currency: order_domain::Currency::EUR,
+        amount: order_domain::FiatAmount::parse("1").unwrap(),
+    };
+    order_store::testing::store_versioned(s.store.pool(), &newer, "2.0.0", |_| {}).await;
+    place(&writer, 5).await;
+    wait_for_checkpoint(&s.model, Position(11)).await;
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    assert_eq!(table(&s.model).await.len(), 10);
+    let parked = s.model.parked().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].position, Position(6));
+    assert!(
+        parked[0].reason.contains("2.0.0 is newer"),
+        "{}",
+        parked[0].reason
+    );
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}

@@ -8,7 +8,7 @@ use order_domain::{ClientId, OrderId};
 use parking_lot::RwLock;
 
 use crate::error::{ReadError, StoreError};
-use crate::log::{LoggedEvent, Position};
+use crate::log::{LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
@@ -26,6 +26,7 @@ struct State {
     positions: HashMap<OrderId, (Position, ClientId)>,
     by_client: HashMap<ClientId, BTreeSet<Position>>,
     checkpoint: Position,
+    parked: BTreeMap<Position, UnreadableLogged>,
 }
 
 impl MemReadModel {
@@ -73,6 +74,22 @@ impl ReadModelWriter for MemReadModel {
 
     async fn checkpoint(&self) -> Result<Position, StoreError> {
         Ok(self.state.read().checkpoint)
+    }
+
+    async fn park(&self, unreadable: &[UnreadableLogged]) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        for event in unreadable {
+            state
+                .parked
+                .entry(event.position)
+                .or_insert_with(|| event.clone());
+            state.checkpoint = state.checkpoint.max(event.position);
+        }
+        Ok(())
+    }
+
+    async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError> {
+        Ok(self.state.read().parked.values().cloned().collect())
     }
 }
 

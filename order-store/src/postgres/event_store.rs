@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_es::persist::EventUpcaster;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
-use order_domain::{BtcCap, BuyOrder, BuyOrderError, BuyOrderEvent, OrderId, Satoshis};
+use order_domain::{
+    BtcCap, BuyOrder, BuyOrderError, BuyOrderEvent, EventReader, OrderId, Satoshis,
+};
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -18,7 +21,7 @@ use super::group_commit::{is_definite, Appended, Batching, GroupCommit, Row as A
 use super::group_load::GroupLoad;
 use super::{migrate_write, unavailable, PgSettings};
 use crate::error::StoreError;
-use crate::log::{EventLog, LoggedEvent, Position};
+use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 use crate::writer::Ledger;
 
 /// The CHECK constraint that is the cap.
@@ -45,6 +48,8 @@ pub struct PgEventStore {
     /// The newest position notified, once something waits for events (started on first use:
     /// a store that only writes keeps no LISTEN connection).
     head: Arc<tokio::sync::OnceCell<watch::Receiver<Position>>>,
+    /// How stored events are read: upcast from older versions, refused when unreadable.
+    reader: EventReader,
 }
 
 impl PgEventStore {
@@ -124,7 +129,16 @@ impl PgEventStore {
             committer: Arc::new(OnceLock::new()),
             loader: Arc::new(OnceLock::new()),
             head,
+            reader: EventReader::new(),
         }
+    }
+
+    /// The same store reading stored events through `upcaster` too (after order-domain's own):
+    /// for events of a shape order-domain never wrote, say history imported from elsewhere.
+    /// Loads and the log (and so the relay, the projector and rebuilds) use it.
+    pub fn with_upcaster(mut self, upcaster: impl EventUpcaster + 'static) -> Self {
+        self.reader = self.reader.with_upcaster(upcaster);
+        self
     }
 
     /// The same store grouping its commits as `batching` says (before its first commit).
@@ -337,9 +351,14 @@ impl EventStore<BuyOrder> for PgEventStore {
         events
             .into_iter()
             .map(|event| {
-                // The version first: a newer major is refused, never read into the old shape.
-                readable(&event.event_version)
-                    .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+                // Upcast to the current version, or refused (a newer major, no upcaster): never
+                // read into a shape it is not.
+                let event = self.reader.upcast(event).map_err(|e| {
+                    metrics::counter!("store_unreadable_events_total", "reader" => "load")
+                        .increment(1);
+                    tracing::error!(aggregate_id, reason = %e, "a stored event cannot be read");
+                    AggregateError::DeserializationError(Box::new(e))
+                })?;
                 EventEnvelope::try_from(event)
                     .map_err(|e| AggregateError::DeserializationError(Box::new(e)))
             })
@@ -492,16 +511,35 @@ impl EventLog for PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
+        Ok(self.read_log_after(after, limit).await?.events)
+    }
+
+    async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
         let rows = sqlx::query(
-            "SELECT position, aggregate_id, sequence, event_version, payload FROM events \
-             WHERE position > $1 AND aggregate_type = 'BuyOrder' ORDER BY position LIMIT $2",
+            "SELECT position, aggregate_id, sequence, event_type, event_version, payload \
+             FROM events WHERE position > $1 AND aggregate_type = 'BuyOrder' \
+             ORDER BY position LIMIT $2",
         )
-        .bind(after.0 as i64)
-        .bind(limit.min(i64::MAX as usize) as i64)
+        .bind(i64::try_from(after.0).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        rows.iter().map(logged_event).collect()
+        let mut read = LogRead::default();
+        for row in &rows {
+            match logged_event(row, &self.reader)? {
+                Ok(event) => read.events.push(event),
+                Err(unreadable) => {
+                    metrics::counter!("store_unreadable_events_total", "reader" => "log")
+                        .increment(1);
+                    tracing::error!(position = %unreadable.position,
+                        aggregate_id = %unreadable.aggregate_id, reason = %unreadable.reason,
+                        "an event of the log cannot be read; passed over");
+                    read.unreadable.push(unreadable);
+                }
+            }
+        }
+        Ok(read)
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
@@ -535,32 +573,57 @@ impl EventLog for PgEventStore {
     }
 }
 
-/// Whether this reader can read an event written as `version` (`docs/events.md`).
-fn readable(version: &str) -> Result<(), order_domain::VersionError> {
-    order_domain::EventVersion::parse(version)?.readable_by(BuyOrderEvent::VERSION)
-}
-
-fn logged_event(row: &sqlx::postgres::PgRow) -> Result<LoggedEvent, StoreError> {
+/// A row of the log as an event, or as an event this reader cannot read (`Ok(Err(_))`); an
+/// `Err` is a row whose columns themselves are broken.
+fn logged_event(
+    row: &sqlx::postgres::PgRow,
+    reader: &EventReader,
+) -> Result<Result<LoggedEvent, UnreadableLogged>, StoreError> {
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let position: i64 = row
         .try_get("position")
         .map_err(|e| corrupt("position", &e))?;
+    let position = Position(
+        u64::try_from(position).map_err(|e| corrupt(&format!("position {position}"), &e))?,
+    );
     let aggregate_id: String = row
         .try_get("aggregate_id")
         .map_err(|e| corrupt("aggregate_id", &e))?;
     let sequence: i64 = row
         .try_get("sequence")
         .map_err(|e| corrupt("sequence", &e))?;
-    let version: String = row
-        .try_get("event_version")
-        .map_err(|e| corrupt("event_version", &e))?;
-    readable(&version).map_err(|e| corrupt(&format!("event at position {position}"), &e))?;
-    let payload: serde_json::Value = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
-    Ok(LoggedEvent {
-        position: Position(position as u64),
-        aggregate_id: OrderId::parse(&aggregate_id).map_err(|e| corrupt("aggregate_id", &e))?,
-        sequence: sequence as u64,
-        event: serde_json::from_value(payload).map_err(|e| corrupt("payload", &e))?,
-    })
+    let sequence = u64::try_from(sequence).map_err(|e| corrupt("sequence", &e))?;
+    let stored = SerializedEvent::new(
+        aggregate_id.clone(),
+        usize::try_from(sequence).map_err(|e| corrupt("sequence", &e))?,
+        "BuyOrder".to_owned(),
+        row.try_get("event_type")
+            .map_err(|e| corrupt("event_type", &e))?,
+        row.try_get("event_version")
+            .map_err(|e| corrupt("event_version", &e))?,
+        row.try_get("payload").map_err(|e| corrupt("payload", &e))?,
+        serde_json::Value::Null,
+    );
+    let unreadable = |reason: String| UnreadableLogged {
+        position,
+        aggregate_id: aggregate_id.clone(),
+        sequence,
+        reason,
+    };
+    let event = match reader.read(stored) {
+        Ok(event) => event,
+        Err(why) => return Ok(Err(unreadable(why.to_string()))),
+    };
+    let Ok(order_id) = OrderId::parse(&aggregate_id) else {
+        return Ok(Err(unreadable(format!(
+            "aggregate id {aggregate_id:?} is not an order id"
+        ))));
+    };
+    Ok(Ok(LoggedEvent {
+        position,
+        aggregate_id: order_id,
+        sequence,
+        event,
+    }))
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{migrate_read, unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
-use crate::log::{EventLog, LoggedEvent, Position};
+use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
@@ -160,11 +160,20 @@ impl PgReadModel {
         // Bulk of the work, outside any lock: the live table keeps serving and being projected.
         // The fresh table takes COPY (binary), and the next step's events are read from the log
         // while this step's are copied: two connections, two cores.
-        let mut next = log.read_after(done, REBUILD_STEP).await?;
-        while let Some(last) = next.last().map(|e| e.position) {
-            let (copied, following) =
-                tokio::join!(copy_rows(client, &next), log.read_after(last, REBUILD_STEP));
+        // Events no reader can read are parked as they are met (the live projector parks the
+        // same ones); at the swap, parked rows the rebuild could now read are cleared.
+        let mut parked: Vec<i64> = Vec::new();
+        let mut next = log.read_log_after(done, REBUILD_STEP).await?;
+        while let Some(last) = next.reached() {
+            let copy = async {
+                copy_rows(client, &next.events).await?;
+                insert_parked(&*client, &next.unreadable).await
+            };
+            let (copied, following) = tokio::join!(copy, log.read_log_after(last, REBUILD_STEP));
             copied?;
+            for event in &next.unreadable {
+                parked.push(position_i64(event.position)?);
+            }
             next = following?;
             done = last;
             progress(done, head.max(done));
@@ -178,9 +187,16 @@ impl PgReadModel {
         )
         .await
         .map_err(unavailable)?;
-        while let Some(last) = copy_batch(&tx, log, done, batch).await? {
+        while let Some(last) = copy_batch(&tx, log, done, batch, &mut parked).await? {
             done = last;
         }
+        tx.execute(
+            "DELETE FROM parked_events WHERE projection = $1 AND position <= $2 \
+             AND NOT (position = ANY($3))",
+            &[&CHECKPOINT, &position_i64(done)?, &parked],
+        )
+        .await
+        .map_err(unavailable)?;
         tx.batch_execute(&format!(
             "ALTER TABLE {TABLE} RENAME TO buy_order_view_replaced; \
              ALTER TABLE {REBUILD_TABLE} RENAME TO {TABLE}; \
@@ -363,19 +379,25 @@ fn scope_owner(scope: &Scope) -> Option<&str> {
     }
 }
 
-/// Copies the batch of events after `after` into the table being rebuilt; the position reached,
-/// or `None` when the log has nothing more.
+/// Copies the batch of events after `after` into the table being rebuilt, parking the ones no
+/// reader can read (their positions added to `parked`); the position reached, or `None` when
+/// the log has nothing more.
 async fn copy_batch(
     client: &impl GenericClient,
     log: &dyn EventLog,
     after: Position,
     batch: usize,
+    parked: &mut Vec<i64>,
 ) -> Result<Option<Position>, StoreError> {
-    let events = log.read_after(after, batch).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
+    let read: LogRead = log.read_log_after(after, batch).await?;
+    let Some(last) = read.reached() else {
         return Ok(None);
     };
-    insert_rows(client, REBUILD_TABLE, &events).await?;
+    insert_rows(client, REBUILD_TABLE, &read.events).await?;
+    insert_parked(client, &read.unreadable).await?;
+    for event in &read.unreadable {
+        parked.push(position_i64(event.position)?);
+    }
     Ok(Some(last))
 }
 
@@ -493,6 +515,85 @@ impl ReadModelWriter for PgReadModel {
             .map_err(unavailable)?;
         Ok(Position(row.get::<_, i64>(0) as u64))
     }
+
+    async fn park(&self, unreadable: &[UnreadableLogged]) -> Result<(), StoreError> {
+        let Some(last) = unreadable.iter().map(|e| e.position).max() else {
+            return Ok(());
+        };
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.query_one(
+            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
+            &[&CHECKPOINT],
+        )
+        .await
+        .map_err(unavailable)?;
+        insert_parked(&tx, unreadable).await?;
+        tx.execute(
+            "UPDATE projector_checkpoint SET position = greatest(position, $2) WHERE name = $1",
+            &[&CHECKPOINT, &position_i64(last)?],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(
+                "SELECT position, aggregate_id, sequence, reason FROM parked_events \
+                 WHERE projection = $1 ORDER BY position",
+                &[&CHECKPOINT],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| UnreadableLogged {
+                position: Position(row.get::<_, i64>(0) as u64),
+                aggregate_id: row.get(1),
+                sequence: row.get::<_, i64>(2) as u64,
+                reason: row.get(3),
+            })
+            .collect())
+    }
+}
+
+/// A position as PostgreSQL's bigint; beyond it is a corrupt log, never a wrapped number.
+fn position_i64(position: Position) -> Result<i64, StoreError> {
+    i64::try_from(position.0)
+        .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))
+}
+
+/// Records `unreadable` in `parked_events` (again: the reason is refreshed), in one statement.
+async fn insert_parked(
+    client: &impl GenericClient,
+    unreadable: &[UnreadableLogged],
+) -> Result<(), StoreError> {
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    let positions = unreadable
+        .iter()
+        .map(|e| position_i64(e.position))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<&str> = unreadable.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let sequences: Vec<i64> = unreadable
+        .iter()
+        .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
+        .collect();
+    let reasons: Vec<&str> = unreadable.iter().map(|e| e.reason.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO parked_events (projection, position, aggregate_id, sequence, reason) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
+             ON CONFLICT (projection, position) DO UPDATE SET reason = excluded.reason",
+            &[&CHECKPOINT, &positions, &ids, &sequences, &reasons],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 #[async_trait]
