@@ -20,14 +20,22 @@ pub struct ProjectorSettings {
 }
 
 /// What the `projector` process does.
-#[derive(Debug, Clone, Copy, Default, clap::Subcommand)]
+#[derive(Debug, Clone, Default, clap::Subcommand)]
 pub enum ProjectorCommand {
-    /// Keep the read table current (the default).
+    /// Keep every registered projection current (the default): buy_order_view from RabbitMQ or
+    /// the log, the others from the log.
     #[default]
     Run,
-    /// Build the read table afresh from position 0 in a new table while the current one keeps
-    /// serving, swap it in atomically, then exit. One at a time: a second is refused.
-    Rebuild,
+    /// Build one projection afresh from position 0 in fresh tables while the current ones keep
+    /// serving, swap them in atomically, then exit. One at a time per projection: a second is
+    /// refused.
+    Rebuild {
+        /// The projection (`projector list` names them).
+        #[arg(default_value = "buy_order_view")]
+        name: String,
+    },
+    /// Show every registered projection with its checkpoint, lag and parked events.
+    List,
 }
 
 /// Everything `projector` reads at start-up.

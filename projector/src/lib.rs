@@ -10,6 +10,7 @@
 //! is woken in-process as soon as an event commits), or consuming the RabbitMQ queue the relay
 //! publishes to ([`Projector::consume`]), falling back to the log on any gap.
 
+pub mod cli;
 pub mod config;
 mod consume;
 
@@ -72,6 +73,9 @@ pub struct Projector {
     batch: usize,
     /// How messages from the queue are read (the log reads with the store's own reader).
     reader: order_domain::EventReader,
+    /// Whether it sets the process's projector gauges (the main projection's; the others are
+    /// seen with `projector list`).
+    gauges: bool,
 }
 
 impl Projector {
@@ -82,7 +86,15 @@ impl Projector {
             model,
             batch: batch.max(1),
             reader: order_domain::EventReader::new(),
+            gauges: true,
         }
+    }
+
+    /// The same projector leaving the process's projector gauges alone: for a second
+    /// projection in the same process, whose lag `projector list` shows.
+    pub fn without_gauges(mut self) -> Self {
+        self.gauges = false;
+        self
     }
 
     /// The same projector reading queue messages through `reader`: give it the upcasters the
@@ -123,6 +135,10 @@ impl Projector {
     /// and in seconds since the last event was placed.
     pub(crate) async fn record(&self, applied: &[LoggedEvent]) {
         let Some(last) = applied.last() else { return };
+        if !self.gauges {
+            tracing::debug!(events = applied.len(), position = %last.position, "events projected");
+            return;
+        }
         metrics::counter!("events_projected_total").increment(applied.len() as u64);
         metrics::gauge!("projector_checkpoint_position").set(last.position.0 as f64);
         metrics::gauge!("projector_lag_seconds")
@@ -183,7 +199,9 @@ impl Projector {
     /// Projects until `shutdown` is cancelled: catches up, then sleeps until the log grows.
     /// A failing backend is retried with backoff; the projector never gives up on its own.
     pub async fn run(&self, shutdown: CancellationToken) {
-        tokio::spawn(self.clone().watch_lag(shutdown.clone()));
+        if self.gauges {
+            tokio::spawn(self.clone().watch_lag(shutdown.clone()));
+        }
         let mut backoff = FIRST_BACKOFF;
         while !shutdown.is_cancelled() {
             let step = async {

@@ -64,3 +64,59 @@ fn without_a_database_it_refuses_to_start_naming_the_variable() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
 }
+
+/// `projector list` shows each projection with its checkpoint, lag and parked events;
+/// `projector rebuild NAME` rebuilds the one named, and an unknown name is refused, naming the
+/// registered ones.
+#[tokio::test]
+async fn list_shows_each_projection_and_rebuild_takes_a_name() {
+    let db = TestDb::create().await;
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let model = PgReadModel::open(&settings).await.unwrap();
+    place(&writer(&store), 30).await;
+    let output = |args: &[&str]| {
+        projector(&db, None, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    };
+
+    let before = output(&["list"]);
+    assert!(before.status.success());
+    let text = String::from_utf8_lossy(&before.stdout).to_string();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|line| line.starts_with("buy_order_view"))
+        .unwrap_or_else(|| panic!("no buy_order_view line:\n{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["buy_order_view", "0", "30", "0"],
+        "checkpoint, lag, parked"
+    );
+
+    let unknown = output(&["rebuild", "daily_btc_sold"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("no projection named \"daily_btc_sold\"") && said.contains("buy_order_view"),
+        "{said}"
+    );
+
+    assert!(output(&["rebuild", "buy_order_view"]).status.success());
+    assert_eq!(model.checkpoint().await.unwrap(), Position(30));
+    assert_eq!(table(&model).await, expected(&store).await);
+    let after = String::from_utf8_lossy(&output(&["list"]).stdout).to_string();
+    assert!(
+        after
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == ["buy_order_view", "30", "0", "0"]),
+        "{after}"
+    );
+}

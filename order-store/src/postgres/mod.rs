@@ -22,6 +22,7 @@ mod event_store;
 mod group_commit;
 mod group_load;
 mod migrate;
+mod projection;
 mod read_model;
 /// The relay's fenced lease and checkpoint: internals of `event-bus`, not of a store's user.
 #[cfg(feature = "relay")]
@@ -34,7 +35,8 @@ pub use config::PgSettings;
 pub use event_store::{CapChange, CapError, PgEventStore};
 pub use group_commit::Batching;
 pub use migrate::{migrate_read, migrate_write};
-pub use read_model::PgReadModel;
+pub use projection::{ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction};
+pub use read_model::{OrderTable, PgReadModel};
 #[cfg(feature = "relay")]
 pub use relay::RelayLease;
 pub use schema::PgSchema;

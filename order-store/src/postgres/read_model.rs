@@ -2,16 +2,17 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{GenericClient, Pool};
 use order_domain::{BtcRate, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{migrate_read, unavailable, PgSettings};
+use super::projection::{read_pool, PgProjection, Projection, Transaction};
+use super::{unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
-use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
+use crate::log::{EventLog, LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
@@ -19,14 +20,6 @@ use crate::view::{OrderView, Page, PageRequest, Scope};
 const CHECKPOINT: &str = "buy_order_view";
 /// The live table.
 const TABLE: &str = "buy_order_view";
-/// Events read per step of a rebuild's bulk phase (one read, one COPY), whatever the live
-/// projector's batch.
-const REBUILD_STEP: usize = 20_000;
-/// The advisory lock a rebuild holds (session-level, on the read database): "bo_rebuild", in
-/// `public`; other schemas mix their name in ([`super::schema::lock_key`]).
-const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
-/// Where `rebuild` builds the new table before swapping it in.
-const REBUILD_TABLE: &str = "buy_order_view_rebuild";
 /// The first page: a backward scan of the primary key.
 const FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
      FROM buy_order_view ORDER BY position DESC LIMIT $1";
@@ -56,9 +49,6 @@ const ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, b
 /// One order of one client's.
 const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
      btc_amount FROM buy_order_view WHERE id = $1 AND client_id = $2";
-/// The index that serves one client's pages (named as PostgreSQL names the copy `rebuild`
-/// makes, so the swap can rename it back).
-const CLIENT_INDEX: &str = "client_id_expr_idx";
 
 /// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
 /// passes it as a parameter, so the bound is an index condition of a backward range scan of the
@@ -66,156 +56,36 @@ const CLIENT_INDEX: &str = "client_id_expr_idx";
 #[derive(Clone)]
 pub struct PgReadModel {
     pool: Pool,
-    /// This schema's rebuild lock key.
-    rebuild_lock: i64,
+    /// The table as a projection: its checkpoint, parking and rebuild.
+    writer: PgProjection<OrderTable>,
 }
 
 impl PgReadModel {
     /// Opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and applies the
     /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
-        let url = settings.read_url().ok_or_else(|| {
-            StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
-        })?;
-        let (config, tls) = settings.tokio_postgres_config(url)?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size as usize)
-            .wait_timeout(Some(settings.acquire_timeout))
-            .create_timeout(Some(settings.acquire_timeout))
-            .recycle_timeout(Some(settings.acquire_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
-        // One session now, before the migrations (which connect through sqlx): a URL whose TLS
-        // this client cannot satisfy fails at start-up, with this client's own reason.
-        drop(
-            pool.get()
-                .await
-                .map_err(|e| super::unavailable_because(&e))?,
-        );
-        migrate_read(settings).await?;
-        Ok(PgReadModel {
-            pool,
-            rebuild_lock: super::schema::lock_key(REBUILD_LOCK, settings.schema.as_str()),
-        })
+        let pool = read_pool(settings).await?;
+        let writer =
+            PgProjection::on_pool(pool.clone(), settings.schema.as_str(), OrderTable).await?;
+        Ok(PgReadModel { pool, writer })
+    }
+
+    /// The table as a projection ([`PgProjection`]): what `projector list` and `rebuild` use.
+    pub fn projection(&self) -> &PgProjection<OrderTable> {
+        &self.writer
     }
 
     /// Rebuilds the table from position 0 into a fresh table while the current one keeps
     /// serving, then swaps it in atomically and moves the checkpoint to what it covers; a live
-    /// projector continues from there. `progress(done, head)` is called after each batch.
-    ///
-    /// One rebuild at a time: it holds a session advisory lock on its connection for its whole
-    /// run (released at the end, or by PostgreSQL if the process dies), and a second one is
-    /// refused at once. Two overlapping rebuilds would empty each other's table and lose rows.
+    /// projector continues from there. `progress(done, head)` is called after each step. One
+    /// rebuild at a time ([`PgProjection::rebuild`]): two overlapping ones would lose rows.
     pub async fn rebuild(
         &self,
         log: &dyn EventLog,
         batch: usize,
         progress: &(dyn Fn(Position, Position) + Sync),
     ) -> Result<Position, StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&self.rebuild_lock])
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        if !locked {
-            return Err(StoreError::Unavailable(
-                "another `projector rebuild` is running on this read table; \
-                 wait for it to finish (nothing was changed)"
-                    .into(),
-            ));
-        }
-        let rebuilt = self.rebuild_locked(&mut client, log, batch, progress).await;
-        // On a broken connection the session, and so the lock, is gone already.
-        let _ = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&self.rebuild_lock])
-            .await;
-        rebuilt
-    }
-
-    async fn rebuild_locked(
-        &self,
-        client: &mut deadpool_postgres::Object,
-        log: &dyn EventLog,
-        batch: usize,
-        progress: &(dyn Fn(Position, Position) + Sync),
-    ) -> Result<Position, StoreError> {
-        client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {REBUILD_TABLE}; \
-                 CREATE TABLE {REBUILD_TABLE} (LIKE {TABLE} INCLUDING ALL);"
-            ))
-            .await
-            .map_err(unavailable)?;
-        let head = log.head().await?;
-        let mut done = Position::ZERO;
-        // Bulk of the work, outside any lock: the live table keeps serving and being projected.
-        // The fresh table takes COPY (binary), and the next step's events are read from the log
-        // while this step's are copied: two connections, two cores.
-        // Events no reader can read are parked as they are met (the live projector parks the
-        // same ones); at the swap, parked rows the rebuild could now read are cleared.
-        let mut parked: Vec<i64> = Vec::new();
-        let mut next = log.read_log_after(done, REBUILD_STEP).await?;
-        while let Some(last) = next.reached() {
-            let copy = async {
-                copy_rows(client, &next.events).await?;
-                insert_parked(&*client, &next.unreadable).await
-            };
-            let (copied, following) = tokio::join!(copy, log.read_log_after(last, REBUILD_STEP));
-            copied?;
-            for event in &next.unreadable {
-                parked.push(position_i64(event.position)?);
-            }
-            next = following?;
-            done = last;
-            progress(done, head.max(done));
-        }
-        // The swap: under the checkpoint's lock (the live projector waits), add what arrived
-        // meanwhile, then put the new table in the old one's place.
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.query_one(
-            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
-            &[&CHECKPOINT],
-        )
-        .await
-        .map_err(unavailable)?;
-        while let Some(last) = copy_batch(&tx, log, done, batch, &mut parked).await? {
-            done = last;
-        }
-        tx.execute(
-            "DELETE FROM parked_events WHERE projection = $1 AND position <= $2 \
-             AND NOT (position = ANY($3))",
-            &[&CHECKPOINT, &position_i64(done)?, &parked],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.batch_execute(&format!(
-            "ALTER TABLE {TABLE} RENAME TO buy_order_view_replaced; \
-             ALTER TABLE {REBUILD_TABLE} RENAME TO {TABLE}; \
-             DROP TABLE buy_order_view_replaced; \
-             ALTER INDEX {REBUILD_TABLE}_pkey RENAME TO {TABLE}_pkey; \
-             ALTER INDEX {REBUILD_TABLE}_id_key RENAME TO {TABLE}_id_key; \
-             ALTER INDEX {REBUILD_TABLE}_{CLIENT_INDEX} RENAME TO {TABLE}_{CLIENT_INDEX};"
-        ))
-        .await
-        .map_err(unavailable)?;
-        tx.execute(
-            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
-            &[&CHECKPOINT, &(done.0 as i64)],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        progress(done, done);
-        Ok(done)
+        self.writer.rebuild(log, batch, progress).await
     }
 
     /// The query plan of a page after the order `after` (for tests of the index use).
@@ -322,17 +192,15 @@ impl PgReadModel {
     }
 }
 
-/// COPYs the rows of `events` into the table being rebuilt: empty when the bulk phase starts and
-/// filled in position order, so no row can already be there.
-async fn copy_rows(
-    client: &tokio_postgres::Client,
-    events: &[LoggedEvent],
-) -> Result<(), StoreError> {
+/// COPYs the rows of `events` into the table being rebuilt (unqualified: the rebuild's scratch
+/// schema): empty when the bulk phase starts and filled in position order, so no row can
+/// already be there.
+async fn copy_rows(tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
-    let sink = client
+    let sink = tx
         .copy_in(&format!(
-            "COPY {REBUILD_TABLE} (position, id, created_at, currency, currency_amount, \
+            "COPY {TABLE} (position, id, created_at, currency, currency_amount, \
              btc_rate, btc_amount, client_id) FROM STDIN BINARY"
         ))
         .await
@@ -377,28 +245,6 @@ fn scope_owner(scope: &Scope) -> Option<&str> {
         Scope::All => None,
         Scope::Client(owner) => Some(owner.as_str()),
     }
-}
-
-/// Copies the batch of events after `after` into the table being rebuilt, parking the ones no
-/// reader can read (their positions added to `parked`); the position reached, or `None` when
-/// the log has nothing more.
-async fn copy_batch(
-    client: &impl GenericClient,
-    log: &dyn EventLog,
-    after: Position,
-    batch: usize,
-    parked: &mut Vec<i64>,
-) -> Result<Option<Position>, StoreError> {
-    let read: LogRead = log.read_log_after(after, batch).await?;
-    let Some(last) = read.reached() else {
-        return Ok(None);
-    };
-    insert_rows(client, REBUILD_TABLE, &read.events).await?;
-    insert_parked(client, &read.unreadable).await?;
-    for event in &read.unreadable {
-        parked.push(position_i64(event.position)?);
-    }
-    Ok(Some(last))
 }
 
 /// Inserts the rows of `events` into `table` (the live table or the one being rebuilt), in one
@@ -470,130 +316,56 @@ fn to_view(row: &Row) -> Result<OrderView, StoreError> {
     })
 }
 
+/// `buy_order_view` as a [`Projection`]: a row per order; its DDL is the read migrations'
+/// (a rebuild copies it with `LIKE`), its bulk load is a binary COPY.
+pub struct OrderTable;
+
+#[async_trait]
+impl Projection for OrderTable {
+    fn name(&self) -> &str {
+        CHECKPOINT
+    }
+
+    fn tables(&self) -> Vec<String> {
+        vec![TABLE.to_owned()]
+    }
+
+    async fn create(&self, tx: &Transaction<'_>, live: &str) -> Result<(), StoreError> {
+        // In the store's schema the migrations made it; in a rebuild's scratch schema this
+        // copies it, indexes and all, under the same names.
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {TABLE} (LIKE {live}.{TABLE} INCLUDING ALL)"
+        ))
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
+        insert_rows(tx, TABLE, events).await
+    }
+
+    async fn load(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
+        copy_rows(tx, events).await
+    }
+}
+
 #[async_trait]
 impl ReadModelWriter for PgReadModel {
     async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        // Locks the checkpoint: one projector applies at a time, and what it skips is decided
-        // under the lock. The commit need not wait for its WAL flush: rows and checkpoint are
-        // lost together in a crash, and applied again from the log (both requests pipelined).
-        let (_, checkpoint) = tokio::try_join!(
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF"),
-            tx.query_one(
-                "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
-                &[&CHECKPOINT],
-            )
-        )
-        .map_err(unavailable)?;
-        let checkpoint: i64 = checkpoint.get(0);
-        let fresh: Vec<&LoggedEvent> = events
-            .iter()
-            .filter(|e| e.position.0 as i64 > checkpoint)
-            .collect();
-        let Some(last) = fresh.last() else {
-            return Ok(()); // all applied already
-        };
-        insert_rows(&tx, TABLE, fresh.iter().copied()).await?;
-        tx.execute(
-            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
-            &[&CHECKPOINT, &(last.position.0 as i64)],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        self.writer.apply(events).await
     }
 
     async fn checkpoint(&self) -> Result<Position, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let row = client
-            .query_one(
-                "SELECT position FROM projector_checkpoint WHERE name = $1",
-                &[&CHECKPOINT],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(Position(row.get::<_, i64>(0) as u64))
+        self.writer.checkpoint().await
     }
 
     async fn park(&self, unreadable: &[UnreadableLogged]) -> Result<(), StoreError> {
-        let Some(last) = unreadable.iter().map(|e| e.position).max() else {
-            return Ok(());
-        };
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.query_one(
-            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
-            &[&CHECKPOINT],
-        )
-        .await
-        .map_err(unavailable)?;
-        insert_parked(&tx, unreadable).await?;
-        tx.execute(
-            "UPDATE projector_checkpoint SET position = greatest(position, $2) WHERE name = $1",
-            &[&CHECKPOINT, &position_i64(last)?],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        self.writer.park(unreadable).await
     }
 
     async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let rows = client
-            .query(
-                "SELECT position, aggregate_id, sequence, reason FROM parked_events \
-                 WHERE projection = $1 ORDER BY position",
-                &[&CHECKPOINT],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|row| UnreadableLogged {
-                position: Position(row.get::<_, i64>(0) as u64),
-                aggregate_id: row.get(1),
-                sequence: row.get::<_, i64>(2) as u64,
-                reason: row.get(3),
-            })
-            .collect())
+        self.writer.parked().await
     }
-}
-
-/// A position as PostgreSQL's bigint; beyond it is a corrupt log, never a wrapped number.
-fn position_i64(position: Position) -> Result<i64, StoreError> {
-    i64::try_from(position.0)
-        .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))
-}
-
-/// Records `unreadable` in `parked_events` (again: the reason is refreshed), in one statement.
-async fn insert_parked(
-    client: &impl GenericClient,
-    unreadable: &[UnreadableLogged],
-) -> Result<(), StoreError> {
-    if unreadable.is_empty() {
-        return Ok(());
-    }
-    let positions = unreadable
-        .iter()
-        .map(|e| position_i64(e.position))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ids: Vec<&str> = unreadable.iter().map(|e| e.aggregate_id.as_str()).collect();
-    let sequences: Vec<i64> = unreadable
-        .iter()
-        .map(|e| i64::try_from(e.sequence).unwrap_or(i64::MAX))
-        .collect();
-    let reasons: Vec<&str> = unreadable.iter().map(|e| e.reason.as_str()).collect();
-    client
-        .execute(
-            "INSERT INTO parked_events (projection, position, aggregate_id, sequence, reason) \
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
-             ON CONFLICT (projection, position) DO UPDATE SET reason = excluded.reason",
-            &[&CHECKPOINT, &positions, &ids, &sequences, &reasons],
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(())
 }
 
 #[async_trait]

@@ -92,10 +92,16 @@ pub(crate) fn lock_key(base: i64, schema: &str) -> i64 {
     if PgSchema(schema.to_owned()).is_public() {
         return base;
     }
-    let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    base ^ fnv(schema)
+}
+
+/// FNV-1a of `text`: a stable hash, the same in every process and every version, for mixing
+/// names into advisory lock keys.
+pub(crate) fn fnv(text: &str) -> i64 {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    base ^ i64::from_ne_bytes(hash.to_ne_bytes())
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 #[cfg(test)]
