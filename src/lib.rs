@@ -79,6 +79,11 @@ pub enum Command {
     /// The BTC cap on DATABASE_URL: show it and its history, or set it.
     #[command(subcommand)]
     Cap(CapCommand),
+    /// Prove the books on DATABASE_URL and READ_DATABASE_URL, without locking writers: the
+    /// ledger equals the stored orders, positions are 1..N, every order keeps the rules, the
+    /// read table equals the log up to its checkpoint, the relay is not ahead. One line per
+    /// check, the orders behind each failure; exits 1 on any discrepancy.
+    Audit,
 }
 
 /// `buy-orders clients …`

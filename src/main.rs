@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
             Command::Migrate => "migrate",
             Command::Clients(_) => "clients",
             Command::Cap(_) => "cap",
+            Command::Audit => "audit",
         };
         if config.db.database_url.is_none() {
             eprintln!("buy-orders {name}: set DATABASE_URL (and READ_DATABASE_URL if elsewhere)");
@@ -27,6 +28,7 @@ async fn main() -> ExitCode {
                 .map_err(buy_orders::AdminError::from),
             Command::Clients(command) => buy_orders::clients(&config.db, command).await,
             Command::Cap(command) => buy_orders::cap(&config.db, command).await,
+            Command::Audit => return audit(&config.db).await,
         };
         return match outcome {
             Ok(out) => {
@@ -73,4 +75,23 @@ async fn main() -> ExitCode {
     system.wait().await;
     println!("buy-orders stopped");
     ExitCode::SUCCESS
+}
+
+/// `buy-orders audit`: the report on standard output; exit 0 when every check holds, 1 on any
+/// discrepancy, 2 when a check could not run.
+async fn audit(db: &order_store::postgres::PgSettings) -> ExitCode {
+    match order_store::postgres::audit(db).await {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => {
+            eprintln!("buy-orders audit: {err}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -112,14 +112,22 @@ fn compose_has_every_service_with_health_checks_and_start_order() {
 #[test]
 fn the_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
     let dockerfile = read("deploy/Dockerfile");
-    assert_eq!(
-        dockerfile
-            .lines()
-            .filter(|l| l.starts_with("FROM "))
-            .count(),
-        2,
-        "build + runtime"
-    );
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .filter_map(|l| l.split(" AS ").nth(1))
+        .collect();
+    assert_eq!(stages, ["chef", "planner", "build", "runtime"]);
+    // Dependencies are cooked from the recipe before the sources are copied into the build
+    // stage: a code change does not rebuild them.
+    let build = dockerfile
+        .split("FROM chef AS build")
+        .nth(1)
+        .expect("a build stage");
+    let cook = build.find("cargo chef cook").expect("dependencies cooked");
+    let sources = build.find("COPY . .").expect("sources copied");
+    assert!(cook < sources, "dependencies before sources");
+    assert!(build[..cook].contains("COPY --from=planner /src/recipe.json"));
     assert!(
         dockerfile.contains("FROM debian:bookworm-slim"),
         "small runtime image"
@@ -135,6 +143,32 @@ fn the_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
             "{binary} copied"
         );
     }
+}
+
+/// The build context is the repository root: a developer's `target/` (gigabytes), the git
+/// history and local env files must stay out of it.
+#[test]
+fn dockerignore_keeps_builds_history_and_secrets_out_of_the_context() {
+    let ignore = read(".dockerignore");
+    let lines: BTreeSet<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for pattern in [
+        "target/",
+        "**/target/",
+        ".git/",
+        ".env",
+        "**/*.env",
+        "deploy/.run/",
+    ] {
+        assert!(lines.contains(pattern), "{pattern} not ignored");
+    }
+    assert!(
+        lines.contains("!deploy/.env.example"),
+        "the documented example stays in"
+    );
 }
 
 #[test]

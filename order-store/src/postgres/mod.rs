@@ -16,6 +16,7 @@
 //!   set as the `search_path` of every session, and every connection speaks TLS as its URL's
 //!   `sslmode` asks ([`tls`]).
 
+mod audit;
 mod clients;
 mod config;
 mod event_store;
@@ -30,6 +31,7 @@ mod relay;
 mod schema;
 mod tls;
 
+pub use audit::{audit, AuditReport, Finding};
 pub use clients::PgClientRegistry;
 pub use config::PgSettings;
 pub use event_store::{CapChange, CapError, PgEventStore};
