@@ -13,7 +13,7 @@ cargo build --release -q -p buy-orders -p projector
 DB="bo_bench_$(date +%s)"
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
 trap '"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
-URL="postgres://postgres@127.0.0.1:5432/$DB"
+URL="postgres://postgres@127.0.0.1:5432/$DB${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}"
 DATABASE_URL=$URL RUST_LOG=warn target/release/buy-orders migrate >/dev/null
 
 now() { date +%s.%N; }

@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 S=${BENCH_SECONDS:-15}
 ROWS=${BENCH_ROWS:-1000000}
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q)
+# BENCH_SSLMODE=disable measures without TLS, for every client (the services, pgbench, psql);
+# unset, each client's default: `prefer`, TLS when the server offers it (this machine's does).
+if [ -n "${BENCH_SSLMODE:-}" ]; then
+  export PGSSLMODE=$BENCH_SSLMODE LOCAL_DB_QUERY="sslmode=$BENCH_SSLMODE"
+fi
+Q=${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}
 cargo build --release -q -p loadgen -p buy-orders -p api-write -p api-read -p projector
 export LOCAL_NAME="bo_bench_$$" LOCAL_BASE_PORT=9700 LOCAL_RUN_DIR LOCAL_BIN_DIR=target/release
 LOCAL_RUN_DIR=$(mktemp -d)
@@ -113,7 +119,7 @@ echo "writes: api-write alone on PostgreSQL…" >&2
 # The same binary on a database of its own, without AMQP_URL: no relay, no RabbitMQ, no projector.
 ALONE="${LOCAL_NAME}_alone"
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $ALONE WITH (FORCE)" -c "CREATE DATABASE $ALONE"
-ALONE_URL="postgres://postgres@127.0.0.1:5432/$ALONE"
+ALONE_URL="postgres://postgres@127.0.0.1:5432/$ALONE$Q"
 DATABASE_URL=$ALONE_URL target/release/buy-orders migrate >/dev/null
 ALONE_KEY=$(DATABASE_URL=$ALONE_URL target/release/buy-orders clients add local 2>/dev/null)
 A=http://127.0.0.1:9750
@@ -132,7 +138,7 @@ w64=$(write_run 64 $R $W)
 
 echo "pgbench…" >&2
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $SCRATCH"
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$SCRATCH" target/release/buy-orders migrate >/dev/null
+DATABASE_URL="postgres://postgres@127.0.0.1:5432/$SCRATCH$Q" target/release/buy-orders migrate >/dev/null
 "${PSQL[@]}" -d "$SCRATCH" -c "CREATE SEQUENCE bench_position START 1000000000; UPDATE btc_ledger SET cap_sats = 2100000000000000"
 pgb() { # clients script → tps
   pgbench -h 127.0.0.1 -U postgres -n -c "$1" -j 2 -T "$S" -f "bench/pgbench/$2" "$SCRATCH" 2>/dev/null |

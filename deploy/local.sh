@@ -19,7 +19,8 @@ RUN=${LOCAL_RUN_DIR:-deploy/.run}
 NAME=${LOCAL_NAME:-buy_orders_local}
 BASE=${LOCAL_BASE_PORT:-8777}
 PG_ADMIN=(psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q)
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$NAME"
+# LOCAL_DB_QUERY: parameters appended to the database URL (`sslmode=disable`, say).
+DATABASE_URL="postgres://postgres@127.0.0.1:5432/$NAME${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}"
 AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$NAME"
 
 die() { echo "local.sh: $*" >&2; exit 1; }

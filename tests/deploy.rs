@@ -42,9 +42,25 @@ fn compose_has_every_service_with_health_checks_and_start_order() {
     let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["api-read", "api-write", "postgres", "projector", "rabbitmq"])
+        BTreeSet::from([
+            "api-read",
+            "api-write",
+            "grafana",
+            "postgres",
+            "projector",
+            "prometheus",
+            "rabbitmq"
+        ])
     );
-    for name in ["postgres", "rabbitmq", "api-write", "api-read", "projector"] {
+    for name in [
+        "postgres",
+        "rabbitmq",
+        "api-write",
+        "api-read",
+        "projector",
+        "prometheus",
+        "grafana",
+    ] {
         assert!(
             compose["services"][name]["healthcheck"]["test"].is_sequence(),
             "{name} health check"
@@ -107,6 +123,158 @@ fn compose_has_every_service_with_health_checks_and_start_order() {
         compose["services"]["api-read"]["environment"]["READ_ADDR"],
         "0.0.0.0:8778"
     );
+}
+
+/// Prometheus loads the alerting rules and scrapes every service; Grafana is provisioned with
+/// it as data source and the dashboard; both files the compose file mounts exist.
+#[test]
+fn prometheus_and_grafana_are_provisioned_from_deploy() {
+    let compose = compose();
+    let mounts = |service: &str| strings(&compose["services"][service]["volumes"]);
+    for mount in mounts("prometheus").iter().chain(mounts("grafana").iter()) {
+        let Some(local) = mount.strip_prefix("./") else {
+            continue; // a named volume
+        };
+        let path = local.split(':').next().unwrap();
+        assert!(
+            root().join("deploy").join(path).exists(),
+            "{mount} mounts a missing file"
+        );
+    }
+    let prometheus: Value =
+        serde_yaml_ng::from_str(&read("deploy/prometheus/prometheus.yml")).unwrap();
+    assert_eq!(
+        strings(&prometheus["rule_files"]),
+        ["/etc/prometheus/alerts.yml"]
+    );
+    assert!(mounts("prometheus")
+        .contains(&"./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro".to_owned()));
+    let targets = strings(&prometheus["scrape_configs"][0]["static_configs"][0]["targets"]);
+    assert_eq!(
+        targets,
+        ["api-write:8777", "api-read:8778", "projector:8779"]
+    );
+    let datasource: Value = serde_yaml_ng::from_str(&read(
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .unwrap();
+    assert_eq!(
+        datasource["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/buy-orders.json")).unwrap();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|panel| panel["targets"][0]["expr"].as_str().unwrap())
+        .collect();
+    // The dashboard shows what the alerts watch.
+    for metric in metrics_in(&read("deploy/prometheus/alerts.yml")) {
+        if metric == "up" {
+            continue; // Prometheus's own
+        }
+        assert!(
+            exprs.iter().any(|expr| expr.contains(&metric)),
+            "no panel shows {metric}"
+        );
+    }
+}
+
+/// The metric names an expression file uses (identifiers followed by `{`, `[` or `)` or
+/// compared), those this project exports.
+fn metrics_in(text: &str) -> BTreeSet<String> {
+    let known = [
+        "projector_lag_positions",
+        "projector_lag_seconds",
+        "relay_backlog_events",
+        "relay_lag_seconds",
+        "relay_active",
+        "btc_remaining",
+        "btc_cap",
+        "http_requests_total",
+        "price_feed_errors_total",
+        "price_fetches_total",
+        "service_ready",
+        "store_unreadable_events_total",
+        "up",
+    ];
+    known
+        .into_iter()
+        .filter(|metric| {
+            text.match_indices(metric).any(|(at, _)| {
+                let before = text[..at].chars().last();
+                let after = text[at + metric.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every alert's unit tests pass (`promtool test rules`, from Debian's `prometheus` package,
+/// which `.ci/run` installs), and every metric an alert reads is one the code exports.
+#[test]
+fn the_alerting_rules_pass_their_unit_tests_and_read_real_metrics() {
+    let promtool = |args: &[&str]| {
+        Command::new("promtool")
+            .args(args)
+            .current_dir(root().join("deploy/prometheus"))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("promtool is needed (apt-get install prometheus; .ci/run does): {e}")
+            })
+    };
+    let checked = promtool(&["check", "rules", "alerts.yml"]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let tested = promtool(&["test", "rules", "alerts_test.yml"]);
+    assert!(
+        tested.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let used = metrics_in(&alerts);
+    assert!(used.len() >= 12, "{used:?}");
+    let mut sources = String::new();
+    for dir in [
+        "api-write/src",
+        "api-read/src",
+        "projector/src",
+        "event-bus/src",
+        "order-store/src",
+        "price-feed/src",
+        "service-kit/src",
+    ] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            } else if path.is_dir() {
+                for inner in std::fs::read_dir(&path).unwrap().flatten() {
+                    if inner.path().extension().is_some_and(|e| e == "rs") {
+                        sources.push_str(&std::fs::read_to_string(inner.path()).unwrap());
+                    }
+                }
+            }
+        }
+    }
+    for metric in used {
+        if metric == "up" {
+            continue;
+        }
+        assert!(
+            sources.contains(&format!("\"{metric}\"")),
+            "the alerts read {metric}, which no service exports"
+        );
+    }
 }
 
 #[test]

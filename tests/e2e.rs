@@ -150,6 +150,11 @@ async fn orders_placed_are_paged_newest_first_each_exactly_once() {
         r#"http_requests_total{service="api-read",method="GET",route="/buy_orders",status="200"}"#,
         "http_request_duration_seconds_bucket",
         "events_projected_total",
+        // What the alerts read (deploy/prometheus/alerts.yml): the cap in BTC, and each
+        // service's readiness as evaluated every 5 s.
+        "btc_cap 100\n",
+        r#"service_ready{service="api-write"} 1"#,
+        r#"service_ready{service="api-read"} 1"#,
     ] {
         assert!(metrics.contains(expected), "{expected} in\n{metrics}");
     }
@@ -249,4 +254,85 @@ async fn concurrent_orders_never_cross_a_small_cap_and_only_misfits_are_refused(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     system.shutdown();
+}
+
+/// `GET /docs` on both APIs: Swagger UI for that API's own document, every asset it references
+/// served by the service itself (no external URL), each under the strict CSP.
+#[tokio::test]
+async fn the_docs_page_and_every_asset_it_references_are_served_by_the_service() {
+    let system = system("100", "simulated").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for addr in [system.write_addr, system.read_addr] {
+        let moved = client
+            .get(format!("http://{addr}/docs"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(moved.status(), 301);
+        assert_eq!(moved.headers()["location"], "/docs/");
+        let page = client
+            .get(format!("http://{addr}/docs/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'; script-src 'self'"));
+        let html = page.text().await.unwrap();
+        assert!(!html.contains("http:") && !html.contains("https:") && !html.contains("//cdn"));
+        let assets: Vec<&str> = html
+            .split(['"', '\''])
+            .filter(|part| {
+                [".js", ".css", ".png"]
+                    .iter()
+                    .any(|ext| part.ends_with(ext))
+            })
+            .collect();
+        assert!(assets.len() >= 5, "{assets:?}");
+        for asset in assets {
+            let path = asset.trim_start_matches("./");
+            assert!(
+                !path.contains(':') && !path.starts_with('/'),
+                "{asset} is not the service's"
+            );
+            let served = client
+                .get(format!("http://{addr}/docs/{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(served.status(), 200, "{asset}");
+            assert!(served.headers().contains_key("content-security-policy"));
+            assert!(!served.bytes().await.unwrap().is_empty(), "{asset}");
+        }
+        let init = client
+            .get(format!("http://{addr}/docs/swagger-initializer.js"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
+        let document = client
+            .get(format!("http://{addr}/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(document.status(), 200);
+        let missing = client
+            .get(format!("http://{addr}/docs/nope.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+    system.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), system.wait())
+        .await
+        .unwrap();
 }

@@ -94,6 +94,14 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
         0,
         "all consumed"
     );
+    // The process's relay holds the lease, as the NoRelayActive alert reads it.
+    let metrics = reqwest::get(format!("http://{}/metrics", system.write_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("relay_active 1"), "{metrics}");
     system.shutdown();
     tokio::time::timeout(Duration::from_secs(10), system.wait())
         .await

@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/readyz", "GET"),
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
+    ("/docs", "GET"),
+    ("/docs/*", "GET"),
 ];
 
 /// Observability of the read API: ready when the read table answers.
@@ -104,7 +106,14 @@ impl ReadApi {
             });
         let health = health_route().map(Reply::into_response);
         let docs = service_kit::docs::openapi_route(openapi::document());
-        list.or(one).unify().or(health).unify().or(docs).unify()
+        list.or(one)
+            .unify()
+            .or(health)
+            .unify()
+            .or(docs)
+            .unify()
+            .or(service_kit::docs::swagger_ui())
+            .unify()
     }
 
     async fn list(&self, scope: &Scope, query: &str) -> Result<Response, ApiError> {

@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/readyz", "GET"),
     ("/metrics", "GET"),
     ("/openapi.json", "GET"),
+    ("/docs", "GET"),
+    ("/docs/*", "GET"),
 ];
 
 /// Observability of the write API: ready when the order store answers, which is exactly when it
@@ -56,13 +58,16 @@ pub fn ops(writer: Arc<dyn OrderWriter>) -> service_kit::Ops {
 /// How often the `btc_remaining` gauge is refreshed from the store.
 const LEDGER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Keeps the `btc_remaining` gauge current (read from the store every few seconds)
-/// until `shutdown`.
+/// Keeps the `btc_remaining` and `btc_cap` gauges current (read from the store every few
+/// seconds) until `shutdown`. Display figures for alerts, never money.
 pub async fn watch_ledger(writer: Arc<dyn OrderWriter>, shutdown: service_kit::CancellationToken) {
     loop {
         if let Ok(remaining) = writer.remaining_btc().await {
             metrics::gauge!("btc_remaining")
                 .set(remaining.to_btc_decimal().try_into().unwrap_or(0.0));
+        }
+        if let Ok(cap) = writer.btc_cap().await {
+            metrics::gauge!("btc_cap").set(cap.to_btc_decimal().try_into().unwrap_or(0.0));
         }
         tokio::select! {
             _ = tokio::time::sleep(LEDGER_REFRESH) => {}
@@ -131,7 +136,13 @@ impl WriteApi {
             });
         let health = health_route().map(Reply::into_response);
         let docs = service_kit::docs::openapi_route(openapi::document());
-        place.or(health).unify().or(docs).unify()
+        place
+            .or(health)
+            .unify()
+            .or(docs)
+            .unify()
+            .or(service_kit::docs::swagger_ui())
+            .unify()
     }
 
     async fn place(

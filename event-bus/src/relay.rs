@@ -93,6 +93,9 @@ impl Relay {
     /// Relays until `shutdown`: stands by until it holds the lease, then publishes. A standby
     /// keeps one session and asks for the lease on it every second.
     pub async fn run(self, shutdown: CancellationToken) {
+        // 0 while standing by: the sum over every api-write is the number of active relays
+        // (one, or none: an alert).
+        metrics::gauge!("relay_active").set(0.0);
         let mut backoff = Duration::from_millis(100);
         let mut session = None;
         while !shutdown.is_cancelled() {
@@ -111,7 +114,9 @@ impl Relay {
             match lease.try_acquire().await {
                 Ok(true) => {
                     tracing::info!("relay active");
+                    metrics::gauge!("relay_active").set(1.0);
                     let stop = self.publish_while_held(lease, &shutdown).await;
+                    metrics::gauge!("relay_active").set(0.0);
                     // Closing the session releases the lease (and drops a broken connection).
                     if let Some(lease) = session.take() {
                         lease.release().await;

@@ -28,6 +28,9 @@ pub struct Placement {
 pub trait Ledger: Send + Sync {
     /// BTC that can still be sold, as committed.
     async fn remaining(&self) -> Result<Satoshis, StoreError>;
+
+    /// The cap itself (for the `btc_cap` gauge, against which alerts measure what remains).
+    async fn cap(&self) -> Result<Satoshis, StoreError>;
 }
 
 /// Places buy orders: what `api-write` needs from a store.
@@ -53,6 +56,13 @@ pub trait OrderWriter: Send + Sync {
 
     /// BTC that can still be sold (for the `btc_remaining` gauge).
     async fn remaining_btc(&self) -> Result<Satoshis, StoreError>;
+
+    /// The BTC cap (for the `btc_cap` gauge). A writer that cannot tell says so.
+    async fn btc_cap(&self) -> Result<Satoshis, StoreError> {
+        Err(StoreError::Unavailable(
+            "this writer does not know its cap".into(),
+        ))
+    }
 }
 
 /// The metadata key under which each commit records the request that asked for it (the HTTP
@@ -262,6 +272,10 @@ where
 
     async fn remaining_btc(&self) -> Result<Satoshis, StoreError> {
         self.store.remaining().await
+    }
+
+    async fn btc_cap(&self) -> Result<Satoshis, StoreError> {
+        self.store.cap().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -76,6 +76,23 @@ impl Ops {
     }
 }
 
+/// How often a serving process evaluates its own readiness for the `service_ready` gauge.
+const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps `service_ready{service}` at 1 while `ops`'s readiness check passes and 0 while it
+/// fails, evaluated every 5 s until `shutdown`: what an alert reads, since an orchestrator's
+/// `/readyz` probes leave no trace in Prometheus.
+pub(crate) async fn watch_readiness(ops: Ops, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        let ready = (ops.ready)().await.is_ok();
+        metrics::gauge!("service_ready", "service" => ops.name).set(if ready { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = tokio::time::sleep(READINESS_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Seconds from `at` to now, for lag gauges (0 for a time in the future: clocks differ). A
 /// display figure, never money.
 pub fn seconds_since(at: chrono::DateTime<chrono::Utc>) -> f64 {
@@ -155,8 +172,8 @@ pub(crate) fn request_id(header: Option<&str>) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// The route `path` matches (UUID segments read as `:id`): its pattern and allowed methods, or
-/// `("other", "")`.
+/// The route `path` matches (UUID segments read as `:id`; a pattern ending in `/*` matches
+/// every path under it): its pattern and allowed methods, or `("other", "")`.
 fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static str, &'static str) {
     let normalized: Vec<&str> = path
         .split('/')
@@ -171,7 +188,10 @@ fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static st
     let normalized = normalized.join("/");
     routes
         .iter()
-        .find(|(route, _)| *route == normalized)
+        .find(|(route, _)| match route.strip_suffix('*') {
+            Some(prefix) => normalized.starts_with(prefix),
+            None => *route == normalized,
+        })
         .copied()
         .unwrap_or(("other", ""))
 }

@@ -162,6 +162,10 @@ pub async fn serve_with<F, R>(
         .unify()
         .recover(recover)
         .unify();
+    tokio::spawn(crate::observe::watch_readiness(
+        ops.clone(),
+        shutdown.clone(),
+    ));
     let service = warp::service(instrument(ops.name, ops.routes, routes));
     ensure_open_files(http.max_connections);
     // `max_connections` is at most 1,000,000 (its parser's range): it fits a usize.

@@ -171,6 +171,10 @@ impl Ledger for MemEventStore {
     async fn remaining(&self) -> Result<Satoshis, StoreError> {
         Ok(self.ledger().remaining())
     }
+
+    async fn cap(&self) -> Result<Satoshis, StoreError> {
+        Ok(self.ledger().cap().limit())
+    }
 }
 
 #[async_trait]

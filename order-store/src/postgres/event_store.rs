@@ -502,6 +502,10 @@ impl Ledger for PgEventStore {
         let (sold, cap) = self.ledger().await?;
         Ok(cap.saturating_sub(sold))
     }
+
+    async fn cap(&self) -> Result<Satoshis, StoreError> {
+        Ok(self.ledger().await?.1)
+    }
 }
 
 #[async_trait]
