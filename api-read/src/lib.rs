@@ -105,15 +105,8 @@ impl ReadApi {
                 async move { api.one(&scope, &id).await.map_err(warp::reject::custom) }
             });
         let health = health_route().map(Reply::into_response);
-        let docs = service_kit::docs::openapi_route(openapi::document());
-        list.or(one)
-            .unify()
-            .or(health)
-            .unify()
-            .or(docs)
-            .unify()
-            .or(service_kit::docs::swagger_ui())
-            .unify()
+        let docs = service_kit::docs::routes(openapi::document());
+        list.or(one).unify().or(health).unify().or(docs).unify()
     }
 
     async fn list(&self, scope: &Scope, query: &str) -> Result<Response, ApiError> {

@@ -135,14 +135,8 @@ impl WriteApi {
                 }
             });
         let health = health_route().map(Reply::into_response);
-        let docs = service_kit::docs::openapi_route(openapi::document());
-        place
-            .or(health)
-            .unify()
-            .or(docs)
-            .unify()
-            .or(service_kit::docs::swagger_ui())
-            .unify()
+        let docs = service_kit::docs::routes(openapi::document());
+        place.or(health).unify().or(docs).unify()
     }
 
     async fn place(

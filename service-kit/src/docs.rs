@@ -103,6 +103,14 @@ pub fn openapi_route(
     })
 }
 
+/// A service's documentation routes: `GET /openapi.json` (its `document`) and `GET /docs`
+/// (Swagger UI for it).
+pub fn routes(
+    document: Value,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    openapi_route(document).or(swagger_ui()).unify()
+}
+
 /// The Content-Security-Policy of the documentation page: everything from this service, nothing
 /// inline but styles (Swagger UI sets element styles), no framing. The page works behind a
 /// firewall and under this policy because every asset is served by the service itself.
