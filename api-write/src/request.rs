@@ -62,16 +62,6 @@ fn string(raw: &str) -> Option<String> {
     serde_json::from_str::<String>(raw).ok()
 }
 
-/// The text of a JSON string, or of a JSON number exactly as written, so `123.45` never passes
-/// through `f64` (the body is read as raw JSON text: no global `arbitrary_precision`).
-fn decimal_text(raw: &str) -> Option<String> {
-    match raw.as_bytes().first()? {
-        b'"' => string(raw),
-        b'-' | b'0'..=b'9' => Some(raw.to_owned()),
-        _ => None,
-    }
-}
-
 /// Parses `{"currency":"USD","amount":"123.45","idempotence_key":"<uuid>"}` plus headers, for
 /// `client` (the caller, already identified).
 pub fn parse_place(
@@ -112,7 +102,7 @@ pub fn parse_place(
             problems.add("amount", "is required: a decimal such as \"123.45\"");
             None
         }
-        Some(raw) => match decimal_text(raw) {
+        Some(raw) => match order_domain::decimal_text(raw) {
             Some(text) => problems.check("amount", FiatAmount::parse(&text)),
             None => {
                 problems.add(

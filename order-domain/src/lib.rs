@@ -70,7 +70,7 @@ pub use error::{BuyOrderError, ValueError};
 pub use events::{BuyOrderEvent, BuyOrderPlaced};
 pub use ids::{ClientId, IdempotencyKey, OrderId};
 pub use ledger::{BtcCap, BtcLedger, CapExceeded};
-pub use money::{BtcRate, Currency, FiatAmount, Satoshis};
+pub use money::{decimal_text, BtcRate, Currency, FiatAmount, Satoshis};
 pub use price::{Clock, FixedClock, PriceError, PriceSource, Quote, SystemClock};
 pub use upcast::{EventReader, UnreadableEvent};
 pub use version::{EventVersion, VersionError};

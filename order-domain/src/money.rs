@@ -121,6 +121,27 @@ fn len_i128(s: &str) -> i128 {
     i128::try_from(s.len()).unwrap_or(i128::MAX)
 }
 
+/// The decimal text of one raw JSON value: a string's contents, or a number exactly as written
+/// (never through `f64`); `None` for anything else. For money read from JSON kept as raw text
+/// (serde_json's `RawValue`), so that no global `arbitrary_precision` is needed; the text is then
+/// parsed by [`FiatAmount::parse`] or [`BtcRate::parse`], which refuse exponents and excess
+/// digits.
+///
+/// ```
+/// use order_domain::decimal_text;
+/// assert_eq!(decimal_text(r#""123.45""#).as_deref(), Some("123.45"));
+/// assert_eq!(decimal_text("123.45").as_deref(), Some("123.45"));
+/// assert_eq!(decimal_text("1e400").as_deref(), Some("1e400"), "kept, for the parser to refuse");
+/// assert_eq!(decimal_text("true"), None);
+/// ```
+pub fn decimal_text(raw_json: &str) -> Option<String> {
+    match raw_json.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(raw_json).ok(),
+        b'-' | b'0'..=b'9' => Some(raw_json.to_owned()),
+        _ => None,
+    }
+}
+
 /// Parses decimal text strictly (see [`DecimalText`]). The result is exact or an error, never
 /// rounded: past rust_decimal's 28 digits it is an error.
 pub(crate) fn parse_decimal(text: &str) -> Result<Decimal, ValueError> {

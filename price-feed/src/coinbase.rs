@@ -118,11 +118,7 @@ fn parse_quote(body: &[u8], currency: Currency) -> Result<BtcRate, FeedError> {
         .amount
         .map(RawValue::get)
         .ok_or_else(|| bad("no amount"))?;
-    let amount = match raw.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(raw).map_err(|_| bad("no amount"))?,
-        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
-        _ => return Err(bad("no amount")),
-    };
+    let amount = order_domain::decimal_text(raw).ok_or_else(|| bad("no amount"))?;
     BtcRate::parse(&amount).map_err(|e| bad(&format!("amount {e}")))
 }
 
