@@ -7,19 +7,11 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use order_domain::*;
-use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::testing::TestDb;
 use order_store::*;
 
 #[tokio::test]
 async fn killed_mid_stream_and_restarted_the_table_equals_the_store() {
-    let db = TestDb::create().await;
-    let settings = PgSettings::for_url(db.url());
-    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let model = PgReadModel::open(&settings).await.unwrap();
+    let (db, store, model) = store_and_table().await;
     let writer = writer(&store);
 
     let mut running = projector(&db, None, &["run"]).spawn().unwrap();
@@ -70,12 +62,7 @@ fn without_a_database_it_refuses_to_start_naming_the_variable() {
 /// registered ones.
 #[tokio::test]
 async fn list_shows_each_projection_and_rebuild_takes_a_name() {
-    let db = TestDb::create().await;
-    let settings = PgSettings::for_url(db.url());
-    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let model = PgReadModel::open(&settings).await.unwrap();
+    let (db, store, model) = store_and_table().await;
     place(&writer(&store), 30).await;
     let output = |args: &[&str]| {
         projector(&db, None, args)

@@ -153,6 +153,17 @@ impl PgSettings {
     }
 }
 
+/// sqlx connection options for `url` alone (no session settings: the migrations' connection
+/// adds only the schema). Its TLS parameters are checked as the read table's client reads
+/// them, so every connection agrees on what the URL asks (sqlx would accept `verify-ca`, then
+/// fail it).
+pub(crate) fn sqlx_url_options(
+    url: &str,
+) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
+    TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
+    url.parse().map_err(super::unavailable)
+}
+
 /// Keepalive probes: every this many seconds once they start, this many before giving up.
 const KEEPALIVE_INTERVAL_S: u32 = 5;
 const KEEPALIVE_COUNT: u32 = 3;
@@ -195,11 +206,7 @@ impl PgSettings {
         &self,
         url: &str,
     ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
-        // The TLS parameters are checked as the read table's client reads them, so both
-        // clients agree on what the URL asks (sqlx would accept `verify-ca`, then fail it).
-        TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
-        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(super::unavailable)?;
-        Ok(options.options(self.session_settings()))
+        Ok(sqlx_url_options(url)?.options(self.session_settings()))
     }
 
     /// tokio-postgres configuration for `url` with the same session settings, client-side

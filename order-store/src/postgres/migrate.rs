@@ -1,7 +1,7 @@
 //! Versioned migrations, applied under sqlx's advisory lock, in the store's schema.
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use super::PgSettings;
@@ -46,10 +46,9 @@ async fn on_own_connection(
     migrator: Migrator,
 ) -> Result<(), StoreError> {
     let schema = settings.schema.as_str();
-    let options: PgConnectOptions = url.parse().map_err(super::unavailable)?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(options.options([("search_path", schema)]))
+        .connect_with(super::config::sqlx_url_options(url)?.options([("search_path", schema)]))
         .await
         .map_err(super::unavailable)?;
     let result = async {

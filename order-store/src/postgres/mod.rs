@@ -66,3 +66,9 @@ pub(crate) fn unavailable_because(err: &(dyn std::error::Error + 'static)) -> St
     }
     StoreError::Unavailable(text)
 }
+
+/// A position as PostgreSQL's bigint; beyond it is a corrupt log, never a wrapped number.
+pub(crate) fn position_i64(position: crate::log::Position) -> Result<i64, StoreError> {
+    i64::try_from(position.0)
+        .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))
+}

@@ -78,7 +78,7 @@ use async_trait::async_trait;
 pub use deadpool_postgres::Transaction;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use super::{migrate_read, unavailable, PgSettings};
+use super::{migrate_read, position_i64, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::ReadModelWriter;
@@ -534,12 +534,6 @@ impl<P: Projection> ManagedProjection for PgProjection<P> {
     async fn status(&self, log: &dyn EventLog) -> Result<ProjectionStatus, StoreError> {
         PgProjection::status(self, log).await
     }
-}
-
-/// A position as PostgreSQL's bigint; beyond it is a corrupt log, never a wrapped number.
-pub(crate) fn position_i64(position: Position) -> Result<i64, StoreError> {
-    i64::try_from(position.0)
-        .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))
 }
 
 fn positions(unreadable: &[UnreadableLogged]) -> Result<Vec<i64>, StoreError> {

@@ -220,9 +220,7 @@ async fn copy_rows(tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), S
         let Some(placed) = logged.event.as_placed() else {
             continue; // not an order: no row
         };
-        let position = i64::try_from(logged.position.0).map_err(|_| {
-            StoreError::Corrupt(format!("position {} beyond bigint", logged.position))
-        })?;
+        let position = super::position_i64(logged.position)?;
         let row: [&(dyn ToSql + Sync); 8] = [
             &position,
             placed.order_id.as_uuid(),

@@ -63,8 +63,7 @@ impl RelayLease {
     /// pooler that swaps sessions, or once the lock is gone, it changes nothing). `Ok(false)`:
     /// the lease is lost, stop publishing. Never moves the checkpoint backwards.
     pub async fn advance_checkpoint(&mut self, position: Position) -> Result<bool, StoreError> {
-        let position = i64::try_from(position.0)
-            .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))?;
+        let position = super::position_i64(position)?;
         let sql = format!(
             "UPDATE relay_checkpoint SET position = GREATEST(position, $2) \
              WHERE name = 'rabbitmq' AND {HOLDS_LEASE}"

@@ -10,6 +10,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// PostgreSQL's default schema, where every name stays what it was before `PG_SCHEMA`.
+const PUBLIC: &str = "public";
+
 /// The longest schema name: the channel `buy_order_events.<schema>` must fit PostgreSQL's
 /// 63-byte identifiers.
 const MAX_LEN: usize = 40;
@@ -23,7 +26,7 @@ pub struct PgSchema(String);
 impl PgSchema {
     /// `public`, PostgreSQL's default schema (and the store's, before `PG_SCHEMA` existed).
     pub fn public() -> Self {
-        PgSchema("public".into())
+        PgSchema(PUBLIC.into())
     }
 
     /// Parses a schema name, or says what is wrong with it.
@@ -47,11 +50,6 @@ impl PgSchema {
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// Whether this is `public`, where names stay as they were.
-    fn is_public(&self) -> bool {
-        self.0 == "public"
     }
 }
 
@@ -78,7 +76,7 @@ impl fmt::Display for PgSchema {
 /// same way): a listener is never woken, nor misled about the head, by another schema's log.
 pub(crate) fn channel(schema: &str) -> String {
     const CHANNEL: &str = "buy_order_events";
-    if schema == "public" {
+    if schema == PUBLIC {
         CHANNEL.to_owned()
     } else {
         format!("{CHANNEL}.{schema}")
@@ -89,7 +87,7 @@ pub(crate) fn channel(schema: &str) -> String {
 /// with a stable hash of the name (FNV-1a: the same in every process and every version), so
 /// two schemas' relays or rebuilds never exclude each other.
 pub(crate) fn lock_key(base: i64, schema: &str) -> i64 {
-    if PgSchema(schema.to_owned()).is_public() {
+    if schema == PUBLIC {
         return base;
     }
     base ^ fnv(schema)

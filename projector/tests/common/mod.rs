@@ -108,15 +108,21 @@ impl Drop for Setup {
     }
 }
 
-/// A database, a topology, and a relay publishing the store to it.
-pub async fn setup() -> Setup {
+/// A fresh database with its event store and read table open.
+pub async fn store_and_table() -> (TestDb, PgEventStore, PgReadModel) {
     let db = TestDb::create().await;
-    let topology = TestTopology::create();
     let settings = PgSettings::for_url(db.url());
     let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
         .await
         .unwrap();
     let model = PgReadModel::open(&settings).await.unwrap();
+    (db, store, model)
+}
+
+/// A database, a topology, and a relay publishing the store to it.
+pub async fn setup() -> Setup {
+    let (db, store, model) = store_and_table().await;
+    let topology = TestTopology::create();
     let relay_stop = CancellationToken::new();
     let publisher = Publisher::start(topology.address(), topology.topology.clone());
     tokio::spawn(Relay::new(store.clone(), publisher).run(relay_stop.clone()));
