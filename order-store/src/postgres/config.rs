@@ -211,9 +211,11 @@ impl PgSettings {
 
     /// tokio-postgres configuration for `url` with the same session settings, client-side
     /// keepalives, and the TLS connector that checks what the URL's `sslmode` asks.
+    /// `extra` session settings come after the common ones.
     pub(crate) fn tokio_postgres_config(
         &self,
         url: &str,
+        extra: &[(&'static str, &str)],
     ) -> Result<
         (
             tokio_postgres::Config,
@@ -227,6 +229,11 @@ impl PgSettings {
         let options: Vec<String> = self
             .session_settings()
             .into_iter()
+            .chain(
+                extra
+                    .iter()
+                    .map(|(name, value)| (*name, (*value).to_owned())),
+            )
             .map(|(name, value)| format!("-c {name}={value}"))
             .collect();
         let mut all = config.get_options().map(str::to_owned).unwrap_or_default();

@@ -174,13 +174,30 @@ impl<P> Clone for PgProjection<P> {
     }
 }
 
+/// How a read pool's sessions plan prepared statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plans {
+    /// PostgreSQL's own choice (`plan_cache_mode = auto`): what an application's projection
+    /// gets, since its queries are not ours to judge.
+    Auto,
+    /// `plan_cache_mode = force_generic_plan`: planned once per session. For the read table's
+    /// queries, each of which has one right plan whatever its parameters (an index scan). With
+    /// `auto`, `LIMIT $n` made the generic plan look 10,000 times dearer than a custom one, so
+    /// PostgreSQL planned every page afresh: half its CPU per page (bench/RESULTS.md).
+    Generic,
+}
+
 /// Opens the read side's pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and
 /// applies the read migrations.
-pub(crate) async fn read_pool(settings: &PgSettings) -> Result<Pool, StoreError> {
+pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Pool, StoreError> {
     let url = settings.read_url().ok_or_else(|| {
         StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
     })?;
-    let (config, tls) = settings.tokio_postgres_config(url)?;
+    let extra: &[(&str, &str)] = match plans {
+        Plans::Auto => &[],
+        Plans::Generic => &[("plan_cache_mode", "force_generic_plan")],
+    };
+    let (config, tls) = settings.tokio_postgres_config(url, extra)?;
     let manager = Manager::from_config(
         config,
         tls,
@@ -224,7 +241,7 @@ impl<P: Projection> PgProjection<P> {
     /// Opens `projection` on the read database (`READ_DATABASE_URL`, else `DATABASE_URL`, in
     /// `PG_SCHEMA`): migrations, its checkpoint row and its tables, created if missing.
     pub async fn open(settings: &PgSettings, projection: P) -> Result<Self, StoreError> {
-        let pool = read_pool(settings).await?;
+        let pool = read_pool(settings, Plans::Auto).await?;
         Self::on_pool(pool, settings.schema.as_str(), projection).await
     }
 

@@ -9,7 +9,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::projection::{read_pool, PgProjection, Projection, Transaction};
+use super::projection::{read_pool, PgProjection, Plans, Projection, Transaction};
 use super::{unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
 use crate::log::{EventLog, LoggedEvent, Position, UnreadableLogged};
@@ -64,7 +64,7 @@ impl PgReadModel {
     /// Opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and applies the
     /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
-        let pool = read_pool(settings).await?;
+        let pool = read_pool(settings, Plans::Generic).await?;
         let writer =
             PgProjection::on_pool(pool.clone(), settings.schema.as_str(), OrderTable).await?;
         Ok(PgReadModel { pool, writer })
