@@ -107,4 +107,4 @@ pub use read_model::{ReadModel, ReadModelWriter};
 pub use secret::SecretUrlParser;
 pub use secret::{redact_url, SecretUrl};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize, Scope};
-pub use writer::{CqrsOrderWriter, Ledger, OrderWriter, Placement};
+pub use writer::{CqrsOrderWriter, Ledger, NewAggregate, OrderWriter, Placement};

@@ -65,6 +65,64 @@ pub trait OrderWriter: Send + Sync {
     }
 }
 
+/// An event store that can give the context of an order never placed without reading anything:
+/// what [`CqrsOrderWriter`]'s first attempt at an order starts from.
+///
+/// Why: almost every key is new, so loading its aggregate first (one read of the store per
+/// order, half the PostgreSQL statements of the write path) almost always finds nothing. The
+/// first attempt assumes that; when it is wrong, the commit meets the stored event at sequence 1
+/// as a conflict (checked before the cap, so a replay is never refused for the cap), and the
+/// writer runs the command again from a real load, which answers the stored order.
+pub trait NewAggregate: EventStore<BuyOrder> {
+    /// The context of `aggregate_id` as if it had no events: the default aggregate at sequence 0.
+    fn new_aggregate(&self, aggregate_id: &str) -> Self::AC;
+}
+
+/// `ES` whose loads assume the aggregate is new (see [`NewAggregate`]); commits go to `ES`.
+#[derive(Clone)]
+struct AssumeNew<ES>(ES);
+
+impl<ES: NewAggregate> EventStore<BuyOrder> for AssumeNew<ES> {
+    type AC = ES::AC;
+
+    fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>>,
+    > + Send {
+        self.0.load_events(aggregate_id)
+    }
+
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<BuyOrderError>> {
+        Ok(self.0.new_aggregate(aggregate_id))
+    }
+
+    fn commit(
+        &self,
+        events: Vec<BuyOrderEvent>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>>,
+    > + Send {
+        self.0.commit(events, context, metadata)
+    }
+}
+
+/// One query dispatched by both of the writer's frameworks.
+struct SharedQuery(Arc<dyn Query<BuyOrder>>);
+
+#[async_trait]
+impl Query<BuyOrder> for SharedQuery {
+    async fn dispatch(&self, aggregate_id: &str, events: &[EventEnvelope<BuyOrder>]) {
+        self.0.dispatch(aggregate_id, events).await
+    }
+}
+
 /// The metadata key under which each commit records the request that asked for it (the HTTP
 /// request id when there is one): what ties the stored event to the request's log lines.
 const REQUEST_ID: &str = "request_id";
@@ -93,8 +151,11 @@ const MAX_ATTEMPTS: usize = 3;
 /// exact: if the first attempt committed, the aggregate exists and the retry answers its order
 /// (the commit id in its metadata says it was this call's); if it did not, the retry places
 /// the order once. Only if the store stays away is the answer `StoreError::OutcomeUnknown`.
-pub struct CqrsOrderWriter<ES: EventStore<BuyOrder> + Ledger + Clone> {
+pub struct CqrsOrderWriter<ES: NewAggregate + Ledger + Clone> {
+    /// Every attempt after the first: the aggregate loaded from the store.
     cqrs: CqrsFramework<BuyOrder, ES>,
+    /// The first attempt: the aggregate assumed new, no read ([`NewAggregate`]).
+    first: CqrsFramework<BuyOrder, AssumeNew<ES>>,
     store: ES,
     committed: Arc<Committed>,
     resolve_within: Duration,
@@ -122,7 +183,7 @@ impl Query<BuyOrder> for CaptureCommitted {
     }
 }
 
-impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
+impl<ES: NewAggregate + Ledger + Clone> CqrsOrderWriter<ES> {
     /// A writer over `store`, with the services (price source, clock) the aggregate needs.
     pub fn new(store: ES, services: order_domain::BuyOrderServices) -> Self {
         Self::with_queries(store, services, Vec::new())
@@ -138,11 +199,17 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
         queries: Vec<Box<dyn Query<BuyOrder>>>,
     ) -> Self {
         let committed = Arc::new(Committed::default());
-        let capture: Box<dyn Query<BuyOrder>> = Box::new(CaptureCommitted(committed.clone()));
+        let capture: Arc<dyn Query<BuyOrder>> = Arc::new(CaptureCommitted(committed.clone()));
         let mut all = vec![capture];
-        all.extend(queries);
+        all.extend(queries.into_iter().map(Arc::from));
+        let queries = || -> Vec<Box<dyn Query<BuyOrder>>> {
+            all.iter()
+                .map(|q| Box::new(SharedQuery(q.clone())) as Box<dyn Query<BuyOrder>>)
+                .collect()
+        };
         CqrsOrderWriter {
-            cqrs: CqrsFramework::new(store.clone(), all, services),
+            first: CqrsFramework::new(AssumeNew(store.clone()), queries(), services.clone()),
+            cqrs: CqrsFramework::new(store.clone(), queries(), services),
             store,
             committed,
             resolve_within: Self::RESOLVE_WITHIN,
@@ -184,7 +251,7 @@ impl<ES: EventStore<BuyOrder> + Ledger + Clone> CqrsOrderWriter<ES> {
 #[async_trait]
 impl<ES> OrderWriter for CqrsOrderWriter<ES>
 where
-    ES: EventStore<BuyOrder> + Ledger + Clone + 'static,
+    ES: NewAggregate + Ledger + Clone + 'static,
     ES::AC: Send,
 {
     async fn place(&self, command: PlaceBuyOrder) -> Result<Placement, PlaceError> {
@@ -212,11 +279,34 @@ where
         let mut in_doubt = false;
         let mut conflicts = 0;
         let mut pause = Duration::from_millis(50);
+        let mut first = true;
         loop {
-            let outcome = self
-                .cqrs
-                .execute_with_metadata(&id, command.clone().into(), metadata.clone())
-                .await;
+            let outcome = if std::mem::take(&mut first) {
+                let outcome = self
+                    .first
+                    .execute_with_metadata(&id, command.clone().into(), metadata.clone())
+                    .await;
+                // Assuming the key new decides only a placement, a cap refusal (decided under
+                // the ledger's lock after the duplicate check) or a commit in doubt. Anything
+                // else (a conflict: the key was not new; the price feed failing, which must not
+                // stop a replay) is decided again from the stored aggregate.
+                let decided = match &outcome {
+                    Ok(()) => true,
+                    Err(AggregateError::UserError(refusal)) => {
+                        matches!(refusal, BuyOrderError::CapExceeded { .. })
+                    }
+                    Err(AggregateError::UnexpectedError(err)) => err.is::<CommitInDoubt>(),
+                    Err(_) => false,
+                };
+                if !decided {
+                    continue;
+                }
+                outcome
+            } else {
+                self.cqrs
+                    .execute_with_metadata(&id, command.clone().into(), metadata.clone())
+                    .await
+            };
             let failure = match outcome {
                 Ok(()) => {
                     // No await between `execute` returning and this: nothing can leave the entry.

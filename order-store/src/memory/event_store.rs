@@ -78,6 +78,16 @@ impl AggregateContext<BuyOrder> for MemAggregateContext {
     }
 }
 
+impl crate::NewAggregate for MemEventStore {
+    fn new_aggregate(&self, aggregate_id: &str) -> MemAggregateContext {
+        MemAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: BuyOrder::default(),
+            sequence: 0,
+        }
+    }
+}
+
 impl EventStore<BuyOrder> for MemEventStore {
     type AC = MemAggregateContext;
 

@@ -334,6 +334,17 @@ async fn listen(pool: PgPool, head: watch::Sender<Position>) {
     }
 }
 
+impl crate::NewAggregate for PgEventStore {
+    fn new_aggregate(&self, aggregate_id: &str) -> EventStoreAggregateContext<BuyOrder> {
+        EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate: BuyOrder::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        }
+    }
+}
+
 impl EventStore<BuyOrder> for PgEventStore {
     type AC = EventStoreAggregateContext<BuyOrder>;
 
@@ -369,12 +380,7 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<BuyOrderError>> {
-        let mut context = EventStoreAggregateContext {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate: BuyOrder::default(),
-            current_sequence: 0,
-            current_snapshot: None,
-        };
+        let mut context = crate::NewAggregate::new_aggregate(self, aggregate_id);
         for envelope in self.load_events(aggregate_id).await? {
             context.current_sequence = envelope.sequence;
             cqrs_es::Aggregate::apply(&mut context.aggregate, envelope.payload);

@@ -224,20 +224,16 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
                 let _ = reply.send(Ok(outcome));
             }
         }
-        Err(err) if rows.len() > 1 && caused_by_a_row(&err) => {
+        Err(Unsent(err)) | Err(Sent(err)) if rows.len() > 1 && caused_by_a_row(&err) => {
             tracing::warn!(%err, orders = rows.len(), "batch refused by the database; committing its orders one by one");
             for (row, reply) in rows.into_iter().zip(replies) {
                 let outcome = append(pool, std::slice::from_ref(&row)).await;
-                let _ = reply.send(
-                    outcome
-                        .map(|mut one| one.remove(0))
-                        .map_err(|e| Failed::from_sqlx(&e)),
-                );
+                let _ = reply.send(outcome.map(|mut one| one.remove(0)).map_err(Failed::from));
             }
         }
         Err(err) => {
-            let failed = Failed::from_sqlx(&err);
-            tracing::warn!(%err, orders = rows.len(), in_doubt = failed.in_doubt, "batch commit failed");
+            let failed = Failed::from(err);
+            tracing::warn!(%failed, orders = rows.len(), in_doubt = failed.in_doubt, "batch commit failed");
             for reply in replies {
                 let _ = reply.send(Err(failed.clone()));
             }
@@ -245,9 +241,30 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
     }
 }
 
+/// Why one call of `buy_orders_append` failed, and whether the statement went out.
+enum AppendError {
+    /// No connection: nothing was sent (a dead connection found while getting one included).
+    Unsent(sqlx::Error),
+    /// The statement was sent; [`is_definite`] tells from the error whether it committed.
+    Sent(sqlx::Error),
+}
+use AppendError::{Sent, Unsent};
+
+impl From<AppendError> for Failed {
+    fn from(err: AppendError) -> Self {
+        match err {
+            Unsent(err) => Failed::definite(format!("batch commit failed: {err}")),
+            Sent(err) => Failed::from_sqlx(&err),
+        }
+    }
+}
+
 /// One call of `buy_orders_append`: one round trip, one transaction. Answers one outcome per
 /// row, in order.
-async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, sqlx::Error> {
+async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, AppendError> {
+    // Getting the connection first, on its own, tells a failure that sent nothing (no server,
+    // or a pooled connection found dead) from one after the statement went out.
+    let mut connection = pool.acquire().await.map_err(Unsent)?;
     let column = |f: fn(&Row) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     metrics::counter!("store_round_trips_total", "op" => "commit").increment(1);
     let answers = sqlx::query(
@@ -261,16 +278,21 @@ async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, sqlx::Erro
     .bind(column(|r| &r.event_version))
     .bind(column(|r| &r.payload))
     .bind(column(|r| &r.metadata))
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(Sent)?;
     if answers.len() != rows.len() {
-        return Err(sqlx::Error::Protocol(format!(
+        return Err(Sent(sqlx::Error::Protocol(format!(
             "buy_orders_append answered {} rows for {}",
             answers.len(),
             rows.len()
-        )));
+        ))));
     }
-    let outcomes = answers.iter().map(outcome).collect::<Result<Vec<_>, _>>()?;
+    let outcomes = answers
+        .iter()
+        .map(outcome)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Sent)?;
     let placed = outcomes
         .iter()
         .filter(|o| matches!(o, Appended::Placed { .. }))
