@@ -16,6 +16,8 @@ if [ -n "${BENCH_SSLMODE:-}" ]; then
   export PGSSLMODE=$BENCH_SSLMODE LOCAL_DB_QUERY="sslmode=$BENCH_SSLMODE"
 fi
 Q=${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}
+# wrk drives the reads (below); Debian's package.
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q -p loadgen -p buy-orders -p api-write -p api-read -p projector
 export LOCAL_NAME="bo_bench_$$" LOCAL_BASE_PORT=9700 LOCAL_RUN_DIR LOCAL_BIN_DIR=target/release
 LOCAL_RUN_DIR=$(mktemp -d)
@@ -155,15 +157,34 @@ INSERT INTO buy_order_view (position, id, created_at, currency, currency_amount,
 SELECT 1000000000 + g, gen_random_uuid(), now(), 'USD', 10.00, 48478.88, 0.00020628, 'local'
   FROM generate_series(1, $ROWS) g; ANALYZE buy_order_view;"
 deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WHERE position = 1000000150")
-first=$(target/release/loadgen read --url "$R/buy_orders?page_size=10" --connections 16 --seconds "$S")
-deep=$(target/release/loadgen read --url "$R/buy_orders?page_size=10&last_reference=$deep_id" --connections 16 --seconds "$S")
+# Reads are driven by wrk, a C client like pgbench, so that on two shared cores the client takes
+# about what pgbench takes from the reference (loadgen's reqwest client took ~2x wrk's CPU per
+# request: the first-page row with loadgen stays, for continuity with earlier runs). Each row
+# also gives the client's CPU s per 1,000 requests.
+wread() { # url → JSON {per_second, p99_ms, client_cpu_s_per_1k}
+  local out cpu
+  out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c16 -d"${S}s" --latency -H "Authorization: Bearer $BUY_ORDERS_API_KEY" "$1"; } 2>&1)
+  cpu=$(tail -1 <<<"$out" | awk '{ print $1 + $2 }')
+  awk -v cpu="$cpu" '
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+                  p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
+    END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"client_cpu\": %.3f}", rps, p99, cpu / (rps * '"$S"') * 1000 }' <<<"$out"
+}
+first=$(wread "$R/buy_orders?page_size=10")
+deep=$(wread "$R/buy_orders?page_size=10&last_reference=$deep_id")
+first_loadgen=$(target/release/loadgen read --url "$R/buy_orders?page_size=10" --connections 16 --seconds "$S")
 # The same SELECTs straight from pgbench (prepared statements, 16 clients): what the read path
 # costs on top of the query.
-pgread() { # script [extra args] → tps
-  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 16 -j 2 -T "$S" "${@:2}" -f "bench/pgbench/$1" "$LOCAL_NAME" 2>/dev/null |
-    awk '/^tps = / { printf "%.0f", $3 }'
+pgread() { # script [extra args] → JSON {per_second, client_cpu}
+  local out cpu
+  out=$( { TIMEFORMAT='%U %S'; time pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 16 -j 2 -T "$S" "${@:2}" -f "bench/pgbench/$1" "$LOCAL_NAME" 2>/dev/null; } 2>&1)
+  cpu=$(tail -1 <<<"$out" | awk '{ print $1 + $2 }')
+  awk -v cpu="$cpu" '/^tps = / { tps = $3 }
+    END { printf "{\"per_second\": %.0f, \"client_cpu\": %.3f}", tps, cpu / (tps * '"$S"') * 1000 }' <<<"$out"
 }
-c16=$(pgread first_page.sql); d16=$(pgread deep_page.sql -D "deep_id=$deep_id")
+c16j=$(pgread first_page.sql); d16j=$(pgread deep_page.sql -D "deep_id=$deep_id")
+c16=$(field "$c16j" per_second); d16=$(field "$d16j" per_second)
 
 echo "writes: two api-write processes…" >&2
 deploy/local.sh down >/dev/null 2>&1
@@ -188,8 +209,9 @@ table=$(cat <<EOT
 | PUT /buy_order, full topology, two api-write, 16 conn | $(wrow "$two16") | one api-write, 16 conn: $(field "$w16" per_second) orders/s | two/one $(ratio "$(field "$two16" per_second)" "$(field "$w16" per_second)") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
-| GET first page (10 rows), 16 conn | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms | pgbench (c) the same SELECT: $c16 tx/s | API/(c) $(ratio "$(field "$first" per_second)" "$c16") |
-| GET page $ROWS rows deep, 16 conn | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms | pgbench (d) the same SELECT: $d16 tx/s · first page | API/(d) $(ratio "$(field "$deep" per_second)" "$d16") · deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
+| GET first page (10 rows), 16 conn (wrk) | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms; wrk CPU $(field "$first" client_cpu) s per 1k | pgbench (c) the same SELECT: $c16 tx/s; pgbench CPU $(field "$c16j" client_cpu) s per 1k | **API/(c) $(ratio "$(field "$first" per_second)" "$c16")** |
+| GET page $ROWS rows deep, 16 conn (wrk) | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms; wrk CPU $(field "$deep" client_cpu) s per 1k | pgbench (d) the same SELECT: $d16 tx/s; pgbench CPU $(field "$d16j" client_cpu) s per 1k · first page | **API/(d) $(ratio "$(field "$deep" per_second)" "$d16")** · deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
+| GET first page, 16 conn, loadgen (reqwest) as the client | $(field "$first_loadgen" per_second) req/s, p99 $(field "$first_loadgen" p99_ms) ms | (c) $c16 tx/s | API/(c) $(ratio "$(field "$first_loadgen" per_second)" "$c16") |
 | peak RSS | api-write $rss_write · api-read $rss_read · projector $rss_projector | | |
 EOT
 )
