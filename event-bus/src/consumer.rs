@@ -160,6 +160,15 @@ fn consume(
             return Ok(());
         }
         let verdicts = verdicts.recv().unwrap_or_default();
+        // The usual case, every message applied: one ack for the batch (`multiple`, up to its
+        // last delivery tag), not one per message. Every delivery before it on this channel is
+        // in this batch (batches are answered whole, in order), so it acks exactly these.
+        if verdicts.len() == deliveries.len() && verdicts.iter().all(|v| *v == Verdict::Ack) {
+            if let Some(last) = deliveries.pop() {
+                consumer.ack_multiple(last).map_err(err)?;
+            }
+            continue;
+        }
         for (index, delivery) in deliveries.into_iter().enumerate() {
             match verdicts.get(index).copied().unwrap_or(Verdict::Requeue) {
                 Verdict::Ack => consumer.ack(delivery),

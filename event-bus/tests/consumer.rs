@@ -61,3 +61,82 @@ async fn a_permanent_failure_is_dead_lettered_at_once() {
     batch.answer(vec![Verdict::DeadLetter]);
     dead_letters(&topology, 1).await;
 }
+
+/// Every message of the batch is in the queue before the consumer starts, so they come as one
+/// batch (prefetch 10).
+async fn one_batch_of(
+    topology: &TestTopology,
+    n: usize,
+) -> (
+    consumer::Batch,
+    tokio::sync::mpsc::Receiver<consumer::Batch>,
+) {
+    for i in 0..n {
+        topology.publish_raw(b"any body", &format!("test-{i}"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (topology.message_count(&topology.topology.queue) as usize) < n {
+        assert!(tokio::time::Instant::now() < deadline, "not queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut batches = consumer::start(topology.address(), topology.topology.clone(), 10);
+    let batch = tokio::time::timeout(Duration::from_secs(10), batches.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.messages.len(), n, "one batch");
+    (batch, batches)
+}
+
+/// Stops a consumer (its connection closes at its next idle check): whatever it left unacked
+/// goes back to the queue.
+async fn stop(batches: tokio::sync::mpsc::Receiver<consumer::Batch>) {
+    tokio::time::sleep(Duration::from_millis(300)).await; // the verdicts are sent
+    drop(batches);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+}
+
+async fn queued_becomes(topology: &TestTopology, queue: &str, want: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while topology.message_count(queue) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} never held {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A batch applied whole is acked with one `multiple` ack: every message of it leaves the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_acked_whole_leaves_nothing_in_the_queue() {
+    let topology = TestTopology::create();
+    let (batch, batches) = one_batch_of(&topology, 5).await;
+    batch.answer(vec![Verdict::Ack; 5]);
+    stop(batches).await;
+    // none was left unacked: nothing went back to the queue, a new consumer gets nothing
+    queued_becomes(&topology, &topology.topology.queue, 0).await;
+    let mut again = consumer::start(topology.address(), topology.topology.clone(), 10);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), again.recv())
+            .await
+            .is_err(),
+        "nothing redelivered"
+    );
+}
+
+/// A batch with one permanent failure still answers each message on its own: the others are
+/// acked, that one dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_batch_answers_each_message_on_its_own() {
+    let topology = TestTopology::create();
+    let (batch, batches) = one_batch_of(&topology, 3).await;
+    batch.answer(vec![Verdict::Ack, Verdict::DeadLetter, Verdict::Ack]);
+    dead_letters(&topology, 1).await;
+    stop(batches).await;
+    queued_becomes(&topology, &topology.topology.queue, 0).await;
+    assert_eq!(
+        topology.message_count(&topology.topology.dead_letter_queue),
+        1
+    );
+}
