@@ -106,6 +106,34 @@ async fn every_event_is_published_in_order_exactly_as_stored() {
     running.await.unwrap();
 }
 
+/// Orders committed by 16 writers while the relay runs, batch after batch: every event is
+/// published once, in position order.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_committed_while_batches_are_confirmed_are_published_once_in_order() {
+    let db = TestDb::create().await;
+    let topology = TestTopology::create();
+    let store = PgEventStore::open(&PgSettings::for_url(db.url()), BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let writer = writer(&store);
+    let (stop, running) = relay(&store, &topology);
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move { place(&writer, 25).await })
+        })
+        .collect();
+    let published = drain(&topology, 400).await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    let stored = store.read_after(Position::ZERO, 1000).await.unwrap();
+    assert_eq!(stored.len(), 400);
+    assert_eq!(published, stored, "in order, exactly as stored, none twice");
+    stop.cancel();
+    running.await.unwrap();
+}
+
 #[tokio::test]
 async fn two_relays_publish_every_event_and_a_standby_takes_over() {
     let db = TestDb::create().await;
