@@ -7,7 +7,8 @@
 //!
 //! - Write side: [`OrderWriter`] places an order through cqrs-es on any
 //!   `EventStore<BuyOrder>` ([`CqrsOrderWriter`]), turning concurrency conflicts on the derived
-//!   order id into idempotent replays. The event store applies the BTC cap
+//!   order id into idempotent replays; its first attempt at an order reads nothing
+//!   ([`NewAggregate`]). The event store applies the BTC cap
 //!   ([`order_domain::BtcLedger`]) atomically with the commit.
 //! - The log: every committed event gets a global, gap-free, commit-ordered [`Position`];
 //!   [`EventLog`] lets a reader (the projector) tail it from a checkpoint.
