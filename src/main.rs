@@ -6,11 +6,6 @@ use buy_orders::{Command, Config};
 use clap::Parser;
 use std::io::Write;
 
-/// mimalloc: the services allocate per request (bodies, JSON, rows); measured ~7 % less CPU per
-/// read request than glibc's malloc on this workload (bench/RESULTS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

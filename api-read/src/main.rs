@@ -12,11 +12,6 @@ use order_store::postgres::{PgClientRegistry, PgReadModel};
 use order_store::Identity;
 use service_kit::{AuthMode, CancellationToken};
 
-/// mimalloc: the services allocate per request (bodies, JSON, rows); measured ~7 % less CPU per
-/// read request than glibc's malloc on this workload (bench/RESULTS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ReadConfig::parse();

@@ -5,11 +5,6 @@
 //! `projector list` shows each projection's checkpoint, lag and parked events. Run one per
 //! read database: a second is safe (the checkpoint row is locked per batch) but useless.
 
-/// mimalloc: the services allocate per request (bodies, JSON, rows); measured ~7 % less CPU per
-/// read request than glibc's malloc on this workload (bench/RESULTS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     projector::cli::main(projector::cli::Projections::new()).await
