@@ -304,6 +304,10 @@ async fn ten_thousand_orders_page_exactly_once_newest_first_on_the_index() {
     let seen = walk(&model, &mine).await;
     assert_eq!(seen, own, "the client's orders exactly once, newest first");
 
+    // Every page query is planned once per session (with `auto`, the page size as a parameter
+    // had PostgreSQL plan each page afresh); the plans checked below are the ones it keeps.
+    assert_eq!(model.plan_cache_mode().await.unwrap(), "force_generic_plan");
+
     // A deep page is a bounded backward range scan of the primary key.
     sqlx::query("ANALYZE buy_order_view")
         .execute(store.pool())

@@ -119,6 +119,18 @@ impl PgReadModel {
             .join("\n"))
     }
 
+    /// How this table's sessions plan prepared statements (`plan_cache_mode`): each page query
+    /// is planned once per session, `force_generic_plan` (see `Plans::Generic`). For tests and
+    /// operators.
+    pub async fn plan_cache_mode(&self) -> Result<String, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let row = client
+            .query_one("SHOW plan_cache_mode", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get(0))
+    }
+
     /// The position of an order in the table, if `scope` sees it.
     pub async fn position_of(
         &self,
