@@ -82,14 +82,20 @@ async fn drain(topology: &TestTopology, want: usize) -> Vec<LoggedEvent> {
     all
 }
 
-#[tokio::test]
-async fn every_event_is_published_in_order_exactly_as_stored() {
+/// A fresh database and topology, one store on it and a writer through it.
+async fn one_store() -> (TestDb, TestTopology, PgEventStore, Arc<dyn OrderWriter>) {
     let db = TestDb::create().await;
     let topology = TestTopology::create();
     let store = PgEventStore::open(&PgSettings::for_url(db.url()), BtcCap::DEFAULT)
         .await
         .unwrap();
     let writer = writer(&store);
+    (db, topology, store, writer)
+}
+
+#[tokio::test]
+async fn every_event_is_published_in_order_exactly_as_stored() {
+    let (_db, topology, store, writer) = one_store().await;
     place(&writer, 30).await; // before the relay starts: the backlog
     let (stop, running) = relay(&store, &topology);
     place(&writer, 30).await; // while it runs
@@ -110,12 +116,7 @@ async fn every_event_is_published_in_order_exactly_as_stored() {
 /// published once, in position order.
 #[tokio::test(flavor = "multi_thread")]
 async fn events_committed_while_batches_are_confirmed_are_published_once_in_order() {
-    let db = TestDb::create().await;
-    let topology = TestTopology::create();
-    let store = PgEventStore::open(&PgSettings::for_url(db.url()), BtcCap::DEFAULT)
-        .await
-        .unwrap();
-    let writer = writer(&store);
+    let (_db, topology, store, writer) = one_store().await;
     let (stop, running) = relay(&store, &topology);
     let writers: Vec<_> = (0..16)
         .map(|_| {
