@@ -221,13 +221,13 @@ impl Relay {
         // Set before publishing: a relay that keeps failing to publish shows a growing backlog,
         // not the value of its last success.
         metrics::gauge!("relay_backlog_events").set(head.0.saturating_sub(checkpoint.0) as f64);
+        if !held {
+            return Ok(Step::LeaseLost);
+        }
         // Events no reader can read are not published (a consumer could not read them either);
         // the checkpoint moves past them with the rest, so they never stall the stream. The
         // store logs and counts each one; the projector parks them.
         let Some(last) = read.reached() else {
-            if !held {
-                return Ok(Step::LeaseLost);
-            }
             self.store
                 .wait_for_events_after(checkpoint, IDLE_WAIT)
                 .await?;
@@ -237,9 +237,6 @@ impl Relay {
                 Step::LeaseLost
             });
         };
-        if !held {
-            return Ok(Step::LeaseLost);
-        }
         let events = read.events;
         let count = events.len();
         let placed_at = events.last().map(|e| e.event.placed_at());

@@ -104,16 +104,12 @@ impl EventStore<BuyOrder> for MemEventStore {
         aggregate_id: &str,
     ) -> Result<MemAggregateContext, AggregateError<BuyOrderError>> {
         let events = self.load_events(aggregate_id).await?;
-        let sequence = events.len();
-        let mut aggregate = BuyOrder::default();
+        let mut context = crate::NewAggregate::new_aggregate(self, aggregate_id);
+        context.sequence = events.len();
         for envelope in events {
-            cqrs_es::Aggregate::apply(&mut aggregate, envelope.payload);
+            cqrs_es::Aggregate::apply(&mut context.aggregate, envelope.payload);
         }
-        Ok(MemAggregateContext {
-            aggregate_id: aggregate_id.to_owned(),
-            aggregate,
-            sequence,
-        })
+        Ok(context)
     }
 
     async fn commit(

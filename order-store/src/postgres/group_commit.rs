@@ -147,11 +147,14 @@ impl Failed {
     }
 
     pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
-        let message = format!("batch commit failed: {err}");
-        if is_definite(err) {
-            Failed::definite(message)
-        } else {
-            Failed::in_doubt(message)
+        Failed::caused_by(err, !is_definite(err))
+    }
+
+    /// `err`, with its outcome in doubt or not.
+    fn caused_by(err: &sqlx::Error, in_doubt: bool) -> Self {
+        Failed {
+            in_doubt,
+            message: format!("batch commit failed: {err}").into(),
         }
     }
 }
@@ -253,7 +256,7 @@ use AppendError::{Sent, Unsent};
 impl From<AppendError> for Failed {
     fn from(err: AppendError) -> Self {
         match err {
-            Unsent(err) => Failed::definite(format!("batch commit failed: {err}")),
+            Unsent(err) => Failed::caused_by(&err, false),
             Sent(err) => Failed::from_sqlx(&err),
         }
     }
