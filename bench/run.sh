@@ -161,27 +161,30 @@ deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WH
 # about what pgbench takes from the reference (loadgen's reqwest client took ~2x wrk's CPU per
 # request: the first-page row with loadgen stays, for continuity with earlier runs). Each row
 # also gives the client's CPU s per 1,000 requests.
-wread() { # url → JSON {per_second, p99_ms, client_cpu_s_per_1k}
-  local out cpu
-  out=$( { TIMEFORMAT='%U %S'; time wrk -t2 -c16 -d"${S}s" --latency -H "Authorization: Bearer $BUY_ORDERS_API_KEY" "$1"; } 2>&1)
-  cpu=$(tail -1 <<<"$out" | awk '{ print $1 + $2 }')
-  awk -v cpu="$cpu" '
+timed() { # command… → its output, then a line "cpu <user> <system>" (its CPU seconds)
+  local TIMEFORMAT='cpu %U %S'
+  { time "$@" 2>/dev/null; } 2>&1
+}
+wread() { # url → JSON {per_second, p99_ms, client_cpu (s per 1k requests)}
+  timed wrk -t2 -c16 -d"${S}s" --latency -H "Authorization: Bearer $BUY_ORDERS_API_KEY" "$1" |
+    awk -v s="$S" '
+    $1 == "cpu" { cpu = $2 + $3 }
     /Requests\/sec:/ { rps = $2 }
     $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
                   p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
-    END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"client_cpu\": %.3f}", rps, p99, cpu / (rps * '"$S"') * 1000 }' <<<"$out"
+    END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"client_cpu\": %.3f}", rps, p99, cpu / (rps * s) * 1000 }'
 }
 first=$(wread "$R/buy_orders?page_size=10")
 deep=$(wread "$R/buy_orders?page_size=10&last_reference=$deep_id")
 first_loadgen=$(target/release/loadgen read --url "$R/buy_orders?page_size=10" --connections 16 --seconds "$S")
 # The same SELECTs straight from pgbench (prepared statements, 16 clients): what the read path
 # costs on top of the query.
-pgread() { # script [extra args] → JSON {per_second, client_cpu}
-  local out cpu
-  out=$( { TIMEFORMAT='%U %S'; time pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 16 -j 2 -T "$S" "${@:2}" -f "bench/pgbench/$1" "$LOCAL_NAME" 2>/dev/null; } 2>&1)
-  cpu=$(tail -1 <<<"$out" | awk '{ print $1 + $2 }')
-  awk -v cpu="$cpu" '/^tps = / { tps = $3 }
-    END { printf "{\"per_second\": %.0f, \"client_cpu\": %.3f}", tps, cpu / (tps * '"$S"') * 1000 }' <<<"$out"
+pgread() { # script [extra args] → JSON {per_second, client_cpu (s per 1k transactions)}
+  timed pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 16 -j 2 -T "$S" "${@:2}" -f "bench/pgbench/$1" "$LOCAL_NAME" |
+    awk -v s="$S" '
+    $1 == "cpu" { cpu = $2 + $3 }
+    /^tps = / { tps = $3 }
+    END { printf "{\"per_second\": %.0f, \"client_cpu\": %.3f}", tps, cpu / (tps * s) * 1000 }'
 }
 c16j=$(pgread first_page.sql); d16j=$(pgread deep_page.sql -D "deep_id=$deep_id")
 c16=$(field "$c16j" per_second); d16=$(field "$d16j" per_second)
