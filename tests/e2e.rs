@@ -52,16 +52,21 @@ async fn put(client: reqwest::Client, write_url: String, body: Value) -> Answer 
     }
 }
 
+/// `GET url`, answered (any status).
+async fn get(client: &reqwest::Client, url: String) -> reqwest::Response {
+    client.get(url).send().await.unwrap()
+}
+
 fn write_url(system: &System) -> String {
     format!("http://{}", system.write_addr)
 }
 
 async fn page(client: &reqwest::Client, system: &System, query: &str) -> Value {
-    let response = client
-        .get(format!("http://{}/buy_orders{query}", system.read_addr))
-        .send()
-        .await
-        .unwrap();
+    let response = get(
+        client,
+        format!("http://{}/buy_orders{query}", system.read_addr),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
@@ -129,18 +134,11 @@ async fn orders_placed_are_paged_newest_first_each_exactly_once() {
     );
     // both APIs are ready and measured
     for addr in [system.write_addr, system.read_addr] {
-        let ready = client
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let ready = get(&client, format!("http://{addr}/readyz")).await;
         assert_eq!(ready.status(), 200);
     }
-    let metrics = client
-        .get(format!("http://{}/metrics", system.write_addr))
-        .send()
+    let metrics = get(&client, format!("http://{}/metrics", system.write_addr))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -275,18 +273,10 @@ async fn the_docs_page_and_every_asset_it_references_are_served_by_the_service()
         .build()
         .unwrap();
     for addr in [system.write_addr, system.read_addr] {
-        let moved = client
-            .get(format!("http://{addr}/docs"))
-            .send()
-            .await
-            .unwrap();
+        let moved = get(&client, format!("http://{addr}/docs")).await;
         assert_eq!(moved.status(), 301);
         assert_eq!(moved.headers()["location"], "/docs/");
-        let page = client
-            .get(format!("http://{addr}/docs/"))
-            .send()
-            .await
-            .unwrap();
+        let page = get(&client, format!("http://{addr}/docs/")).await;
         assert_eq!(page.status(), 200);
         assert!(page.headers()["content-security-policy"]
             .to_str()
@@ -309,35 +299,23 @@ async fn the_docs_page_and_every_asset_it_references_are_served_by_the_service()
                 !path.contains(':') && !path.starts_with('/'),
                 "{asset} is not the service's"
             );
-            let served = client
-                .get(format!("http://{addr}/docs/{path}"))
-                .send()
-                .await
-                .unwrap();
+            let served = get(&client, format!("http://{addr}/docs/{path}")).await;
             assert_eq!(served.status(), 200, "{asset}");
             assert!(served.headers().contains_key("content-security-policy"));
             assert!(!served.bytes().await.unwrap().is_empty(), "{asset}");
         }
-        let init = client
-            .get(format!("http://{addr}/docs/swagger-initializer.js"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let init = get(
+            &client,
+            format!("http://{addr}/docs/swagger-initializer.js"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
         assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
-        let document = client
-            .get(format!("http://{addr}/openapi.json"))
-            .send()
-            .await
-            .unwrap();
+        let document = get(&client, format!("http://{addr}/openapi.json")).await;
         assert_eq!(document.status(), 200);
-        let missing = client
-            .get(format!("http://{addr}/docs/nope.js"))
-            .send()
-            .await
-            .unwrap();
+        let missing = get(&client, format!("http://{addr}/docs/nope.js")).await;
         assert_eq!(missing.status(), 404);
     }
     system.shutdown();
