@@ -791,6 +791,98 @@ async fn another_aggregates_events_neither_take_the_ledger_nor_enter_the_log() {
     assert_eq!(walk(&model, &Scope::All).await.len(), 2);
 }
 
+/// The log is read by its position index whatever PostgreSQL knows of the table. A fresh store
+/// under load has no statistics until autovacuum's first ANALYZE; naming the aggregate type in
+/// the query had PostgreSQL AND a bitmap of the primary key's every BuyOrder entry into each read
+/// then (8 ms for the relay's ~60 events at 50,000 rows, growing with the table: half of
+/// PostgreSQL's CPU in the benchmark). Only BuyOrder's events can have a position (migration
+/// 1009), so the read names the position alone.
+#[tokio::test]
+async fn the_log_is_read_by_its_position_index_with_or_without_statistics() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    sqlx::query("ALTER TABLE events SET (autovacuum_enabled = false)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    order_store::testing::bulk_events(store.pool(), 50_000).await;
+    let analyzed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_user_tables \
+         WHERE relname = 'events'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(analyzed, None, "the table has no statistics yet");
+
+    for stage in ["no statistics", "analyzed"] {
+        let plan = store
+            .explain_read_log_after(Position(49_000), 1000)
+            .await
+            .unwrap();
+        assert!(
+            plan.contains("Index Scan using events_position on events"),
+            "{stage}: {plan}"
+        );
+        for bad in ["Bitmap", "events_pkey", "Sort", "Seq Scan"] {
+            assert!(!plan.contains(bad), "{stage}: {bad} in {plan}");
+        }
+        sqlx::query("ANALYZE events")
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let read = store.read_log_after(Position(49_990), 1000).await.unwrap();
+    let positions: Vec<u64> = read.events.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, (49_991..=50_000).collect::<Vec<_>>());
+}
+
+/// Only BuyOrder's events have positions, whatever path writes them (migration 1009), which is
+/// what lets the log be read by position alone.
+#[tokio::test]
+async fn no_other_aggregates_event_can_take_a_position() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata) VALUES ('Invoice', 'inv-1', 1, 'InvoiceIssued', '1.0', \
+         '{\"InvoiceIssued\":{\"total\":12}}', '{}')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let given = sqlx::query("UPDATE events SET position = 1 WHERE aggregate_type = 'Invoice'")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        given.as_database_error().and_then(|e| e.constraint()),
+        Some("events_position_is_buy_order"),
+        "{given}"
+    );
+    // nor through the group committer's function, called with another aggregate's event: the
+    // batch fails whole, nothing stored, the ledger unmoved
+    let appended = sqlx::query(
+        "SELECT * FROM buy_orders_append(ARRAY['Invoice'], ARRAY['inv-2'], ARRAY[1::bigint], \
+         ARRAY['InvoiceIssued'], ARRAY['1.0'], ARRAY['{\"InvoiceIssued\":{}}'], ARRAY['{}'])",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap_err();
+    assert_eq!(
+        appended.as_database_error().and_then(|e| e.constraint()),
+        Some("events_position_is_buy_order"),
+        "{appended}"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'inv-2'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+    assert_eq!(store.head().await.unwrap(), Position::ZERO);
+}
+
 #[tokio::test]
 async fn a_newer_minor_is_read_and_a_newer_major_is_passed_over_loudly_never_misread() {
     use order_store::testing::store_versioned;

@@ -27,6 +27,13 @@ use crate::writer::Ledger;
 /// The CHECK constraint that is the cap.
 const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 
+/// The log after a position. Only BuyOrder's events have positions (migration 1009 makes it a
+/// constraint), so the query names nothing but the position: `events_position` is then the one
+/// index PostgreSQL can read it by, with or without statistics of the table (naming the
+/// aggregate type too had a fresh table read through a bitmap of the whole primary key).
+const READ_LOG_AFTER: &str = "SELECT position, aggregate_id, sequence, event_type, event_version, \
+     payload FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+
 /// `EventStore<BuyOrder>` on PostgreSQL, plus the [`EventLog`] of its events.
 ///
 /// Loads go through postgres-es unchanged. A commit of one event (every order) is appended with
@@ -154,6 +161,22 @@ impl PgEventStore {
         &self.pool
     }
 
+    /// The query plan of [`EventLog::read_log_after`] as PostgreSQL would run it now (for tests
+    /// of the index it uses).
+    pub async fn explain_read_log_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<String, StoreError> {
+        let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {READ_LOG_AFTER}"))
+            .bind(position_param(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(lines.join("\n"))
+    }
+
     /// BTC sold and the cap, as committed.
     pub async fn ledger(&self) -> Result<(Satoshis, Satoshis), StoreError> {
         let row = sqlx::query("SELECT sold_sats, cap_sats FROM btc_ledger")
@@ -208,6 +231,12 @@ fn sats(value: i64, column: &str) -> Result<Satoshis, StoreError> {
 fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
     i64::try_from(value.count())
         .map_err(|_| StoreError::Unavailable(format!("{value} BTC does not fit the ledger")))
+}
+
+/// A position as a `bigint` parameter. Positions come from the `bigint` column, so one past
+/// `i64::MAX` cannot exist: clamped there, it asks for nothing after it.
+fn position_param(position: Position) -> i64 {
+    i64::try_from(position.0).unwrap_or(i64::MAX)
 }
 
 /// Locks the ledger row for the rest of the transaction: (sold, cap).
@@ -525,16 +554,12 @@ impl EventLog for PgEventStore {
     }
 
     async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
-        let rows = sqlx::query(
-            "SELECT position, aggregate_id, sequence, event_type, event_version, payload \
-             FROM events WHERE position > $1 AND aggregate_type = 'BuyOrder' \
-             ORDER BY position LIMIT $2",
-        )
-        .bind(i64::try_from(after.0).unwrap_or(i64::MAX))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows = sqlx::query(READ_LOG_AFTER)
+            .bind(position_param(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
         let mut read = LogRead::default();
         for row in &rows {
             match logged_event(row, &self.reader)? {
