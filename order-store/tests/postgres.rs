@@ -851,29 +851,23 @@ async fn no_other_aggregates_event_can_take_a_position() {
     .execute(store.pool())
     .await
     .unwrap();
-    let given = sqlx::query("UPDATE events SET position = 1 WHERE aggregate_type = 'Invoice'")
-        .execute(store.pool())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        given.as_database_error().and_then(|e| e.constraint()),
-        Some("events_position_is_buy_order"),
-        "{given}"
-    );
+    let pool = store.pool();
+    let refused = |sql: &'static str| async move {
+        let err = sqlx::query(sql).execute(pool).await.unwrap_err();
+        assert_eq!(
+            err.as_database_error().and_then(|e| e.constraint()),
+            Some("events_position_is_buy_order"),
+            "{sql}: {err}"
+        );
+    };
+    refused("UPDATE events SET position = 1 WHERE aggregate_type = 'Invoice'").await;
     // nor through the group committer's function, called with another aggregate's event: the
     // batch fails whole, nothing stored, the ledger unmoved
-    let appended = sqlx::query(
+    refused(
         "SELECT * FROM buy_orders_append(ARRAY['Invoice'], ARRAY['inv-2'], ARRAY[1::bigint], \
          ARRAY['InvoiceIssued'], ARRAY['1.0'], ARRAY['{\"InvoiceIssued\":{}}'], ARRAY['{}'])",
     )
-    .execute(store.pool())
-    .await
-    .unwrap_err();
-    assert_eq!(
-        appended.as_database_error().and_then(|e| e.constraint()),
-        Some("events_position_is_buy_order"),
-        "{appended}"
-    );
+    .await;
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'inv-2'")
             .fetch_one(store.pool())
