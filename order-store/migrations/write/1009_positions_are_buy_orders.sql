@@ -10,6 +10,7 @@
 -- and took half of PostgreSQL's CPU under load. The trigger (1007) already gives other
 -- aggregates' events no position; this makes it impossible for any path to do otherwise.
 --
--- Adding it scans the table once under its lock (about a second per few million events).
+-- Adding it scans the table once under its lock: 0.26 s for 1,000,000 events here (551 MB, in
+-- cache), during which commits wait (well within the writers' lock_timeout).
 ALTER TABLE events ADD CONSTRAINT events_position_is_buy_order
     CHECK (position IS NULL OR aggregate_type = 'BuyOrder');
