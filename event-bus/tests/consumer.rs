@@ -11,12 +11,32 @@ fn publish(topology: &TestTopology, body: &[u8]) {
     topology.publish_raw(body, "test-1");
 }
 
-async fn dead_letters(topology: &TestTopology, want: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while topology.message_count(&topology.topology.dead_letter_queue) < want {
-        assert!(tokio::time::Instant::now() < deadline, "not dead-lettered");
+/// Waits until `queue`'s message count satisfies `done`, failing with `what` after `within`.
+async fn until_count(
+    topology: &TestTopology,
+    queue: &str,
+    within: Duration,
+    done: impl Fn(u32) -> bool,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(topology.message_count(queue)) {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn dead_letters(topology: &TestTopology, want: u32) {
+    let queue = &topology.topology.dead_letter_queue;
+    let done = |count| count >= want;
+    until_count(
+        topology,
+        queue,
+        Duration::from_secs(20),
+        done,
+        "not dead-lettered",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -74,11 +94,16 @@ async fn one_batch_of(
     for i in 0..n {
         topology.publish_raw(b"any body", &format!("test-{i}"));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while (topology.message_count(&topology.topology.queue) as usize) < n {
-        assert!(tokio::time::Instant::now() < deadline, "not queued");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let want = u32::try_from(n).unwrap();
+    let queue = &topology.topology.queue;
+    until_count(
+        topology,
+        queue,
+        Duration::from_secs(10),
+        |c| c >= want,
+        "not queued",
+    )
+    .await;
     let mut batches = consumer::start(topology.address(), topology.topology.clone(), 10);
     let batch = tokio::time::timeout(Duration::from_secs(10), batches.recv())
         .await
@@ -97,14 +122,15 @@ async fn stop(batches: tokio::sync::mpsc::Receiver<consumer::Batch>) {
 }
 
 async fn queued_becomes(topology: &TestTopology, queue: &str, want: u32) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while topology.message_count(queue) != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{queue} never held {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{queue} never held {want}");
+    until_count(
+        topology,
+        queue,
+        Duration::from_secs(10),
+        |c| c == want,
+        &what,
+    )
+    .await;
 }
 
 /// A batch applied whole is acked with one `multiple` ack: every message of it leaves the queue.

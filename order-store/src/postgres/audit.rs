@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Row};
 
+use super::event_store::READ_LOG_AFTER;
 use super::{unavailable, PgSettings};
 use crate::error::StoreError;
 
@@ -319,17 +320,13 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
     let mut unsummed = 0_u64;
     let mut rows_checked = 0_u64;
     loop {
-        let batch = sqlx::query(
-            // by position alone, as the log is read (migration 1009: only BuyOrder's events
-            // have one), so that the one index on it is used
-            "SELECT position, aggregate_id, event_type, event_version, payload FROM events \
-             WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(&mut write)
-        .await
-        .map_err(unavailable)?;
+        // the log as every reader reads it: by position alone, on its one index
+        let batch = sqlx::query(READ_LOG_AFTER)
+            .bind(after)
+            .bind(BATCH)
+            .fetch_all(&mut write)
+            .await
+            .map_err(unavailable)?;
         let Some(last) = batch.last() else { break };
         let last: i64 = last
             .try_get("position")

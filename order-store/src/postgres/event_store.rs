@@ -30,8 +30,10 @@ const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 /// The log after a position. Only BuyOrder's events have positions (migration 1009 makes it a
 /// constraint), so the query names nothing but the position: `events_position` is then the one
 /// index PostgreSQL can read it by, with or without statistics of the table (naming the
-/// aggregate type too had a fresh table read through a bitmap of the whole primary key).
-const READ_LOG_AFTER: &str = "SELECT position, aggregate_id, sequence, event_type, event_version, \
+/// aggregate type too had a fresh table read through a bitmap of the whole primary key). The
+/// audit walks the log with it too.
+pub(super) const READ_LOG_AFTER: &str =
+    "SELECT position, aggregate_id, sequence, event_type, event_version, \
      payload FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// `EventStore<BuyOrder>` on PostgreSQL, plus the [`EventLog`] of its events.
@@ -168,9 +170,10 @@ impl PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<String, StoreError> {
+        let (after, limit) = log_after_params(after, limit);
         let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {READ_LOG_AFTER}"))
-            .bind(position_param(after))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -233,10 +236,14 @@ fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::Unavailable(format!("{value} BTC does not fit the ledger")))
 }
 
-/// A position as a `bigint` parameter. Positions come from the `bigint` column, so one past
-/// `i64::MAX` cannot exist: clamped there, it asks for nothing after it.
-fn position_param(position: Position) -> i64 {
-    i64::try_from(position.0).unwrap_or(i64::MAX)
+/// [`READ_LOG_AFTER`]'s `bigint` parameters. Positions come from the `bigint` column, so one
+/// past `i64::MAX` cannot exist: clamped there, it asks for nothing after it; a limit past it
+/// is no limit.
+fn log_after_params(after: Position, limit: usize) -> (i64, i64) {
+    (
+        i64::try_from(after.0).unwrap_or(i64::MAX),
+        i64::try_from(limit).unwrap_or(i64::MAX),
+    )
 }
 
 /// Locks the ledger row for the rest of the transaction: (sold, cap).
@@ -554,9 +561,10 @@ impl EventLog for PgEventStore {
     }
 
     async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
+        let (after, limit) = log_after_params(after, limit);
         let rows = sqlx::query(READ_LOG_AFTER)
-            .bind(position_param(after))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(after)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
