@@ -23,6 +23,7 @@ mod event_store;
 mod group_commit;
 mod group_load;
 mod migrate;
+mod pipeline;
 mod projection;
 mod read_model;
 /// The relay's fenced lease and checkpoint: internals of `event-bus`, not of a store's user.
@@ -38,7 +39,7 @@ pub use event_store::{CapChange, CapError, PgEventStore};
 pub use group_commit::Batching;
 pub use migrate::{migrate_read, migrate_write};
 pub use projection::{ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction};
-pub use read_model::{OrderTable, PgReadModel};
+pub use read_model::{OrderTable, PgReadModel, SHARED_READS};
 #[cfg(feature = "relay")]
 pub use relay::RelayLease;
 pub use schema::PgSchema;

@@ -190,29 +190,7 @@ pub(crate) enum Plans {
 /// Opens the read side's pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and
 /// applies the read migrations.
 pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Pool, StoreError> {
-    let url = settings.read_url().ok_or_else(|| {
-        StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
-    })?;
-    let extra: &[(&str, &str)] = match plans {
-        Plans::Auto => &[],
-        Plans::Generic => &[("plan_cache_mode", "force_generic_plan")],
-    };
-    let (config, tls) = settings.tokio_postgres_config(url, extra)?;
-    let manager = Manager::from_config(
-        config,
-        tls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(settings.pool_size as usize)
-        .wait_timeout(Some(settings.acquire_timeout))
-        .create_timeout(Some(settings.acquire_timeout))
-        .recycle_timeout(Some(settings.acquire_timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(unavailable)?;
+    let pool = read_sessions_pool(settings, plans, settings.pool_size as usize, &[])?;
     // One session now, before the migrations (which connect through sqlx): a URL whose TLS
     // this client cannot satisfy fails at start-up, with this client's own reason.
     drop(
@@ -222,6 +200,39 @@ pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Poo
     );
     migrate_read(settings).await?;
     Ok(pool)
+}
+
+/// A pool of up to `size` sessions on the read database, opened as they are needed, with
+/// `extra` session settings (no migrations: [`read_pool`] applies them).
+pub(crate) fn read_sessions_pool(
+    settings: &PgSettings,
+    plans: Plans,
+    size: usize,
+    extra: &[(&'static str, &str)],
+) -> Result<Pool, StoreError> {
+    let url = settings.read_url().ok_or_else(|| {
+        StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
+    })?;
+    let planning: &[(&'static str, &str)] = match plans {
+        Plans::Auto => &[],
+        Plans::Generic => &[("plan_cache_mode", "force_generic_plan")],
+    };
+    let (config, tls) = settings.tokio_postgres_config(url, &[planning, extra].concat())?;
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(settings.acquire_timeout))
+        .create_timeout(Some(settings.acquire_timeout))
+        .recycle_timeout(Some(settings.acquire_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(unavailable)
 }
 
 fn check_name(name: &str) -> Result<(), StoreError> {

@@ -1,5 +1,7 @@
 //! The PostgreSQL read table, through tokio-postgres and deadpool.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -9,13 +11,19 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::projection::{read_pool, PgProjection, Plans, Projection, Transaction};
+use super::pipeline::SharedSessions;
+use super::projection::{
+    read_pool, read_sessions_pool, PgProjection, Plans, Projection, Transaction,
+};
 use super::{unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
 use crate::log::{EventLog, LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
+/// The `application_name` of the sessions reads share: they can be told apart in
+/// `pg_stat_activity`.
+pub const SHARED_READS: &str = "buy-orders-shared-reads";
 /// The checkpoint row of this table in `projector_checkpoint`.
 const CHECKPOINT: &str = "buy_order_view";
 /// The live table.
@@ -50,12 +58,14 @@ const ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, b
 const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
      btc_amount FROM buy_order_view WHERE id = $1 AND client_id = $2";
 
-/// `buy_order_view` and its checkpoint. A page looks the reference's position up first and
-/// passes it as a parameter, so the bound is an index condition of a backward range scan of the
-/// primary key (a joined subquery would plan as a full index walk).
+/// `buy_order_view` and its checkpoint. Reads (pages, single orders) are pipelined on a few
+/// shared sessions (`DB_READ_SESSIONS`, see `pipeline.rs`); writes and tools use a pool.
 #[derive(Clone)]
 pub struct PgReadModel {
     pool: Pool,
+    /// The sessions that pages, single orders and readiness checks are read on, pipelined
+    /// (`DB_READ_SESSIONS`); `pool` serves the rest (the projector's writes, rebuilds, tools).
+    shared: Arc<SharedSessions>,
     /// The table as a projection: its checkpoint, parking and rebuild.
     writer: PgProjection<OrderTable>,
 }
@@ -67,7 +77,22 @@ impl PgReadModel {
         let pool = read_pool(settings, Plans::Generic).await?;
         let writer =
             PgProjection::on_pool(pool.clone(), settings.schema.as_str(), OrderTable).await?;
-        Ok(PgReadModel { pool, writer })
+        let sessions = settings.read_sessions as usize;
+        let shared = Arc::new(SharedSessions::new(
+            read_sessions_pool(
+                settings,
+                Plans::Generic,
+                sessions,
+                &[("application_name", SHARED_READS)],
+            )?,
+            sessions,
+            settings.read_pipeline_depth as usize,
+        ));
+        Ok(PgReadModel {
+            pool,
+            shared,
+            writer,
+        })
     }
 
     /// The table as a projection ([`PgProjection`]): what `projector list` and `rebuild` use.
@@ -137,7 +162,7 @@ impl PgReadModel {
         id: OrderId,
         scope: &Scope,
     ) -> Result<Option<Position>, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.shared.get().await.map_err(unavailable)?;
         let statement = client
             .prepare_cached("SELECT position, client_id FROM buy_order_view WHERE id = $1")
             .await
@@ -382,7 +407,7 @@ impl ReadModelWriter for PgReadModel {
 impl ReadModel for PgReadModel {
     async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError> {
         let size = request.size.get() as i64;
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.shared.get().await.map_err(unavailable)?;
         let owner = scope_owner(scope);
         let after = request.after.map(|id| *id.as_uuid());
         let sql = match (owner, after) {
@@ -418,7 +443,7 @@ impl ReadModel for PgReadModel {
     }
 
     async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.shared.get().await.map_err(unavailable)?;
         let owner = scope_owner(scope);
         let sql = match owner {
             None => ONE,
@@ -437,7 +462,7 @@ impl ReadModel for PgReadModel {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.shared.get().await.map_err(unavailable)?;
         client.simple_query("SELECT 1").await.map_err(unavailable)?;
         Ok(())
     }

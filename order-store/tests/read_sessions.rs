@@ -1,0 +1,223 @@
+//! Reads of the read table share a few pipelined sessions (`DB_READ_SESSIONS`,
+//! `DB_READ_PIPELINE_DEPTH`), against the real PostgreSQL: many concurrent reads each get their
+//! own answer on no more sessions than configured; a session that dies is replaced; a session
+//! whose backend freezes holds only the reads already sent on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use order_domain::*;
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings, SHARED_READS};
+use order_store::testing::TestDb;
+use order_store::*;
+use price_feed::FixedSource;
+
+/// A database with `n` projected orders, and their ids newest first.
+async fn projected(db: &TestDb, n: usize) -> (PgEventStore, Vec<OrderId>) {
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let prices: FixedSource = "USD=50000,EUR=50000,GBP=50000".parse().unwrap();
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
+    for _ in 0..n {
+        writer
+            .place(PlaceBuyOrder {
+                client_id: ClientId::parse("sessions").unwrap(),
+                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+                currency: Currency::USD,
+                amount: FiatAmount::parse("10").unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    let log = store.read_after(Position::ZERO, n + 1).await.unwrap();
+    let loader = PgReadModel::open(&settings).await.unwrap();
+    loader.apply(&log).await.unwrap();
+    let newest_first = log.iter().rev().map(|e| e.aggregate_id).collect();
+    (store, newest_first)
+}
+
+async fn model(db: &TestDb, sessions: u32, depth: u32) -> PgReadModel {
+    let mut settings = PgSettings::for_url(db.url());
+    settings.read_sessions = sessions;
+    settings.read_pipeline_depth = depth;
+    settings.acquire_timeout = Duration::from_secs(1);
+    PgReadModel::open(&settings).await.unwrap()
+}
+
+/// The backends of the shared read sessions of this test's database.
+async fn shared_backends(store: &PgEventStore) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1 ORDER BY pid",
+    )
+    .bind(SHARED_READS)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+fn page_after(id: OrderId, size: u16) -> PageRequest {
+    PageRequest {
+        after: Some(id),
+        size: PageSize::new(size).unwrap(),
+    }
+}
+
+/// Reads `ids[k]` and the page after it, for every k, all at once; each must get exactly its
+/// own answer.
+async fn read_all_at_once(model: &PgReadModel, ids: &[OrderId], rounds: usize) {
+    let ids = Arc::new(ids.to_vec());
+    let tasks: Vec<_> = (0..rounds)
+        .map(|i| {
+            let (model, ids) = (model.clone(), ids.clone());
+            tokio::spawn(async move {
+                let k = i % (ids.len() - 1);
+                let one = model.get(ids[k], &Scope::All).await.unwrap().unwrap();
+                assert_eq!(one.id, ids[k]);
+                let page = model
+                    .page(page_after(ids[k], 2), &Scope::All)
+                    .await
+                    .unwrap();
+                let got: Vec<OrderId> = page.rows.iter().map(|row| row.id).collect();
+                assert_eq!(got, ids[k + 1..(k + 3).min(ids.len())].to_vec());
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_get_their_own_answers_on_no_more_sessions_than_configured() {
+    let db = TestDb::create().await;
+    let (store, ids) = projected(&db, 60).await;
+    let model = model(&db, 3, 4).await;
+
+    // One read at a time: one session serves them all.
+    for id in ids.iter().take(10) {
+        assert_eq!(model.get(*id, &Scope::All).await.unwrap().unwrap().id, *id);
+    }
+    assert_eq!(shared_backends(&store).await.len(), 1);
+
+    // 400 reads at once: spread over the three sessions, never a fourth.
+    read_all_at_once(&model, &ids, 400).await;
+    let backends = shared_backends(&store).await;
+    assert!(
+        (2..=3).contains(&backends.len()),
+        "{} shared sessions",
+        backends.len()
+    );
+    // The readiness check reads on them too.
+    model.ping().await.unwrap();
+    assert!(shared_backends(&store).await.len() <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_is_replaced_by_the_next_reads() {
+    let db = TestDb::create().await;
+    let (store, ids) = projected(&db, 5).await;
+    // One session: replacing it must not wait for a pool that is still holding the dead one.
+    let model = model(&db, 1, 16).await;
+    model.get(ids[0], &Scope::All).await.unwrap();
+    let before = shared_backends(&store).await;
+    assert_eq!(before.len(), 1);
+
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    // The client may learn of it from the read it sends next (an error, answered 503); the
+    // read after that opens a new session.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut failures = 0;
+    loop {
+        match model.get(ids[0], &Scope::All).await {
+            Ok(found) => {
+                assert_eq!(found.unwrap().id, ids[0]);
+                break;
+            }
+            Err(ReadError::Store(StoreError::Unavailable(_))) => failures += 1,
+            Err(other) => panic!("{other}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        failures <= 1,
+        "{failures} reads failed after one session died"
+    );
+    let after = shared_backends(&store).await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before);
+    read_all_at_once(&model, &ids, 50).await;
+}
+
+/// Stops a PostgreSQL backend (SIGSTOP) until dropped: a peer that freezes, not one that dies.
+struct Frozen(i32);
+
+impl Frozen {
+    fn signal(pid: i32, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn new(pid: i32) -> Self {
+        Self::signal(pid, "-STOP");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        Self::signal(self.0, "-CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
+    let db = TestDb::create().await;
+    let (store, ids) = projected(&db, 5).await;
+    let model = model(&db, 2, 2).await;
+    model.get(ids[0], &Scope::All).await.unwrap();
+    let first = shared_backends(&store).await;
+    assert_eq!(first.len(), 1);
+
+    let frozen = Frozen::new(first[0]);
+    // Two reads fill the frozen session's depth and wait on it.
+    let stuck: Vec<_> = (0..2)
+        .map(|k| {
+            let (model, id) = (model.clone(), ids[k]);
+            tokio::spawn(async move { model.get(id, &Scope::All).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stuck.iter().all(|read| !read.is_finished()));
+
+    // The next reads go to a second session and are answered while the first stays frozen.
+    for id in &ids {
+        let found = tokio::time::timeout(Duration::from_secs(5), model.get(*id, &Scope::All))
+            .await
+            .expect("a read waited behind the frozen session")
+            .unwrap();
+        assert_eq!(found.unwrap().id, *id);
+    }
+    assert_eq!(shared_backends(&store).await.len(), 2);
+
+    // Thawed, the frozen session answers what was sent on it: nothing lost, nothing mixed up.
+    drop(frozen);
+    for (k, read) in stuck.into_iter().enumerate() {
+        let found = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the thawed session answers")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.unwrap().id, ids[k]);
+    }
+}
