@@ -58,6 +58,21 @@ async fn shared_backends(store: &PgEventStore) -> Vec<i32> {
     .unwrap()
 }
 
+/// Five projected orders (newest first) and a read model with `sessions` and `depth`, after one
+/// read: exactly one shared session is open, on the backend returned.
+async fn one_session_open(
+    db: &TestDb,
+    sessions: u32,
+    depth: u32,
+) -> (PgEventStore, Vec<OrderId>, PgReadModel, i32) {
+    let (store, ids) = projected(db, 5).await;
+    let model = model(db, sessions, depth).await;
+    model.get(ids[0], &Scope::All).await.unwrap();
+    let backends = shared_backends(&store).await;
+    assert_eq!(backends.len(), 1);
+    (store, ids, model, backends[0])
+}
+
 fn page_after(id: OrderId, size: u16) -> PageRequest {
     PageRequest {
         after: Some(id),
@@ -118,15 +133,11 @@ async fn concurrent_reads_get_their_own_answers_on_no_more_sessions_than_configu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_is_replaced_by_the_next_reads() {
     let db = TestDb::create().await;
-    let (store, ids) = projected(&db, 5).await;
     // One session: replacing it must not wait for a pool that is still holding the dead one.
-    let model = model(&db, 1, 16).await;
-    model.get(ids[0], &Scope::All).await.unwrap();
-    let before = shared_backends(&store).await;
-    assert_eq!(before.len(), 1);
+    let (store, ids, model, dead) = one_session_open(&db, 1, 16).await;
 
     sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(before[0])
+        .bind(dead)
         .execute(store.pool())
         .await
         .unwrap();
@@ -152,7 +163,7 @@ async fn a_killed_session_is_replaced_by_the_next_reads() {
     );
     let after = shared_backends(&store).await;
     assert_eq!(after.len(), 1);
-    assert_ne!(after, before);
+    assert_ne!(after[0], dead);
     read_all_at_once(&model, &ids, 50).await;
 }
 
@@ -183,13 +194,9 @@ impl Drop for Frozen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
     let db = TestDb::create().await;
-    let (store, ids) = projected(&db, 5).await;
-    let model = model(&db, 2, 2).await;
-    model.get(ids[0], &Scope::All).await.unwrap();
-    let first = shared_backends(&store).await;
-    assert_eq!(first.len(), 1);
+    let (store, ids, model, first) = one_session_open(&db, 2, 2).await;
 
-    let frozen = Frozen::new(first[0]);
+    let frozen = Frozen::new(first);
     // Two reads fill the frozen session's depth and wait on it.
     let stuck: Vec<_> = (0..2)
         .map(|k| {

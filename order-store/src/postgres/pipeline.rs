@@ -101,7 +101,7 @@ impl SharedSessions {
                 Some(session) => {
                     if least
                         .as_ref()
-                        .is_none_or(|busiest| in_flight(&session) < in_flight(busiest))
+                        .is_none_or(|so_far| in_flight(&session) < in_flight(so_far))
                     {
                         least = Some(session);
                     }
