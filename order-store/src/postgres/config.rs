@@ -187,6 +187,10 @@ pub(crate) fn sqlx_url_options(
     url.parse().map_err(super::unavailable)
 }
 
+/// The isolation level every session of the store runs at, whatever the database's
+/// `default_transaction_isolation` (the space is escaped for the startup `options`).
+pub(crate) const ISOLATION: (&str, &str) = ("default_transaction_isolation", r"read\ committed");
+
 /// Keepalive probes: every this many seconds once they start, this many before giving up.
 const KEEPALIVE_INTERVAL_S: u32 = 5;
 const KEEPALIVE_COUNT: u32 = 3;
@@ -197,6 +201,11 @@ impl PgSettings {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         vec![
             ("search_path", self.schema.to_string()),
+            // The append function, the ledger's row lock, the relay's fence and the projector's
+            // checkpoint are written for READ COMMITTED: a database whose default is
+            // `repeatable read` or `serializable` (set by a DBA or a managed platform) would
+            // turn contended batches into 40001 errors. Every session says which it needs.
+            (ISOLATION.0, ISOLATION.1.to_owned()),
             ("statement_timeout", ms(self.statement_timeout)),
             ("lock_timeout", ms(self.lock_timeout)),
             (

@@ -40,6 +40,8 @@ pub async fn migrate_read(settings: &PgSettings) -> Result<(), StoreError> {
 /// timeouts (an index over a large table may take longer, and the migrator waits on its advisory
 /// lock while another process migrates), with `search_path` set to the schema, so the
 /// migrations, and sqlx's own `_sqlx_migrations`, land there: each schema has its own history.
+/// It runs at READ COMMITTED like every other session: two processes migrating a database whose
+/// default is `serializable` must not fail each other's start-up.
 async fn on_own_connection(
     settings: &PgSettings,
     url: &str,
@@ -48,7 +50,10 @@ async fn on_own_connection(
     let schema = settings.schema.as_str();
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(super::config::sqlx_url_options(url)?.options([("search_path", schema)]))
+        .connect_with(
+            super::config::sqlx_url_options(url)?
+                .options([("search_path", schema), super::config::ISOLATION]),
+        )
         .await
         .map_err(super::unavailable)?;
     let result = async {
