@@ -5,8 +5,9 @@ use amiquip::{
     QueueDeclareOptions,
 };
 use cqrs_es::persist::SerializedEvent;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use order_domain::{BuyOrder, EventReader, OrderId};
+use order_store::postgres::StoredEvent;
 use order_store::{LoggedEvent, Position};
 
 use crate::error::BusError;
@@ -110,31 +111,43 @@ fn durable_exchange() -> ExchangeDeclareOptions {
     }
 }
 
-/// An event as a message: JSON body (the logged event, position included, and its
-/// `event_version`), persistent, `message_id` = aggregate id + sequence, the position in a
-/// header, routing key = event type. The event is in the current version (the log upcasts what
-/// it reads); `docs/events.md` describes the body.
-pub fn encode(event: &LoggedEvent) -> (String, Vec<u8>, AmqpProperties) {
-    let body = serde_json::to_vec(&Wire {
+/// An event as a message: JSON body (position, aggregate id, sequence, `event_version` and the
+/// event), persistent, `message_id` = aggregate id + sequence, the position in a header, routing
+/// key = event type. The event and its version are the stored ones byte for byte: the relay
+/// never reads them into its own version (during a rolling upgrade an old relay passes a newer
+/// event on unchanged; upcasting is the reader's job). `docs/events.md` describes the body.
+pub fn encode(event: &StoredEvent) -> (String, Vec<u8>, AmqpProperties) {
+    let body = serde_json::to_vec(&WireOut {
         position: event.position,
-        aggregate_id: event.aggregate_id.to_string(),
+        aggregate_id: &event.aggregate_id,
         sequence: event.sequence,
-        event_version: Some(event.event.event_version()),
-        event: serde_json::to_value(&event.event).expect("an event always serializes"),
+        event_version: &event.event_version,
+        event: &event.payload,
     })
     .expect("a message body always serializes");
     let mut headers = FieldTable::default();
+    // Positions come from a bigint column: they fit.
     headers.insert(
         POSITION_HEADER.into(),
-        AmqpValue::LongLongInt(event.position.0 as i64),
+        AmqpValue::LongLongInt(i64::try_from(event.position.0).unwrap_or(i64::MAX)),
     );
     let properties = AmqpProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(format!("{}:{}", event.aggregate_id, event.sequence))
-        .with_type_(event.event.event_type())
+        .with_type_(event.event_type.clone())
         .with_headers(headers);
-    (event.event.event_type(), body, properties)
+    (event.event_type.clone(), body, properties)
+}
+
+/// The body of a message as the relay writes it: the stored payload as raw JSON.
+#[derive(serde::Serialize)]
+struct WireOut<'a> {
+    position: Position,
+    aggregate_id: &'a str,
+    sequence: u64,
+    event_version: &'a str,
+    event: &'a serde_json::value::RawValue,
 }
 
 /// The body of a message, before its event is read.
@@ -220,13 +233,42 @@ mod tests {
         serde_json::to_vec(&wire).unwrap()
     }
 
+    fn stored(version: &str, payload: &str) -> StoredEvent {
+        StoredEvent {
+            position: Position(7),
+            aggregate_id: "50ef6237-3159-58cc-9792-6ff67dc20d42".into(),
+            sequence: 1,
+            event_type: "BuyOrderPlaced".into(),
+            event_version: version.into(),
+            payload: serde_json::value::RawValue::from_string(payload.into()).unwrap(),
+        }
+    }
+
     #[test]
     fn a_message_round_trips_with_its_version() {
         let event = decode(&body(None, false)).expect("a message of a relay before versions");
-        let (_, encoded, _) = encode(&event);
+        let wire: serde_json::Value = serde_json::from_slice(&body(None, false)).unwrap();
+        let (_, encoded, _) = encode(&stored("1.0.0", &wire["event"].to_string()));
         let wire: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
         assert_eq!(wire["event_version"], "1.0.0");
         assert_eq!(decode(&encoded).unwrap(), event);
+    }
+
+    /// A newer event (an added field, a newer major) goes out as stored, text and version.
+    #[test]
+    fn the_stored_payload_goes_out_byte_for_byte() {
+        let payload = r#"{"BuyOrderPlaced": {"satoshis": 206276,   "new_field": [1.50, "x"]}}"#;
+        for version in ["1.1.0", "2.0.0"] {
+            let (routing_key, encoded, properties) = encode(&stored(version, payload));
+            assert_eq!(routing_key, "BuyOrderPlaced");
+            let text = String::from_utf8(encoded).unwrap();
+            assert!(text.contains(payload), "{text}");
+            assert!(
+                text.contains(&format!(r#""event_version":"{version}""#)),
+                "{text}"
+            );
+            assert_eq!(properties.type_().as_deref(), Some("BuyOrderPlaced"));
+        }
     }
 
     #[test]

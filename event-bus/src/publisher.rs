@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use amiquip::{Channel, Confirm, ConfirmSmoother, Connection, Publish};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use order_store::LoggedEvent;
+use order_store::postgres::StoredEvent;
 use tokio::sync::oneshot;
 
 use crate::connection::{open, AmqpAddress};
@@ -16,7 +16,7 @@ use crate::message::{encode, Topology};
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Request {
-    events: Vec<LoggedEvent>,
+    events: Vec<StoredEvent>,
     reply: oneshot::Sender<Result<(), BusError>>,
 }
 
@@ -41,7 +41,7 @@ impl Publisher {
     }
 
     /// Publishes `events` in order; `Ok` once the broker confirmed all of them.
-    pub async fn publish(&self, events: Vec<LoggedEvent>) -> Result<(), BusError> {
+    pub async fn publish(&self, events: Vec<StoredEvent>) -> Result<(), BusError> {
         let (reply, answer) = oneshot::channel();
         let gone = || BusError::Unavailable("the publisher thread has stopped".into());
         self.requests
@@ -80,10 +80,15 @@ impl Session {
     fn publish_confirmed(
         &mut self,
         topology: &Topology,
-        events: &[LoggedEvent],
+        request: &Request,
     ) -> Result<(), BusError> {
         let first = self.next_tag;
-        for event in events {
+        for event in &request.events {
+            // A caller that stopped waiting (its relay timed out, retried, or lost the lease)
+            // must not have the rest of its batch go out behind the next relay's.
+            if request.reply.is_closed() {
+                return Err(BusError::Unavailable("the caller stopped waiting".into()));
+            }
             let (routing_key, body, properties) = encode(event);
             self.channel
                 .basic_publish(
@@ -121,10 +126,21 @@ impl Session {
 fn serve(address: &AmqpAddress, topology: &Topology, incoming: mpsc::Receiver<Request>) {
     let mut session: Option<Session> = None;
     while let Ok(request) = incoming.recv() {
+        // Queued while an earlier batch hung, and given up on since: never published (a relay
+        // that has lost its lease meanwhile would otherwise interleave a stale batch with the
+        // new relay's).
+        if request.reply.is_closed() {
+            metrics::counter!("relay_batches_abandoned_total").increment(1);
+            tracing::warn!(
+                events = request.events.len(),
+                "a batch whose caller stopped waiting is not published"
+            );
+            continue;
+        }
         let result = match session.as_mut() {
-            Some(open) => open.publish_confirmed(topology, &request.events),
+            Some(open) => open.publish_confirmed(topology, &request),
             None => Session::open(address, topology).and_then(|mut fresh| {
-                let result = fresh.publish_confirmed(topology, &request.events);
+                let result = fresh.publish_confirmed(topology, &request);
                 session = Some(fresh);
                 result
             }),

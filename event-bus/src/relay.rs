@@ -214,7 +214,7 @@ impl Relay {
         };
         let (head, read, held) = tokio::join!(
             self.store.head(),
-            self.store.read_log_after(checkpoint, BATCH),
+            self.store.read_stored_after(checkpoint, BATCH),
             lease.is_held()
         );
         let (head, read) = (head?, read?);
@@ -224,10 +224,10 @@ impl Relay {
         if !held {
             return Ok(Step::LeaseLost);
         }
-        // Events no reader can read are not published (a consumer could not read them either);
-        // the checkpoint moves past them with the rest, so they never stall the stream. The
-        // store logs and counts each one; the projector parks them.
-        let Some(last) = read.reached() else {
+        // Every event goes out as stored, whether this release can read it or not: a relay of
+        // the previous release passes a newer event on unchanged during a rolling upgrade, and
+        // a subscriber that cannot read it parks it (it is never lost, nor rewritten).
+        let Some(last) = read.last().map(|e| e.position) else {
             self.store
                 .wait_for_events_after(checkpoint, IDLE_WAIT)
                 .await?;
@@ -237,19 +237,16 @@ impl Relay {
                 Step::LeaseLost
             });
         };
-        let events = read.events;
-        let count = events.len();
-        let placed_at = events.last().map(|e| e.event.placed_at());
-        if count > 0 {
-            match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(events)).await {
-                Ok(published) => published?,
-                Err(_) => {
-                    return Err(BusError::Unavailable(format!(
-                        "no confirms within {} s",
-                        CONFIRM_TIMEOUT.as_secs()
-                    ))
-                    .into())
-                }
+        let placed_at = read.last().and_then(|e| self.store.placed_at(e));
+        let count = read.len();
+        match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(read)).await {
+            Ok(published) => published?,
+            Err(_) => {
+                return Err(BusError::Unavailable(format!(
+                    "no confirms within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                ))
+                .into())
             }
         }
         if !lease.advance_checkpoint(last).await? {
@@ -262,8 +259,7 @@ impl Relay {
         if let Some(placed_at) = placed_at {
             metrics::gauge!("relay_lag_seconds").set(service_kit::seconds_since(placed_at));
         }
-        tracing::info!(count, unreadable = read.unreadable.len(), position = %last, backlog,
-                       "events published");
+        tracing::info!(count, position = %last, backlog, "events published");
         Ok(Step::Published)
     }
 }

@@ -385,11 +385,14 @@ async fn a_relay_host_cut_off_loses_its_lease_within_seconds() {
     running_b.await.unwrap();
 }
 
-/// An event of a shape order-domain never wrote (0.9.0, without `rate_source`) is published in
-/// the current shape, with its version in the body; an event no reader can read is not
-/// published, and the relay's checkpoint moves past it: nothing after it waits.
+/// The relay publishes every event as stored, byte for byte, whatever its version: an older
+/// shape (0.9.0, which this store's readers upcast), a newer minor with a field this release
+/// does not know, and a newer major are all passed on unchanged, in order, with their stored
+/// version. (Before, it re-serialised each event in its own version: the newer minor lost its
+/// field and went out as 1.0.0, the newer major was never published.) Upcasting is the
+/// subscriber's job.
 #[tokio::test]
-async fn the_relay_publishes_the_current_shape_and_passes_over_what_it_cannot_read() {
+async fn the_relay_publishes_every_event_as_stored_whatever_its_version() {
     use order_store::testing::{rate_source_upcaster, store_versioned, without_rate_source};
     let db = TestDb::create().await;
     let topology = TestTopology::create();
@@ -404,13 +407,20 @@ async fn the_relay_publishes_the_current_shape_and_passes_over_what_it_cannot_re
         amount: FiatAmount::parse("5").unwrap(),
     };
     store_versioned(store.pool(), &order(1), "0.9.0", without_rate_source).await;
-    store_versioned(store.pool(), &order(2), "2.0.0", |_| {}).await;
+    store_versioned(store.pool(), &order(2), "1.1.0", |fields| {
+        fields.insert(
+            "loyalty_tier".into(),
+            serde_json::json!({"tier": "gold", "rank": 1.50}),
+        );
+    })
+    .await;
+    store_versioned(store.pool(), &order(3), "2.0.0", |_| {}).await;
     place(&writer(&store), 1).await;
     let (stop, running) = relay(&store, &topology);
 
     let mut batches = consumer::start(topology.address(), topology.topology.clone(), 50);
     let mut bodies = Vec::new();
-    while bodies.len() < 2 {
+    while bodies.len() < 4 {
         let batch = tokio::time::timeout(Duration::from_secs(30), batches.recv())
             .await
             .expect("messages in time")
@@ -419,29 +429,102 @@ async fn the_relay_publishes_the_current_shape_and_passes_over_what_it_cannot_re
         let n = batch.messages.len();
         batch.answer(vec![Verdict::Ack; n]);
     }
-    let first: serde_json::Value = serde_json::from_slice(&bodies[0]).unwrap();
-    assert_eq!(first["position"], 1);
-    assert_eq!(first["event_version"], "1.0.0");
-    assert_eq!(
-        first["event"]["BuyOrderPlaced"]["rate_source"], "unknown",
-        "upcast before it was published"
-    );
-    assert_eq!(
-        decode(&bodies[0])
-            .unwrap()
-            .event
-            .as_placed()
-            .unwrap()
-            .order_id,
-        order(1).order_id()
-    );
-    let second = decode(&bodies[1]).unwrap();
-    assert_eq!(second.position, Position(3), "position 2 is not published");
+    let stored: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT position, aggregate_id, event_version, payload::text FROM events \
+         ORDER BY position",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 4);
+    for (body, (position, aggregate_id, version, payload)) in bodies.iter().zip(&stored) {
+        let text = String::from_utf8(body.clone()).unwrap();
+        let expected = format!(
+            r#"{{"position":{position},"aggregate_id":"{aggregate_id}","sequence":1,"event_version":"{version}","event":{payload}}}"#
+        );
+        assert_eq!(text, expected, "published exactly as stored");
+    }
+    assert!(stored[1].3.contains("loyalty_tier"), "{}", stored[1].3);
+    // the current release's readers still read what they can: the older shape upcast
+    let reader = EventReader::new().with_upcaster(rate_source_upcaster());
+    let first = event_bus::message::decode_with(&bodies[0], &reader).unwrap();
+    assert_eq!(first.event.as_placed().unwrap().rate_source, "unknown");
+    assert!(decode(&bodies[2]).unwrap_err().contains("2.0.0 is newer"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.relay_checkpoint().await.unwrap() < Position(3) {
+    while store.relay_checkpoint().await.unwrap() < Position(4) {
         assert!(tokio::time::Instant::now() < deadline, "checkpoint stuck");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
     running.await.unwrap();
+}
+
+/// A batch queued while the broker's path hung, whose caller then stopped waiting (a relay that
+/// timed out, and perhaps lost its lease meanwhile), is never published: it would interleave a
+/// stale batch with the next relay's. Before, the publishing thread ran it once the path came
+/// back. The broker here sits behind a proxy that freezes (forwards nothing, closes nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_nobody_waits_for_any_more_is_never_published() {
+    use order_store::testing::OutageProxy;
+    let (_db, topology, store, writer) = one_store().await;
+    place(&writer, 4).await;
+    let stored = store.read_stored_after(Position::ZERO, 10).await.unwrap();
+    let mut url = url::Url::parse(&event_bus::testing::amqp_url()).unwrap();
+    let broker = (url.host_str().unwrap(), url.port().unwrap_or(5672));
+    let broker = tokio::net::lookup_host(broker)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = OutageProxy::start(broker).await;
+    url.set_ip_host(proxy.addr().ip()).unwrap();
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    let through = event_bus::connection::parse(url.as_str()).unwrap();
+    let publisher = Publisher::start(through, topology.topology.clone());
+    publisher.publish(stored[..1].to_vec()).await.unwrap();
+
+    proxy.freeze();
+    let wait = Duration::from_secs(1);
+    // position 2: sent into the frozen path; its caller gives up
+    assert!(
+        tokio::time::timeout(wait, publisher.publish(stored[1..2].to_vec()))
+            .await
+            .is_err()
+    );
+    // position 3: queued behind it; its caller gives up before it is ever started
+    assert!(
+        tokio::time::timeout(wait, publisher.publish(stored[2..3].to_vec()))
+            .await
+            .is_err()
+    );
+    // longer than the thread's own confirm timeout: it gives position 2 up and takes the next
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    proxy.thaw();
+    // position 4: a caller that waits is served
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while publisher.publish(stored[3..4].to_vec()).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+    }
+    let received = drain(&topology, 2).await;
+    let positions: BTreeSet<u64> = received.iter().map(|e| e.position.0).collect();
+    assert!(
+        positions.contains(&1) && positions.contains(&4),
+        "{positions:?}"
+    );
+    // anything still on its way arrives within a second
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let count = topology.message_count(&topology.topology.queue);
+    let late = if count > 0 {
+        drain(&topology, 1).await
+    } else {
+        Vec::new()
+    };
+    let all: BTreeSet<u64> = positions
+        .into_iter()
+        .chain(late.iter().map(|e| e.position.0))
+        .collect();
+    assert!(
+        !all.contains(&3),
+        "a batch nobody waited for went out: {all:?}"
+    );
 }

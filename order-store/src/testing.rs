@@ -280,6 +280,7 @@ pub struct OutageProxy {
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
     at_commit: std::sync::Arc<parking_lot::Mutex<Option<AtCommit>>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl OutageProxy {
@@ -291,11 +292,13 @@ impl OutageProxy {
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cuts, _) = tokio::sync::watch::channel(0u64);
         let at_commit = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        let (frozen, _) = tokio::sync::watch::channel(false);
         let proxy = OutageProxy {
             addr,
             up: up.clone(),
             cuts: cuts.clone(),
             at_commit: at_commit.clone(),
+            frozen: frozen.clone(),
         };
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
@@ -305,7 +308,10 @@ impl OutageProxy {
                 let mut cut = cuts.subscribe();
                 cut.mark_unchanged();
                 let (up, cuts, at_commit) = (up.clone(), cuts.clone(), at_commit.clone());
+                let frozen = frozen.subscribe();
                 tokio::spawn(async move {
+                    // Accepted (as a frozen host's kernel would), but nothing goes on until thawed.
+                    thawed(&frozen).await;
                     let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
@@ -313,6 +319,7 @@ impl OutageProxy {
                         up,
                         cuts,
                         at_commit,
+                        frozen,
                     };
                     tokio::select! {
                         _ = pipe.run(inbound, outbound) => {}
@@ -322,6 +329,11 @@ impl OutageProxy {
             }
         });
         proxy
+    }
+
+    /// Where the proxy listens (for a peer other than PostgreSQL: a broker, say).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
 
     /// `url` with its host and port replaced by the proxy's, and TLS off: the proxy reads the
@@ -351,6 +363,19 @@ impl OutageProxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The peer goes silent without going away, as a paused VM or a stalled middlebox does:
+    /// every connection stays open and nothing passes either way (what was sent is held, not
+    /// lost); new connections are accepted and go nowhere. The kernel still acknowledges, so no
+    /// keepalive or `TCP_USER_TIMEOUT` on either side notices. Until [`OutageProxy::thaw`].
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Everything held by [`OutageProxy::freeze`] goes on.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
     /// The next COMMIT any client sends through the proxy is caught: delivered or dropped
     /// (`how`), and then the database goes away as with [`OutageProxy::cut`] (until
     /// [`OutageProxy::restore`]), or that one connection freezes ([`AtCommit::Freeze`]). The
@@ -365,6 +390,12 @@ impl OutageProxy {
     }
 }
 
+/// Returns once the proxy is not frozen.
+async fn thawed(frozen: &tokio::sync::watch::Receiver<bool>) {
+    let mut frozen = frozen.clone();
+    let _ = frozen.wait_for(|frozen| !frozen).await;
+}
+
 fn cut_all(up: &std::sync::atomic::AtomicBool, cuts: &tokio::sync::watch::Sender<u64>) {
     up.store(false, std::sync::atomic::Ordering::SeqCst);
     cuts.send_modify(|n| *n += 1);
@@ -375,6 +406,7 @@ struct Pipe {
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuts: tokio::sync::watch::Sender<u64>,
     at_commit: std::sync::Arc<parking_lot::Mutex<Option<AtCommit>>>,
+    frozen: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Pipe {
@@ -383,9 +415,11 @@ impl Pipe {
         let (mut client_in, mut client_out) = inbound.into_split();
         let (mut server_in, mut server_out) = outbound.into_split();
         let (silenced_tx, silenced) = tokio::sync::watch::channel(false);
+        let frozen = self.frozen.clone();
         let down = async move {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
+                thawed(&frozen).await;
                 let n = match server_in.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
@@ -393,6 +427,7 @@ impl Pipe {
                 if *silenced.borrow() {
                     continue; // the answer to a caught COMMIT never reaches the client
                 }
+                thawed(&frozen).await;
                 if client_out.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
@@ -402,10 +437,12 @@ impl Pipe {
             let mut buf = vec![0u8; 16 * 1024];
             let mut watch = CommitWatch::default();
             loop {
+                thawed(&self.frozen).await;
                 let n = match client_in.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                thawed(&self.frozen).await;
                 let chunk = &buf[..n];
                 let caught = if watch.commits(chunk) {
                     self.at_commit.lock().take()

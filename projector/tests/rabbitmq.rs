@@ -270,7 +270,7 @@ async fn messages_from_the_queue_are_applied_without_reading_the_store() {
 }
 
 /// An event no reader can read (written by a newer major version, say) sits in the log between
-/// orders: the relay does not publish it, the projector process parks it with why and applies
+/// orders: the relay publishes it as stored, the projector process parks it with why and applies
 /// everything after it. Nothing stalls; the table equals the readable log.
 #[tokio::test]
 async fn an_unreadable_event_is_parked_and_everything_after_it_projected() {

@@ -158,6 +158,11 @@ impl PgEventStore {
         self
     }
 
+    /// How this store reads stored events (its upcasters included).
+    pub(super) fn reader(&self) -> &EventReader {
+        &self.reader
+    }
+
     /// The pool (for tools and tests).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -239,7 +244,7 @@ fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
 /// [`READ_LOG_AFTER`]'s `bigint` parameters. Positions come from the `bigint` column, so one
 /// past `i64::MAX` cannot exist: clamped there, it asks for nothing after it; a limit past it
 /// is no limit.
-fn log_after_params(after: Position, limit: usize) -> (i64, i64) {
+pub(super) fn log_after_params(after: Position, limit: usize) -> (i64, i64) {
     (
         i64::try_from(after.0).unwrap_or(i64::MAX),
         i64::try_from(limit).unwrap_or(i64::MAX),

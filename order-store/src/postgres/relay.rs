@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Row};
 
 use super::{unavailable, PgEventStore};
 use crate::error::StoreError;
@@ -85,7 +85,64 @@ impl RelayLease {
     }
 }
 
+/// An event of the log exactly as stored: what the relay publishes. It is never parsed into the
+/// relay's own version of the event, so a relay of an older release passes a newer event on
+/// unchanged (extra fields, a newer major and all): reading it, upcasting included, is the
+/// subscriber's job.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its position in the log.
+    pub position: Position,
+    /// Its aggregate, as stored.
+    pub aggregate_id: String,
+    /// Its sequence in that aggregate.
+    pub sequence: u64,
+    /// Its type, as stored (`BuyOrderPlaced`).
+    pub event_type: String,
+    /// The version it was written in, as stored.
+    pub event_version: String,
+    /// The payload's JSON text, byte for byte (the column is `json`, which keeps the text).
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
+/// The log after a position, as stored (see [`super::event_store::READ_LOG_AFTER`]).
+const READ_STORED_AFTER: &str =
+    "SELECT position, aggregate_id, sequence, event_type, event_version, \
+     payload::text AS payload FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+
 impl PgEventStore {
+    /// Up to `limit` events after `after`, exactly as stored, readable by this release or not.
+    pub async fn read_stored_after(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (after, limit) = super::event_store::log_after_params(after, limit);
+        let rows = sqlx::query(READ_STORED_AFTER)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// When the stored event was placed, if this release can read it (for the relay's lag
+    /// gauge only; never for what it publishes).
+    pub fn placed_at(&self, stored: &StoredEvent) -> Option<chrono::DateTime<chrono::Utc>> {
+        let payload = serde_json::from_str(stored.payload.get()).ok()?;
+        let serialized = cqrs_es::persist::SerializedEvent::new(
+            stored.aggregate_id.clone(),
+            usize::try_from(stored.sequence).ok()?,
+            "BuyOrder".to_owned(),
+            stored.event_type.clone(),
+            stored.event_version.clone(),
+            payload,
+            serde_json::Value::Null,
+        );
+        self.reader().read(serialized).ok().map(|e| e.placed_at())
+    }
+
     /// Opens a relay's own session (with the pool's settings: timeouts and keepalives), on
     /// which it then asks for the lease ([`RelayLease::try_acquire`]).
     pub async fn relay_session(&self) -> Result<RelayLease, StoreError> {
@@ -125,4 +182,32 @@ impl PgEventStore {
                 .map_err(unavailable)?;
         Ok(Position(position as u64))
     }
+}
+
+fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("stored event, {what}: {e}"))
+    };
+    let position: i64 = row
+        .try_get("position")
+        .map_err(|e| corrupt("position", &e))?;
+    let sequence: i64 = row
+        .try_get("sequence")
+        .map_err(|e| corrupt("sequence", &e))?;
+    let payload: String = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
+    Ok(StoredEvent {
+        position: Position(u64::try_from(position).map_err(|e| corrupt("position", &e))?),
+        aggregate_id: row
+            .try_get("aggregate_id")
+            .map_err(|e| corrupt("aggregate_id", &e))?,
+        sequence: u64::try_from(sequence).map_err(|e| corrupt("sequence", &e))?,
+        event_type: row
+            .try_get("event_type")
+            .map_err(|e| corrupt("event_type", &e))?,
+        event_version: row
+            .try_get("event_version")
+            .map_err(|e| corrupt("event_version", &e))?,
+        payload: serde_json::value::RawValue::from_string(payload)
+            .map_err(|e| corrupt("payload", &e))?,
+    })
 }
