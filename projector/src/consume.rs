@@ -1,21 +1,24 @@
-//! The projector fed by RabbitMQ: batches from the queue, acknowledged only after the read
-//! table's transaction commits.
+//! The projector fed by RabbitMQ: each batch from the queue wakes a catch-up from the event
+//! store, and is acknowledged once the read table's transaction commits. The queue says when
+//! to look, never what to write: messages are checked against the store, never applied.
+
+use std::collections::{BTreeSet, HashMap};
 
 use event_bus::consumer::{Batch, Message, Verdict};
 use event_bus::message::decode_with;
-use order_store::{LoggedEvent, StoreError};
+use order_store::{LoggedEvent, Position, StoreError};
 use service_kit::CancellationToken;
 use tokio::sync::mpsc;
 
 use crate::{Projector, FIRST_BACKOFF, HEAD_CHECK, MAX_BACKOFF};
 
 impl Projector {
-    /// Folds batches from the queue into the read table until `shutdown` (or the consumer
-    /// stops). Catches up from the event store first, again whenever a message's position is
-    /// not the next one after the checkpoint, and whenever the log has moved while the queue
-    /// brought nothing for a while (a relay that stopped publishing, a queue that stopped
-    /// delivering): a purged, lost or silent queue cannot leave the table behind. Redeliveries
-    /// and duplicates change nothing.
+    /// Keeps the read table current from the event store, woken by batches from the queue,
+    /// until `shutdown` (or the consumer stops). Catches up first, then on every batch, and
+    /// whenever the log has moved while the queue brought nothing for a while (a relay that
+    /// stopped publishing, a queue that stopped delivering): a purged, lost, silent or forged
+    /// queue cannot leave the table behind, nor write into it. Redeliveries and duplicates
+    /// change nothing.
     pub async fn consume(&self, mut batches: mpsc::Receiver<Batch>, shutdown: CancellationToken) {
         tokio::spawn(self.clone().watch_lag(shutdown.clone()));
         let mut backoff = FIRST_BACKOFF;
@@ -76,10 +79,16 @@ impl Projector {
         }
     }
 
-    /// The verdict on each message: applied (ack); unreadable, which no retry can change
-    /// (dead letter at once); or not applied because the read table failed, a transient failure
-    /// (retry: counted, with a growing pause, and dead-lettered after
-    /// `event_bus::consumer::MAX_ATTEMPTS`; the store's catch-up covers its event anyway).
+    /// The verdict on each message. A message is never applied as data: whoever can publish to
+    /// the exchange (broker accounts are often shared) must not be able to write the books.
+    /// It is a wake-up: the projector catches up from the event store, then checks each
+    /// message against the event stored at its position. One that matches is acked; one that
+    /// does not (another client's order, an amount of its own, a position the log does not
+    /// have, an old position rewritten) is counted in `messages_rejected_total`, logged and
+    /// dead-lettered, and changes nothing. An unreadable message is dead-lettered at once. If
+    /// the store or the read table fails, the messages are retried (counted, with a growing
+    /// pause, dead-lettered after `event_bus::consumer::MAX_ATTEMPTS`; the store's catch-up
+    /// covers their events anyway).
     pub async fn apply_messages(&self, messages: &[Message]) -> Vec<Verdict> {
         let mut verdicts = vec![Verdict::Ack; messages.len()];
         let mut events = Vec::with_capacity(messages.len());
@@ -93,43 +102,107 @@ impl Projector {
                 }
             }
         }
-        let mut logged: Vec<LoggedEvent> = events.iter().map(|(_, e)| e.clone()).collect();
-        if let Err(err) = self.apply_in_order(&mut logged).await {
-            let tried = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
-            let pause = (FIRST_BACKOFF * 4)
-                .saturating_mul(1 << tried.min(6))
-                .min(MAX_BACKOFF);
-            tracing::error!(%err, attempts = tried + 1, retry_in_ms = pause.as_millis() as u64,
-                            "projection failed; messages to be retried");
-            tokio::time::sleep(pause).await; // do not spin on a dead database
-            for (index, _) in &events {
-                verdicts[*index] = Verdict::Retry;
+        if events.is_empty() {
+            return verdicts;
+        }
+        let claimed: Vec<Position> = events.iter().map(|(_, e)| e.position).collect();
+        match self.catch_up_checking(&claimed).await {
+            Ok(stored) => {
+                for (index, event) in &events {
+                    let Some(why) = mismatch(event, stored.get(&event.position)) else {
+                        continue;
+                    };
+                    let message = &messages[*index];
+                    tracing::error!(message_id = %message.message_id, position = %event.position,
+                                    why, "a message that is not the stored event; not applied, dead-lettered");
+                    metrics::counter!("messages_rejected_total", "why" => why).increment(1);
+                    metrics::counter!("messages_dead_lettered_total").increment(1);
+                    verdicts[*index] = Verdict::DeadLetter;
+                }
+            }
+            Err(err) => {
+                let tried = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
+                let pause = (FIRST_BACKOFF * 4)
+                    .saturating_mul(1 << tried.min(6))
+                    .min(MAX_BACKOFF);
+                tracing::error!(%err, attempts = tried + 1, retry_in_ms = pause.as_millis() as u64,
+                                "projection failed; messages to be retried");
+                tokio::time::sleep(pause).await; // do not spin on a dead database
+                for (index, _) in &events {
+                    verdicts[*index] = Verdict::Retry;
+                }
             }
         }
         verdicts
     }
 
-    /// Applies events that continue the checkpoint exactly; on any gap, catches up from the
-    /// event store instead (which covers these events too: they were committed before they
-    /// were published).
-    async fn apply_in_order(&self, events: &mut Vec<LoggedEvent>) -> Result<(), StoreError> {
-        events.sort_by_key(|e| e.position);
-        events.dedup_by_key(|e| e.position);
-        let checkpoint = self.model.checkpoint().await?;
-        events.retain(|e| e.position > checkpoint);
-        let contiguous = events
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.position.0 == checkpoint.0 + 1 + i as u64);
-        if contiguous {
-            if !events.is_empty() {
-                self.model.apply(events).await?;
-                self.record(events).await;
-            }
-        } else {
-            tracing::info!(%checkpoint, first = %events[0].position, "gap in the stream; catching up from the event store");
-            self.catch_up().await?;
+    /// Catches up from the event store, and returns the stored events at the `claimed`
+    /// positions that the log has: those read on the way, and those the checkpoint had already
+    /// passed (redeliveries, or replays), read again in runs.
+    async fn catch_up_checking(
+        &self,
+        claimed: &[Position],
+    ) -> Result<HashMap<Position, LoggedEvent>, StoreError> {
+        let wanted: BTreeSet<Position> = claimed.iter().copied().collect();
+        let (before, _, mut stored) = self.catch_up_keeping(&wanted).await?;
+        let passed: Vec<Position> = wanted.range(..=before).copied().collect();
+        for run in runs(&passed, self.batch) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let span = usize::try_from(last.0 - first.0 + 1).unwrap_or(usize::MAX);
+            let read = self
+                .log
+                .read_after(Position(first.0.saturating_sub(1)), span)
+                .await?;
+            stored.extend(
+                read.into_iter()
+                    .filter(|e| wanted.contains(&e.position))
+                    .map(|e| (e.position, e)),
+            );
         }
-        Ok(())
+        Ok(stored)
+    }
+}
+
+/// Why `message` is not the stored event at its position (`None`: it is).
+fn mismatch(message: &LoggedEvent, stored: Option<&LoggedEvent>) -> Option<&'static str> {
+    match stored {
+        None => Some("not_in_log"),
+        Some(stored) if stored != message => Some("differs_from_log"),
+        Some(_) => None,
+    }
+}
+
+/// Sorted positions split into runs that one read of at most `span` positions covers each.
+fn runs(sorted: &[Position], span: usize) -> Vec<&[Position]> {
+    let span = u64::try_from(span.max(1)).unwrap_or(u64::MAX);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.len() {
+        if i == sorted.len() || sorted[i].0 - sorted[start].0 >= span {
+            runs.push(&sorted[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_cover_each_position_once_within_the_span() {
+        let at = |ps: &[u64]| ps.iter().map(|p| Position(*p)).collect::<Vec<_>>();
+        let positions = at(&[1, 2, 5, 9, 10, 11, u64::MAX]);
+        let split = runs(&positions, 5);
+        assert_eq!(
+            split,
+            vec![
+                &at(&[1, 2, 5])[..],
+                &at(&[9, 10, 11])[..],
+                &at(&[u64::MAX])[..]
+            ]
+        );
+        assert!(runs(&[], 5).is_empty());
     }
 }

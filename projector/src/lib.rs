@@ -6,9 +6,10 @@
 //! stop at any point and resume without losing or doubling an order; starting from an empty
 //! table is a full replay.
 //!
-//! Two ways to be fed: tailing the event log directly ([`Projector::run`]; in the all-in-one it
-//! is woken in-process as soon as an event commits), or consuming the RabbitMQ queue the relay
-//! publishes to ([`Projector::consume`]), falling back to the log on any gap.
+//! Two ways to be woken: tailing the event log directly ([`Projector::run`]; in the all-in-one
+//! it is woken in-process as soon as an event commits), or by the RabbitMQ queue the relay
+//! publishes to ([`Projector::consume`]). Either way what is applied is read from the event
+//! store: a message is checked against it, never applied as data.
 
 pub mod cli;
 pub mod config;
@@ -108,12 +109,37 @@ impl Projector {
     /// reader can read is parked (with why, in the read table's `parked_events`) and the
     /// checkpoint moves past it: it is reported, never misread, and never stalls the rest.
     pub async fn catch_up(&self) -> Result<Position, StoreError> {
-        let mut checkpoint = self.model.checkpoint().await?;
+        let (_, reached, _) = self.catch_up_keeping(&Default::default()).await?;
+        Ok(reached)
+    }
+
+    /// [`Projector::catch_up`], which also returns the checkpoint it started from and the
+    /// events it read at the `wanted` positions.
+    pub(crate) async fn catch_up_keeping(
+        &self,
+        wanted: &std::collections::BTreeSet<Position>,
+    ) -> Result<
+        (
+            Position,
+            Position,
+            std::collections::HashMap<Position, LoggedEvent>,
+        ),
+        StoreError,
+    > {
+        let start = self.model.checkpoint().await?;
+        let mut checkpoint = start;
+        let mut kept = std::collections::HashMap::new();
         loop {
             let read = self.log.read_log_after(checkpoint, self.batch).await?;
             let Some(reached) = read.reached() else {
-                return Ok(checkpoint);
+                return Ok((start, checkpoint, kept));
             };
+            kept.extend(
+                read.events
+                    .iter()
+                    .filter(|e| wanted.contains(&e.position))
+                    .map(|e| (e.position, e.clone())),
+            );
             if !read.events.is_empty() {
                 self.model.apply(&read.events).await?;
                 self.record(&read.events).await;

@@ -234,11 +234,12 @@ impl EventLog for CountingLog {
     }
 }
 
-/// The queue path really applies: once caught up at start, the projector keeps the table
-/// current from the relay's messages without reading the store (a projector that fell back to
-/// the store for everything would end with the same table, and fail here).
+/// The queue path wakes, the store supplies: once caught up at start, each batch of the relay's
+/// messages has the projector read the store's log and apply what it holds (a projector that
+/// applied the messages themselves would let anyone who can publish to the exchange write the
+/// table: `forged_messages_are_never_applied_and_genuine_orders_always_are`).
 #[tokio::test(flavor = "multi_thread")]
-async fn messages_from_the_queue_are_applied_without_reading_the_store() {
+async fn messages_from_the_queue_wake_a_read_of_the_store() {
     let s = setup().await;
     let log = std::sync::Arc::new(CountingLog {
         inner: s.store.clone(),
@@ -259,10 +260,9 @@ async fn messages_from_the_queue_are_applied_without_reading_the_store() {
     let writer = writer(&s.store);
     place(&writer, 30).await;
     wait_for_checkpoint(&s.model, Position(30)).await;
-    assert_eq!(
-        log.batch_reads.load(std::sync::atomic::Ordering::SeqCst),
-        at_start,
-        "applied from the queue, not from the store"
+    assert!(
+        log.batch_reads.load(std::sync::atomic::Ordering::SeqCst) > at_start,
+        "applied from the store, woken by the queue"
     );
     assert_eq!(table(&s.model).await, expected(&s.store).await);
     stop.cancel();
@@ -297,6 +297,108 @@ async fn an_unreadable_event_is_parked_and_everything_after_it_projected() {
         "{}",
         parked[0].reason
     );
+    signal(&running, libc::SIGTERM);
+    assert!(running.wait().unwrap().success());
+}
+
+/// A message as anyone with the broker's account could publish it: the body of the stored
+/// event at `position` of `store`'s log, rewritten by `edit` and moved to `at`.
+async fn forged(
+    store: &PgEventStore,
+    position: u64,
+    at: u64,
+    edit: impl FnOnce(&mut order_domain::BuyOrderPlaced),
+) -> Vec<u8> {
+    let stored = store
+        .read_after(Position(position - 1), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut placed = stored.event.as_placed().unwrap().clone();
+    edit(&mut placed);
+    let event = order_domain::BuyOrderEvent::BuyOrderPlaced(placed.clone());
+    serde_json::to_vec(&serde_json::json!({
+        "position": at, "aggregate_id": placed.order_id.to_string(), "sequence": 1,
+        "event_version": "1.0.0", "event": serde_json::to_value(&event).unwrap()}))
+    .unwrap()
+}
+
+/// Whoever can publish to the exchange cannot write the books. Forged messages, valid in every
+/// field, at the next position (another client's USD 500,000.00 order), at a future position,
+/// and at an old position rewritten, are not applied: each is counted in
+/// `messages_rejected_total`, logged and dead-lettered, and the genuine orders around them are
+/// all projected, the table equal to the store's log. Before, the first was applied at the
+/// next position, the checkpoint moved, and the genuine order there was then dropped as
+/// already applied: 404 to its owner for good.
+#[tokio::test]
+async fn forged_messages_are_never_applied_and_genuine_orders_always_are() {
+    let s = setup().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut running = projector(&s.db, Some(&s.topology), &[])
+        .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    let writer = writer(&s.store);
+    place(&writer, 10).await;
+    wait_for_checkpoint(&s.model, Position(10)).await;
+
+    let victim = order_domain::ClientId::parse("victim-shop").unwrap();
+    let next = forged(&s.store, 3, 11, |placed| {
+        placed.client_id = victim.clone();
+        placed.idempotency_key = order_domain::IdempotencyKey::from_uuid(uuid::Uuid::new_v4());
+        placed.order_id = order_domain::OrderId::derive(&victim, &placed.idempotency_key);
+        placed.amount = order_domain::FiatAmount::parse("500000.00").unwrap();
+    })
+    .await;
+    s.topology.publish_raw(&next, "forged-next");
+    let future = forged(&s.store, 4, 1_000_000, |_| {}).await;
+    s.topology.publish_raw(&future, "forged-future");
+    let replayed = forged(&s.store, 5, 5, |placed| {
+        placed.amount = order_domain::FiatAmount::parse("999999999.99").unwrap();
+    })
+    .await;
+    s.topology.publish_raw(&replayed, "forged-replay");
+    let dead = &s.topology.topology.dead_letter_queue;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s.topology.message_count(dead) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "forgeries not dead-lettered: {}",
+            s.topology.message_count(dead)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    place(&writer, 10).await;
+    wait_for_checkpoint(&s.model, Position(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything late would show now
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    assert_eq!(s.model.checkpoint().await.unwrap(), Position(20));
+    let victims =
+        order_store::testing::every_row(&s.model, &order_store::Scope::Client(victim.clone()))
+            .await;
+    assert!(victims.is_empty(), "{victims:?}");
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rejected: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("messages_rejected_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(rejected, 3.0, "{metrics}");
+    let report = order_store::postgres::audit(&PgSettings::for_url(s.db.url()))
+        .await
+        .unwrap();
+    assert!(report.passed(), "{}", report.render());
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }
