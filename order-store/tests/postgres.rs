@@ -925,3 +925,65 @@ async fn a_newer_minor_is_read_and_a_newer_major_is_passed_over_loudly_never_mis
         "a retry of that key is not answered from a misread event: {retry:?}"
     );
 }
+
+/// A page after a reference is read in one snapshot: while the projector applies orders one by
+/// one, a page after an order being projected is either 404 `unknown_reference` (not yet) or
+/// the rows before it (now), never an empty last page. Before, the page and the reference's
+/// existence were two statements, and an order projected between them made a 200 with an
+/// empty page and no `last_reference`: the client thought it had reached the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_after_an_order_being_projected_is_404_or_its_rows_never_an_empty_end() {
+    let db = TestDb::create().await;
+    let store = store(&db, "100").await;
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("50000")));
+    for _ in 0..310 {
+        writer.place(place("1.00")).await.unwrap();
+    }
+    let log = store.read_after(Position::ZERO, 1000).await.unwrap();
+    let model = PgReadModel::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    model.apply(&log[..10]).await.unwrap();
+    let applier = {
+        let (model, log) = (model.clone(), log.clone());
+        tokio::spawn(async move {
+            for event in &log[10..] {
+                model.apply(std::slice::from_ref(event)).await.unwrap();
+            }
+        })
+    };
+    let mut seen_unknown = 0;
+    for (target, event) in log.iter().enumerate().skip(10) {
+        for scope in [
+            Scope::All,
+            Scope::Client(ClientId::parse("pg-test").unwrap()),
+        ] {
+            loop {
+                let page = model
+                    .page(
+                        PageRequest {
+                            after: Some(event.aggregate_id),
+                            size: PageSize::new(5).unwrap(),
+                        },
+                        &scope,
+                    )
+                    .await;
+                match page {
+                    Err(ReadError::UnknownReference(_)) => seen_unknown += 1,
+                    Ok(page) => {
+                        assert!(
+                            !page.rows.is_empty(),
+                            "order {target} of the log: an empty page after a known reference, \
+                             with {target} rows before it"
+                        );
+                        break;
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    applier.await.unwrap();
+    assert!(seen_unknown > 0, "the reads raced the projection");
+}

@@ -34,10 +34,17 @@ const FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amount, btc_
 /// A page after an order, in one round trip: the reference's position is a scalar subquery,
 /// which PostgreSQL runs once as an InitPlan and passes to the range scan as its index bound
 /// (a *joined* subquery would instead plan as a full index walk with a Join Filter).
-const PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
+///
+/// The same statement, so the same snapshot, says whether the reference exists: a row of
+/// NULLs ([`UNKNOWN_REFERENCE`]) follows the page when it does not. Asked in a second
+/// statement, an order projected in between turned "no such reference" into an empty last
+/// page, and the client stopped paging.
+const PAGE_AFTER: &str = "(SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
      FROM buy_order_view \
      WHERE position < (SELECT position FROM buy_order_view WHERE id = $1) \
-     ORDER BY position DESC LIMIT $2";
+     ORDER BY position DESC LIMIT $2) \
+     UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL \
+     WHERE NOT EXISTS (SELECT 1 FROM buy_order_view WHERE id = $1)";
 /// One client's first page: a forward scan of the (client_id, -position) index, the only index
 /// that gives this order (see migration 2002), so the plan cannot fall back to walking the
 /// primary key with a filter, whatever the client's share of the table.
@@ -45,12 +52,15 @@ const CLIENT_FIRST_PAGE: &str = "SELECT id, created_at, currency, currency_amoun
      btc_amount FROM buy_order_view WHERE client_id = $1 ORDER BY -position LIMIT $2";
 /// One client's page after one of its orders: the same scan from the reference, whose position
 /// is an InitPlan bound. A reference to another client's order finds no position, so the page is
-/// empty (and then found to be an unknown reference).
-const CLIENT_PAGE_AFTER: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, \
+/// empty and the row of NULLs after it says the reference is unknown (in the page's snapshot, as
+/// [`PAGE_AFTER`]).
+const CLIENT_PAGE_AFTER: &str = "(SELECT id, created_at, currency, currency_amount, btc_rate, \
      btc_amount FROM buy_order_view \
      WHERE client_id = $1 \
        AND -position > -(SELECT position FROM buy_order_view WHERE id = $2 AND client_id = $1) \
-     ORDER BY -position LIMIT $3";
+     ORDER BY -position LIMIT $3) \
+     UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL \
+     WHERE NOT EXISTS (SELECT 1 FROM buy_order_view WHERE id = $2 AND client_id = $1)";
 /// One order.
 const ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_rate, btc_amount \
      FROM buy_order_view WHERE id = $1";
@@ -431,10 +441,12 @@ impl ReadModel for PgReadModel {
             .await
             .map_err(unavailable)?;
         drop(client);
-        // An empty page after a reference: the end of the table, or a reference to no order
-        // this scope sees.
-        if let (true, Some(id)) = (rows.is_empty(), request.after) {
-            if self.position_of(id, scope).await?.is_none() {
+        // A page after a reference ends with a row of NULLs when this scope sees no such order.
+        if let (Some(id), Some(last)) = (request.after, rows.last()) {
+            let id_of_last: Option<Uuid> = last
+                .try_get(0)
+                .map_err(|e| StoreError::Corrupt(format!("id: {e}")))?;
+            if id_of_last.is_none() {
                 return Err(ReadError::UnknownReference(id));
             }
         }
