@@ -228,3 +228,88 @@ async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
         assert_eq!(found.unwrap().id, ids[k]);
     }
 }
+
+/// Reads stuck on a frozen session whose callers give up (an HTTP deadline drops them) still
+/// count against that session until their answer arrives: new reads go to another session at
+/// once. Before, a read counted only while its caller waited, so the frozen session looked
+/// idle again and took the next reads, which hung too, window after window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_abandoned_on_a_frozen_session_still_count_against_it() {
+    let db = TestDb::create().await;
+    let (store, ids, model, first) = one_session_open(&db, 2, 2).await;
+
+    let frozen = Frozen::new(first);
+    let stuck: Vec<_> = (0..2)
+        .map(|k| {
+            let (model, id) = (model.clone(), ids[k]);
+            tokio::spawn(async move { model.get(id, &Scope::All).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for read in &stuck {
+        assert!(!read.is_finished());
+        read.abort(); // the callers stop waiting
+    }
+    for read in stuck {
+        assert!(read.await.unwrap_err().is_cancelled());
+    }
+
+    for id in &ids {
+        let found = tokio::time::timeout(Duration::from_secs(2), model.get(*id, &Scope::All))
+            .await
+            .expect("a read was sent on the frozen session")
+            .unwrap();
+        assert_eq!(found.unwrap().id, *id);
+    }
+    assert_eq!(shared_backends(&store).await.len(), 2);
+    drop(frozen);
+}
+
+/// A session that does not answer within the answer deadline (statement timeout plus acquire
+/// timeout) is retired: the read fails as unavailable, and the session is never handed out
+/// again; later reads are answered on a new one. Before, nothing bounded a read on the client
+/// side: it waited for as long as the peer stayed silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_silent_past_the_answer_deadline_is_retired() {
+    let db = TestDb::create().await;
+    let (store, ids) = projected(&db, 3).await;
+    let mut settings = PgSettings::for_url(db.url());
+    settings.read_sessions = 1;
+    settings.read_pipeline_depth = 16;
+    settings.acquire_timeout = Duration::from_millis(500);
+    settings.statement_timeout = Duration::from_millis(500);
+    let model = PgReadModel::open(&settings).await.unwrap();
+    model.get(ids[0], &Scope::All).await.unwrap();
+    let first = shared_backends(&store).await;
+    assert_eq!(first.len(), 1);
+
+    let frozen = Frozen::new(first[0]);
+    let started = tokio::time::Instant::now();
+    let silent = tokio::time::timeout(Duration::from_secs(5), model.get(ids[1], &Scope::All))
+        .await
+        .expect("bounded by the answer deadline");
+    assert!(
+        matches!(silent, Err(ReadError::Store(StoreError::Unavailable(_)))),
+        "{silent:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // the next read opens a new session (the pool has room: the retired one left it)
+    let found = tokio::time::timeout(Duration::from_secs(5), model.get(ids[2], &Scope::All))
+        .await
+        .expect("answered on a new session")
+        .unwrap();
+    assert_eq!(found.unwrap().id, ids[2]);
+    drop(frozen);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = shared_backends(&store).await;
+        if now.len() == 1 && now[0] != first[0] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retired session was not closed: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

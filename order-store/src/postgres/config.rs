@@ -225,6 +225,14 @@ impl PgSettings {
         ]
     }
 
+    /// The client-side deadline of one statement's answer: the statement timeout (which the
+    /// server enforces itself, cancelling the statement) plus the acquire timeout. No answer
+    /// by then means the peer has gone silent (a frozen host or middlebox, which the kernel
+    /// still acknowledges, so no keepalive notices): the session is given up.
+    pub fn answer_deadline(&self) -> Duration {
+        self.statement_timeout + self.acquire_timeout
+    }
+
     /// How long a peer may be silent before its connection is given up: the keepalive idle
     /// time plus every probe.
     pub(crate) fn dead_peer_after(&self) -> Duration {

@@ -97,6 +97,7 @@ impl PgReadModel {
             )?,
             sessions,
             settings.read_pipeline_depth as usize,
+            settings.answer_deadline(),
         ));
         Ok(PgReadModel {
             pool,
@@ -172,15 +173,19 @@ impl PgReadModel {
         id: OrderId,
         scope: &Scope,
     ) -> Result<Option<Position>, StoreError> {
-        let client = self.shared.get().await.map_err(unavailable)?;
-        let statement = client
-            .prepare_cached("SELECT position, client_id FROM buy_order_view WHERE id = $1")
-            .await
-            .map_err(unavailable)?;
-        let row = client
-            .query_opt(&statement, &[id.as_uuid()])
-            .await
-            .map_err(unavailable)?;
+        let row = self
+            .shared
+            .read(move |client| async move {
+                let statement = client
+                    .prepare_cached("SELECT position, client_id FROM buy_order_view WHERE id = $1")
+                    .await
+                    .map_err(unavailable)?;
+                client
+                    .query_opt(&statement, &[id.as_uuid()])
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         Ok(row.and_then(|row| {
             let owner: Option<String> = row.get(1);
             let visible = scope_owner(scope).is_none_or(|client| owner.as_deref() == Some(client));
@@ -417,30 +422,30 @@ impl ReadModelWriter for PgReadModel {
 impl ReadModel for PgReadModel {
     async fn page(&self, request: PageRequest, scope: &Scope) -> Result<Page, ReadError> {
         let size = request.size.get() as i64;
-        let client = self.shared.get().await.map_err(unavailable)?;
-        let owner = scope_owner(scope);
+        let owner = scope_owner(scope).map(str::to_owned);
         let after = request.after.map(|id| *id.as_uuid());
-        let sql = match (owner, after) {
+        let sql = match (&owner, after) {
             (None, None) => FIRST_PAGE,
             (None, Some(_)) => PAGE_AFTER,
             (Some(_), None) => CLIENT_FIRST_PAGE,
             (Some(_), Some(_)) => CLIENT_PAGE_AFTER,
         };
-        // The client's queries take it first; then the reference, if any; then the size.
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3);
-        if let Some(owner) = &owner {
-            params.push(owner);
-        }
-        if let Some(after) = &after {
-            params.push(after);
-        }
-        params.push(&size);
-        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-        let rows = client
-            .query(&statement, &params)
-            .await
-            .map_err(unavailable)?;
-        drop(client);
+        let rows = self
+            .shared
+            .read(move |client| async move {
+                // The client's queries take it first; then the reference, if any; then the size.
+                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(3);
+                if let Some(owner) = &owner {
+                    params.push(owner);
+                }
+                if let Some(after) = &after {
+                    params.push(after);
+                }
+                params.push(&size);
+                let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+                client.query(&statement, &params).await.map_err(unavailable)
+            })
+            .await?;
         // A page after a reference ends with a row of NULLs when this scope sees no such order.
         if let (Some(id), Some(last)) = (request.after, rows.last()) {
             let id_of_last: Option<Uuid> = last
@@ -455,27 +460,34 @@ impl ReadModel for PgReadModel {
     }
 
     async fn get(&self, id: OrderId, scope: &Scope) -> Result<Option<OrderView>, ReadError> {
-        let client = self.shared.get().await.map_err(unavailable)?;
-        let owner = scope_owner(scope);
+        let owner = scope_owner(scope).map(str::to_owned);
         let sql = match owner {
             None => ONE,
             Some(_) => CLIENT_ONE,
         };
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![id.as_uuid()];
-        if let Some(owner) = &owner {
-            params.push(owner);
-        }
-        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-        let row = client
-            .query_opt(&statement, &params)
-            .await
-            .map_err(unavailable)?;
+        let row = self
+            .shared
+            .read(move |client| async move {
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![id.as_uuid()];
+                if let Some(owner) = &owner {
+                    params.push(owner);
+                }
+                let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+                client
+                    .query_opt(&statement, &params)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
         Ok(row.as_ref().map(to_view).transpose()?)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.shared.get().await.map_err(unavailable)?;
-        client.simple_query("SELECT 1").await.map_err(unavailable)?;
-        Ok(())
+        self.shared
+            .read(|client| async move {
+                client.simple_query("SELECT 1").await.map_err(unavailable)?;
+                Ok(())
+            })
+            .await
     }
 }
