@@ -175,3 +175,158 @@ async fn a_serializable_database_default_changes_nothing() {
         assert!(!log.contains("could not serialize"), "{log}");
     }
 }
+
+/// The value of an unlabelled metric in a `/metrics` page.
+async fn metric(service: &Running, name: &str) -> Option<f64> {
+    let page = reqwest::get(service.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A writer whose database peer goes silent (a forwarding proxy frozen mid-commit: it forwards
+/// nothing and closes nothing, as a paused VM or a stalled middlebox does) while it holds the
+/// relay's lease. The lease expires on the server (its session's `idle_session_timeout`), and
+/// the other writer's standby relay takes over within the README's bound, publishing what is
+/// placed meanwhile; the frozen writer's requests, its in-flight batch's included, are
+/// answered 503 within the answer deadline plus `ORDER_RESOLVE_TIMEOUT_MS`, never at the 30 s
+/// request deadline; after the thaw it serves again, and every order answered 200 is stored
+/// once. Before: the in-flight batch held every request to the 30 s deadline (503 `timeout`)
+/// and the standby never became active while the peer was silent.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_silent_database_peer_the_lease_moves_and_requests_are_answered() {
+    use event_bus::testing::{amqp_url, TestTopology};
+    use order_store::testing::{AtCommit, OutageProxy};
+    use order_store::EventLog;
+
+    let db = TestDb::create().await;
+    let key = db.client_key("silent", false).await;
+    let topology = TestTopology::create();
+    let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let through_proxy = proxy.url_for(db.url());
+    let amqp = amqp_url();
+    let bus = [
+        ("AMQP_URL", amqp.as_str()),
+        ("AMQP_EXCHANGE", topology.topology.exchange.as_str()),
+        ("AMQP_QUEUE", topology.topology.queue.as_str()),
+    ];
+    let mut frozen_side = api_write(
+        &db,
+        &[&bus[..], &[("DATABASE_URL", &through_proxy)]].concat(),
+    );
+    frozen_side.ready().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while metric(&frozen_side, "relay_active").await != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first writer never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut standby = api_write(&db, &bus);
+    standby.ready().await;
+    assert_eq!(metric(&standby, "relay_active").await, Some(0.0));
+    let client = reqwest::Client::new();
+
+    // A batch of the first writer is caught in flight, then its whole path freezes.
+    proxy.cut_at_next_commit(AtCommit::Freeze);
+    let mut in_flight = Vec::new();
+    while !proxy.commit_caught() {
+        let (client, key, url) = (client.clone(), key.clone(), frozen_side.url("/buy_order"));
+        in_flight.push(tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let body = json!({"currency": "USD", "amount": "10.00",
+                              "idempotence_key": uuid::Uuid::new_v4().to_string()});
+            let answer = client
+                .put(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            (status, answer.text().await.unwrap(), started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+
+    // The standby takes the lease within LEASE_TTL (10 s) + its 1 s poll + a lease call.
+    while metric(&standby, "relay_active").await != Some(1.0) {
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(16),
+            "the standby relay never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took_over = frozen_at.elapsed();
+    // ... and publishes what the healthy writer places meanwhile.
+    for _ in 0..5 {
+        let placed = put_order(&client, &standby, &key).await;
+        assert_eq!(placed.status(), 200);
+    }
+    let store = order_store::postgres::PgEventStore::connect(
+        &order_store::postgres::PgSettings::for_url(db.url()),
+    )
+    .await
+    .unwrap();
+    let head = store.head().await.unwrap();
+    while store.relay_checkpoint().await.unwrap() < head {
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(25),
+            "nothing published"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every request of the frozen writer is answered well before the 30 s request deadline.
+    let mut answered_200 = Vec::new();
+    for request in in_flight {
+        let (status, body, took) = request.await.unwrap();
+        assert!(
+            took < Duration::from_secs(22),
+            "{status} after {took:?}: {body}"
+        );
+        match status.as_u16() {
+            200 => answered_200.push(body),
+            503 => assert!(
+                body.contains("outcome_unknown") || body.contains("unavailable"),
+                "{body}"
+            ),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    proxy.thaw();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if put_order(&client, &frozen_side, &key).await.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = store
+        .read_after(order_store::Position::ZERO, 10_000)
+        .await
+        .unwrap();
+    let ids: std::collections::HashSet<_> = log.iter().map(|e| e.aggregate_id).collect();
+    assert_eq!(ids.len(), log.len(), "an order stored twice");
+    for body in answered_200 {
+        let order: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = order["buy_order"]["id"].as_str().unwrap().to_owned();
+        assert!(
+            log.iter().any(|e| e.aggregate_id.to_string() == id),
+            "{id} answered, not stored"
+        );
+    }
+    eprintln!("standby active {took_over:?} after the freeze");
+}

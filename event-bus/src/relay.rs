@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use order_store::postgres::PgEventStore;
+use order_store::postgres::{PgEventStore, LEASE_HEARTBEAT};
 use order_store::{EventLog, Position, StoreError};
 use service_kit::CancellationToken;
 
@@ -186,6 +186,10 @@ impl Relay {
                     if since.elapsed() >= self.give_up_after {
                         return Stop::GaveUp;
                     }
+                    // Proven before the pause, so the lease's session is never idle for long.
+                    if !lease.is_held().await {
+                        return Stop::LeaseLost;
+                    }
                     tracing::warn!(%err, retry_in_ms = backoff.as_millis() as u64, "relay failed; retrying");
                     sleep_or_stop(backoff, shutdown).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -194,15 +198,18 @@ impl Relay {
         }
     }
 
-    /// Publishes the next batch, fenced by the lease: the lease is checked before the batch is
-    /// published and proved again by the statement that moves the checkpoint, on the lease's own
-    /// session. A relay whose lease was taken over publishes at most the one batch it had
-    /// started, and its checkpoint update changes nothing.
+    /// Publishes the next batch, fenced by the lease: the lease is proven while the batch is
+    /// read (and again every [`LEASE_HEARTBEAT`] of any wait: the read, the broker's confirms)
+    /// and once more by the statement that moves the checkpoint, on the lease's own session. A
+    /// relay whose lease was taken over publishes at most the one batch it had started, and its
+    /// checkpoint update changes nothing. The heartbeat also keeps the lease's session from
+    /// sitting idle past [`order_store::postgres::LEASE_TTL`], after which PostgreSQL ends it
+    /// (what frees the lease when this relay's peer goes silent).
     ///
-    /// A batch waits on three exchanges in turn, not six: the head (for the backlog gauge), the
-    /// read and the lease check go together; then the broker's confirms; then the checkpoint.
-    /// On two busy cores each exchange waits to be scheduled, and the relay's cycle is most of
-    /// the PUT → GET lag.
+    /// A batch waits on three exchanges in turn: the head (for the backlog gauge), the read and
+    /// the lease check go together; then the broker's confirms; then the checkpoint. On two busy
+    /// cores each exchange waits to be scheduled, and the relay's cycle is most of the PUT → GET
+    /// lag.
     async fn step(
         &self,
         lease: &mut order_store::postgres::RelayLease,
@@ -210,38 +217,44 @@ impl Relay {
     ) -> Result<Step, RelayError> {
         let checkpoint = match *known {
             Some(checkpoint) => checkpoint,
-            None => *known.insert(self.store.relay_checkpoint().await?),
+            None => match holding(lease, true, self.store.relay_checkpoint()).await {
+                Some(checkpoint) => *known.insert(checkpoint?),
+                None => return Ok(Step::LeaseLost),
+            },
         };
-        let (head, read, held) = tokio::join!(
-            self.store.head(),
-            self.store.read_stored_after(checkpoint, BATCH),
-            lease.is_held()
-        );
+        let read = async {
+            tokio::join!(
+                self.store.head(),
+                self.store.read_stored_after(checkpoint, BATCH)
+            )
+        };
+        let Some((head, read)) = holding(lease, true, read).await else {
+            return Ok(Step::LeaseLost);
+        };
         let (head, read) = (head?, read?);
         // Set before publishing: a relay that keeps failing to publish shows a growing backlog,
         // not the value of its last success.
         metrics::gauge!("relay_backlog_events").set(head.0.saturating_sub(checkpoint.0) as f64);
-        if !held {
-            return Ok(Step::LeaseLost);
-        }
         // Every event goes out as stored, whether this release can read it or not: a relay of
         // the previous release passes a newer event on unchanged during a rolling upgrade, and
         // a subscriber that cannot read it parks it (it is never lost, nor rewritten).
         let Some(last) = read.last().map(|e| e.position) else {
-            self.store
-                .wait_for_events_after(checkpoint, IDLE_WAIT)
-                .await?;
-            return Ok(if lease.is_held().await {
-                Step::Idle
-            } else {
-                Step::LeaseLost
-            });
+            let waited = self.store.wait_for_events_after(checkpoint, IDLE_WAIT);
+            return match holding(lease, true, waited).await {
+                Some(waited) => waited.map(|_| Step::Idle).map_err(Into::into),
+                None => Ok(Step::LeaseLost),
+            };
         };
         let placed_at = read.last().and_then(|e| self.store.placed_at(e));
         let count = read.len();
-        match tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(read)).await {
-            Ok(published) => published?,
-            Err(_) => {
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(read));
+        // The lease was proven with the read; while the broker confirms, every heartbeat. A
+        // publish given up on (lease lost, or no confirms in time) is dropped, and the
+        // publisher sends nothing more of it.
+        match holding(lease, false, confirmed).await {
+            None => return Ok(Step::LeaseLost),
+            Some(Ok(published)) => published?,
+            Some(Err(_)) => {
                 return Err(BusError::Unavailable(format!(
                     "no confirms within {} s",
                     CONFIRM_TIMEOUT.as_secs()
@@ -261,6 +274,50 @@ impl Relay {
         }
         tracing::info!(count, position = %last, backlog, "events published");
         Ok(Step::Published)
+    }
+}
+
+/// Awaits `work` while proving the lease: at once if `check_first` (and then `work`'s answer
+/// is returned only once a check has come back held), and every [`LEASE_HEARTBEAT`] while
+/// `work` waits. `None` as soon as a check finds the lease lost or unanswered (the work is
+/// dropped). Every wait of the active relay goes through this, so its lease session is never
+/// idle for longer than a heartbeat and a lease call.
+async fn holding<T>(
+    lease: &mut order_store::postgres::RelayLease,
+    check_first: bool,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut done: Option<T> = None;
+    if !check_first {
+        tokio::select! {
+            answer = &mut work => return Some(answer),
+            _ = tokio::time::sleep(LEASE_HEARTBEAT) => {}
+        }
+    }
+    loop {
+        {
+            let check = lease.is_held();
+            tokio::pin!(check);
+            loop {
+                tokio::select! {
+                    held = &mut check => {
+                        if !held {
+                            return None;
+                        }
+                        break;
+                    }
+                    answer = &mut work, if done.is_none() => done = Some(answer),
+                }
+            }
+        }
+        if let Some(answer) = done {
+            return Some(answer);
+        }
+        tokio::select! {
+            answer = &mut work => return Some(answer),
+            _ = tokio::time::sleep(LEASE_HEARTBEAT) => {}
+        }
     }
 }
 

@@ -272,11 +272,13 @@ where
                 asked_by.unwrap_or_else(|| commit_id.clone()),
             ),
         ]);
-        let started = tokio::time::Instant::now();
         // Set once a commit's outcome is unknown: from then on, only an attempt that ends with
         // the order in the store, or a refusal decided after the first attempt settled, is an
-        // answer; anything else is retried until `resolve_within`.
+        // answer; anything else is retried until `resolve_within` has passed since the doubt
+        // arose (not since the request began: a commit that took its whole answer deadline
+        // must still have its outcome sought).
         let mut in_doubt = false;
+        let mut doubt_since: Option<tokio::time::Instant> = None;
         let mut conflicts = 0;
         let mut pause = Duration::from_millis(50);
         let mut first = true;
@@ -341,13 +343,15 @@ where
                 Err(AggregateError::UnexpectedError(err)) if err.is::<CommitInDoubt>() => {
                     tracing::warn!(order_id = %id, %err, "commit outcome unknown; resolving");
                     in_doubt = true;
+                    doubt_since.get_or_insert_with(tokio::time::Instant::now);
                     err.to_string()
                 }
                 Err(other) if !in_doubt => return Err(store_error(other).into()),
                 Err(other) => other.to_string(),
             };
             // Only an attempt whose own commit's outcome is unknown, or one after it, gets here.
-            if started.elapsed() + pause > self.resolve_within {
+            let doubted_for = doubt_since.map_or(Duration::ZERO, |since| since.elapsed());
+            if doubted_for + pause > self.resolve_within {
                 return Err(StoreError::OutcomeUnknown(format!(
                     "order {id}: the store failed during its commit and did not come back within \
                      {} ms ({failure})",

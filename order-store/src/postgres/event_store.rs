@@ -59,6 +59,8 @@ pub struct PgEventStore {
     head: Arc<tokio::sync::OnceCell<watch::Receiver<Position>>>,
     /// How stored events are read: upcast from older versions, refused when unreadable.
     reader: EventReader,
+    /// How long a commit or a load waits for its answer ([`PgSettings::answer_deadline`]).
+    answer_within: Duration,
 }
 
 impl PgEventStore {
@@ -124,7 +126,9 @@ impl PgEventStore {
             .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(unavailable)?;
-        Ok(Self::with_pool(pool).with_batching(settings.batching()))
+        Ok(Self::with_pool(pool)
+            .with_batching(settings.batching())
+            .with_answer_deadline(settings.answer_deadline()))
     }
 
     /// A store on an already migrated pool, committing with the default [`Batching`].
@@ -139,7 +143,19 @@ impl PgEventStore {
             loader: Arc::new(OnceLock::new()),
             head,
             reader: EventReader::new(),
+            // The default settings' deadline.
+            answer_within: PgSettings::for_url("postgres://").answer_deadline(),
         }
+    }
+
+    /// The same store waiting at most `answer_within` for the answer to a commit or a load
+    /// (before its first one): past it, a commit's outcome is in doubt (resolved by the
+    /// writer's retry) and a load fails; the connection is closed either way.
+    pub fn with_answer_deadline(mut self, answer_within: Duration) -> Self {
+        self.answer_within = answer_within;
+        self.committer = Arc::new(OnceLock::new());
+        self.loader = Arc::new(OnceLock::new());
+        self
     }
 
     /// The same store reading stored events through `upcaster` too (after order-domain's own):
@@ -161,6 +177,22 @@ impl PgEventStore {
     /// How this store reads stored events (its upcasters included).
     pub(super) fn reader(&self) -> &EventReader {
         &self.reader
+    }
+
+    /// Runs `statement` on a connection of the pool, waiting at most the answer deadline for
+    /// its answer: a silent peer fails it as unavailable (and its connection is closed) instead
+    /// of holding the caller (the relay, the projector's catch-up) for as long as it is silent.
+    pub(super) async fn answered<T>(
+        &self,
+        statement: impl for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
+        >,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
+        let answer = tokio::time::timeout(self.answer_within, statement(&mut connection)).await;
+        super::group_commit::settle(answer, connection, self.answer_within).map_err(unavailable)
     }
 
     /// The pool (for tools and tests).
@@ -393,9 +425,13 @@ impl EventStore<BuyOrder> for PgEventStore {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<BuyOrder>>, AggregateError<BuyOrderError>> {
-        let loader = self
-            .loader
-            .get_or_init(|| GroupLoad::start(self.pool.clone(), self.batching.max_orders));
+        let loader = self.loader.get_or_init(|| {
+            GroupLoad::start(
+                self.pool.clone(),
+                self.batching.max_orders,
+                self.answer_within,
+            )
+        });
         let events = loader
             .events(aggregate_id)
             .await
@@ -476,9 +512,9 @@ impl PgEventStore {
             payload: serialized.payload.to_string(),
             metadata: serialized.metadata.to_string(),
         };
-        let committer = self
-            .committer
-            .get_or_init(|| GroupCommit::start(self.pool.clone(), self.batching));
+        let committer = self.committer.get_or_init(|| {
+            GroupCommit::start(self.pool.clone(), self.batching, self.answer_within)
+        });
         match committer.append(row).await {
             Ok(Appended::Placed { placed_at, .. }) => {
                 envelope.payload.set_placed_at(placed_at);
@@ -567,12 +603,16 @@ impl EventLog for PgEventStore {
 
     async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
         let (after, limit) = log_after_params(after, limit);
-        let rows = sqlx::query(READ_LOG_AFTER)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows = self
+            .answered(|c| {
+                Box::pin(
+                    sqlx::query(READ_LOG_AFTER)
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(c),
+                )
+            })
+            .await?;
         let mut read = LogRead::default();
         for row in &rows {
             match logged_event(row, &self.reader)? {
@@ -591,10 +631,11 @@ impl EventLog for PgEventStore {
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        let last: i64 = sqlx::query_scalar("SELECT last_position FROM btc_ledger")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let last: i64 = self
+            .answered(|c| {
+                Box::pin(sqlx::query_scalar("SELECT last_position FROM btc_ledger").fetch_one(c))
+            })
+            .await?;
         Ok(Position(last as u64))
     }
 

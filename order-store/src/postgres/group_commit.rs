@@ -102,8 +102,9 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committer task on `pool` (call from within a Tokio runtime).
-    pub(crate) fn start(pool: PgPool, batching: Batching) -> Self {
+    /// Starts the committer task on `pool` (call from within a Tokio runtime). A batch whose
+    /// answer has not come within `answer_within` fails in doubt, and its connection is closed.
+    pub(crate) fn start(pool: PgPool, batching: Batching, answer_within: Duration) -> Self {
         let max_orders = batching.max_orders.max(1);
         let (sender, receiver) = mpsc::channel(max_orders.saturating_mul(4));
         let batching = Batching {
@@ -112,7 +113,7 @@ impl GroupCommit {
         };
         tokio::spawn(run_batches(receiver, batching, move |batch| {
             let pool = pool.clone();
-            async move { commit(&pool, batch).await }
+            async move { commit(&pool, batch, answer_within).await }
         }));
         GroupCommit { sender }
     }
@@ -155,6 +156,33 @@ impl Failed {
         Failed {
             in_doubt,
             message: format!("batch commit failed: {err}").into(),
+        }
+    }
+}
+
+/// The answer to a statement on `connection` that was waited for at most `answer_within`
+/// (`tokio::time::timeout`): a database peer that goes silent (a frozen host or middlebox, which
+/// the kernel still acknowledges, so neither keepalive nor `tcp_user_timeout` notices) must not
+/// hold a caller for as long as it stays silent. Past the deadline the connection is dropped
+/// outside the pool (never reused; the pool may open another) and the statement fails as a
+/// broken connection does: its outcome unknown.
+pub(crate) fn settle<T>(
+    answer: Result<Result<T, sqlx::Error>, tokio::time::error::Elapsed>,
+    connection: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    answer_within: Duration,
+) -> Result<T, sqlx::Error> {
+    match answer {
+        Ok(answer) => answer,
+        Err(_) => {
+            drop(connection.detach());
+            metrics::counter!("store_statements_unanswered_total").increment(1);
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from the database within {} ms",
+                    answer_within.as_millis()
+                ),
+            )))
         }
     }
 }
@@ -219,9 +247,9 @@ pub(crate) async fn run_batches<T, F, Fut>(
 }
 
 /// Appends one batch and answers each of its rows.
-async fn commit(pool: &PgPool, batch: Vec<Pending>) {
+async fn commit(pool: &PgPool, batch: Vec<Pending>, answer_within: Duration) {
     let (rows, replies): (Vec<Row>, Vec<_>) = batch.into_iter().map(|p| (p.row, p.reply)).unzip();
-    match append(pool, &rows).await {
+    match append(pool, &rows, answer_within).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
@@ -230,7 +258,7 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
         Err(Unsent(err)) | Err(Sent(err)) if rows.len() > 1 && caused_by_a_row(&err) => {
             tracing::warn!(%err, orders = rows.len(), "batch refused by the database; committing its orders one by one");
             for (row, reply) in rows.into_iter().zip(replies) {
-                let outcome = append(pool, std::slice::from_ref(&row)).await;
+                let outcome = append(pool, std::slice::from_ref(&row), answer_within).await;
                 let _ = reply.send(outcome.map(|mut one| one.remove(0)).map_err(Failed::from));
             }
         }
@@ -264,13 +292,17 @@ impl From<AppendError> for Failed {
 
 /// One call of `buy_orders_append`: one round trip, one transaction. Answers one outcome per
 /// row, in order.
-async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, AppendError> {
+async fn append(
+    pool: &PgPool,
+    rows: &[Row],
+    answer_within: Duration,
+) -> Result<Vec<Appended>, AppendError> {
     // Getting the connection first, on its own, tells a failure that sent nothing (no server,
     // or a pooled connection found dead) from one after the statement went out.
     let mut connection = pool.acquire().await.map_err(Unsent)?;
     let column = |f: fn(&Row) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     metrics::counter!("store_round_trips_total", "op" => "commit").increment(1);
-    let answers = sqlx::query(
+    let sent = sqlx::query(
         "SELECT outcome, event_position, placed_at, remaining_sats \
          FROM buy_orders_append($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -281,9 +313,9 @@ async fn append(pool: &PgPool, rows: &[Row]) -> Result<Vec<Appended>, AppendErro
     .bind(column(|r| &r.event_version))
     .bind(column(|r| &r.payload))
     .bind(column(|r| &r.metadata))
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(Sent)?;
+    .fetch_all(&mut *connection);
+    let answer = tokio::time::timeout(answer_within, sent).await;
+    let answers = settle(answer, connection, answer_within).map_err(Sent)?;
     if answers.len() != rows.len() {
         return Err(Sent(sqlx::Error::Protocol(format!(
             "buy_orders_append answered {} rows for {}",

@@ -32,7 +32,9 @@ pub(crate) struct GroupLoad {
 impl GroupLoad {
     /// Starts the loader task on `pool` (call from within a Tokio runtime), grouping at most
     /// `max` loads per query.
-    pub(crate) fn start(pool: PgPool, max: usize) -> Self {
+    /// A load unanswered within `answer_within` fails (a read: nothing is in doubt), its
+    /// connection closed.
+    pub(crate) fn start(pool: PgPool, max: usize, answer_within: std::time::Duration) -> Self {
         let batching = Batching {
             max_orders: max.max(1),
             linger: std::time::Duration::ZERO,
@@ -41,7 +43,7 @@ impl GroupLoad {
         let (sender, receiver) = mpsc::channel(batching.max_orders.saturating_mul(4));
         tokio::spawn(run_batches(receiver, batching, move |batch| {
             let pool = pool.clone();
-            async move { load(&pool, batch).await }
+            async move { load(&pool, batch, answer_within).await }
         }));
         GroupLoad { sender }
     }
@@ -64,20 +66,26 @@ impl GroupLoad {
 }
 
 /// Reads the events of every aggregate in `batch` with one query, and answers each.
-async fn load(pool: &PgPool, batch: Vec<Pending>) {
+async fn load(pool: &PgPool, batch: Vec<Pending>, answer_within: std::time::Duration) {
     let mut ids: Vec<&str> = batch.iter().map(|p| p.aggregate_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
     // One index lookup per id, in a function (migration 1006 says why not `= ANY($2)`).
-    let rows = sqlx::query(
-        "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata \
-         FROM buy_orders_load($1, $2)",
-    )
-    .bind(BuyOrder::TYPE)
-    .bind(&ids)
-    .fetch_all(pool)
-    .await;
+    let rows = match pool.acquire().await {
+        Ok(mut connection) => {
+            let sent = sqlx::query(
+                "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata \
+                 FROM buy_orders_load($1, $2)",
+            )
+            .bind(BuyOrder::TYPE)
+            .bind(&ids)
+            .fetch_all(&mut *connection);
+            let answer = tokio::time::timeout(answer_within, sent).await;
+            super::group_commit::settle(answer, connection, answer_within)
+        }
+        Err(err) => Err(err),
+    };
     let mut by_aggregate: HashMap<String, Vec<SerializedEvent>> = HashMap::new();
     let failed = match rows {
         Ok(rows) => rows
@@ -93,7 +101,8 @@ async fn load(pool: &PgPool, batch: Vec<Pending>) {
             .err(),
         Err(err) => Some(err),
     };
-    let failed = failed.map(|err| Failed::from_sqlx(&err));
+    // A load changes nothing: whatever broke, nothing is in doubt.
+    let failed = failed.map(|err| Failed::definite(format!("load failed: {err}")));
     for pending in batch {
         let answer = match &failed {
             Some(failed) => Err(failed.clone()),

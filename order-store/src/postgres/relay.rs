@@ -14,7 +14,16 @@ use crate::log::Position;
 const RELAY_LOCK: i64 = 0x0042_4f72_656c_6179;
 /// The longest a lease check or a fenced checkpoint update may take: past it, the lease is
 /// taken as lost (a connection that stopped answering must not keep a relay active).
-const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the lease's session may be silent before PostgreSQL ends it, releasing the lease
+/// (its `idle_session_timeout`): a holder whose peer froze (a paused VM, a stalled middlebox,
+/// which the kernel still acknowledges, so no keepalive notices) loses the lease after this,
+/// and a standby takes it within [`LEASE_TTL`] plus its one-second poll. The active relay
+/// touches the session at least every [`LEASE_HEARTBEAT`] (+ [`LEASE_CALL_TIMEOUT`]).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the active relay proves its lease while it waits on anything else (a read, the
+/// broker's confirms, a pause after a failure).
+pub const LEASE_HEARTBEAT: Duration = Duration::from_secs(2);
 /// True when the session running it holds the relay lease: the proof every fenced statement
 /// carries (a bigint advisory key is split over classid and objid, objsubid 1).
 const HOLDS_LEASE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
@@ -118,12 +127,16 @@ impl PgEventStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let (after, limit) = super::event_store::log_after_params(after, limit);
-        let rows = sqlx::query(READ_STORED_AFTER)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await
-            .map_err(unavailable)?;
+        let rows = self
+            .answered(|c| {
+                Box::pin(
+                    sqlx::query(READ_STORED_AFTER)
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(c),
+                )
+            })
+            .await?;
         rows.iter().map(stored_event).collect()
     }
 
@@ -149,12 +162,10 @@ impl PgEventStore {
         // The checkpoint's updates need not wait for their WAL flush: one lost in a crash only
         // moves the checkpoint back, and the relay publishes again from there (consumers are
         // idempotent by position, as after any failover).
-        let options = self
-            .pool()
-            .connect_options()
-            .as_ref()
-            .clone()
-            .options([("synchronous_commit", "off")]);
+        let options = self.pool().connect_options().as_ref().clone().options([
+            ("synchronous_commit", "off".to_owned()),
+            ("idle_session_timeout", LEASE_TTL.as_millis().to_string()),
+        ]);
         let open = async {
             let mut connection = PgConnection::connect_with(&options)
                 .await
@@ -175,11 +186,16 @@ impl PgEventStore {
 
     /// The position up to which every event has been published and confirmed.
     pub async fn relay_checkpoint(&self) -> Result<Position, StoreError> {
-        let position: i64 =
-            sqlx::query_scalar("SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'")
-                .fetch_one(self.pool())
-                .await
-                .map_err(unavailable)?;
+        let position: i64 = self
+            .answered(|c| {
+                Box::pin(
+                    sqlx::query_scalar(
+                        "SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'",
+                    )
+                    .fetch_one(c),
+                )
+            })
+            .await?;
         Ok(Position(position as u64))
     }
 }
