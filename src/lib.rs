@@ -327,7 +327,12 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         }
         AuthMode::Required if !on_postgres => return Err(StartError::AuthWithoutDatabase),
         AuthMode::Required => {
-            PgClientRegistry::identity(&config.db, shutdown.clone().cancelled_owned()).await?
+            PgClientRegistry::identity(
+                &config.db,
+                config.access.keys_max_staleness,
+                shutdown.clone().cancelled_owned(),
+            )
+            .await?
         }
     };
     let (writer, log, model, table): Parts = if on_postgres {

@@ -330,3 +330,83 @@ async fn behind_a_silent_database_peer_the_lease_moves_and_requests_are_answered
     }
     eprintln!("standby active {took_over:?} after the freeze");
 }
+
+/// Revocation fails closed after a bound: with the key registry (the write database)
+/// unreachable while api-read's table lives elsewhere, a key revoked meanwhile keeps working
+/// only until `AUTH_KEYS_MAX_STALENESS_MS`; past it every key is refused with 503
+/// `keys_unavailable` and `Retry-After`; once the registry is back the revoked key is 401 and
+/// the others work. Before, the keys loaded last stayed in force for as long as the outage.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_go_stale_when_the_registry_cannot_be_read() {
+    use order_store::clients::ClientRegistry;
+    use order_store::postgres::{PgClientRegistry, PgSettings};
+    use order_store::testing::OutageProxy;
+
+    let db = TestDb::create().await;
+    let revoked = db.client_key("leaked", false).await;
+    let kept = db.client_key("kept", false).await;
+    order_store::postgres::PgReadModel::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let port = free_port();
+    let mut command = service("api-read");
+    command
+        .env("DATABASE_URL", proxy.url_for(db.url()))
+        .env("READ_DATABASE_URL", db.url())
+        .env("READ_ADDR", format!("127.0.0.1:{port}"))
+        .env("AUTH_KEYS_MAX_STALENESS_MS", "3000");
+    let mut reader = Running::spawn(command, "api-read", port);
+    reader.ready().await;
+    let client = reqwest::Client::new();
+    let list = |key: &str| {
+        client
+            .get(reader.url("/buy_orders"))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(list(&revoked).await.unwrap().status(), 200);
+
+    proxy.cut();
+    let registry = PgClientRegistry::open(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let leaked = order_domain::ClientId::parse("leaked").unwrap();
+    assert_eq!(registry.revoke(&leaked).await, Ok(true));
+    let cut_at = tokio::time::Instant::now();
+    loop {
+        let answer = list(&revoked).await.unwrap();
+        match answer.status().as_u16() {
+            200 => assert!(
+                cut_at.elapsed() < Duration::from_secs(3) + Duration::from_secs(3),
+                "a revoked key worked {:?} after the registry went away",
+                cut_at.elapsed()
+            ),
+            503 => {
+                assert!(answer.headers().contains_key("retry-after"));
+                let body = answer.text().await.unwrap();
+                assert!(body.contains("keys_unavailable"), "{body}");
+                break;
+            }
+            other => panic!("{other}: {}", answer.text().await.unwrap()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        cut_at.elapsed() >= Duration::from_secs(2),
+        "refused too early"
+    );
+    assert_eq!(
+        list(&kept).await.unwrap().status(),
+        503,
+        "every key, not one"
+    );
+
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while list(&kept).await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(list(&revoked).await.unwrap().status(), 401);
+}

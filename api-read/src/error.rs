@@ -7,7 +7,15 @@ use warp::http::StatusCode;
 /// The HTTP answer for a caller who could not be identified (`X-Client-Id` is not read here, so
 /// only a missing or bad key is possible with authentication on).
 pub(crate) fn identity_error(err: IdentityError) -> ApiError {
-    ApiError::unauthenticated(err.to_string())
+    match err {
+        IdentityError::KeysStale(_) => ApiError::new(
+            warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            "keys_unavailable",
+            err.to_string(),
+        )
+        .retry_after(2),
+        _ => ApiError::unauthenticated(err.to_string()),
+    }
 }
 
 /// The HTTP answer for a failed read.

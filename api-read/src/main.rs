@@ -58,7 +58,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         AuthMode::Required => {
-            match PgClientRegistry::identity(&config.db, shutdown.clone().cancelled_owned()).await {
+            match PgClientRegistry::identity(
+                &config.db,
+                config.access.keys_max_staleness,
+                shutdown.clone().cancelled_owned(),
+            )
+            .await
+            {
                 Ok(identity) => identity,
                 Err(err) => {
                     eprintln!("api-read: cannot read the API clients (DATABASE_URL): {err}");

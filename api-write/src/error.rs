@@ -16,9 +16,20 @@ pub fn identity_error(err: IdentityError) -> ApiError {
             "fields",
             serde_json::json!([{ "field": "X-Client-Id", "message": message }]),
         ),
+        IdentityError::KeysStale(_) => keys_unavailable(message),
         _ => ApiError::unauthenticated(message),
     }
 }
+
+/// 503 `keys_unavailable`: the API keys could not be refreshed for too long (the same answer on
+/// both APIs).
+pub fn keys_unavailable(message: String) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", message)
+        .retry_after(KEYS_RETRY_AFTER_SECS)
+}
+
+/// Seconds a client should wait before retrying after `keys_unavailable`.
+const KEYS_RETRY_AFTER_SECS: u32 = 2;
 
 /// The HTTP answer for a failed placement.
 pub fn to_api_error(err: PlaceError) -> ApiError {

@@ -230,9 +230,18 @@ impl ClientRegistry for MemClientRegistry {
 /// The active keys, held in memory and refreshed from the registry every few seconds, so that
 /// checking a key costs a hash and a map lookup, never a database round trip. A key created or
 /// revoked elsewhere takes effect here at the next refresh.
+///
+/// When the registry cannot be read, the keys loaded last stay in force, but only for
+/// `max_staleness`: past it every key is refused ([`IdentityError::KeysStale`], 503), because a
+/// key revoked meanwhile would otherwise keep working for as long as the outage lasts. It fails
+/// closed, after a bound: a short blip of the registry's database costs nothing, a long one
+/// stops the service from serving callers it can no longer vouch for.
 pub struct KeyDirectory {
     registry: Arc<dyn ClientRegistry>,
     keys: RwLock<Arc<HashMap<String, Credential>>>,
+    /// When the keys were last read from the registry.
+    loaded_at: RwLock<std::time::Instant>,
+    max_staleness: Duration,
 }
 
 impl KeyDirectory {
@@ -240,19 +249,40 @@ impl KeyDirectory {
     /// instance within this (plus one reload's time).
     pub const REFRESH: Duration = Duration::from_secs(2);
 
+    /// The default of `AUTH_KEYS_MAX_STALENESS_MS`: how long keys loaded last stay in force
+    /// while the registry cannot be read.
+    pub const MAX_STALENESS: Duration = Duration::from_secs(30);
+
     /// Loads the active keys; fails if the registry cannot be read (a service should not start
-    /// refusing everyone).
+    /// refusing everyone). Loaded keys stay in force for [`KeyDirectory::MAX_STALENESS`] without
+    /// a successful refresh.
     pub async fn load(registry: Arc<dyn ClientRegistry>) -> Result<Arc<Self>, StoreError> {
+        Self::load_with(registry, Self::MAX_STALENESS).await
+    }
+
+    /// [`KeyDirectory::load`], the keys in force for `max_staleness` without a refresh.
+    pub async fn load_with(
+        registry: Arc<dyn ClientRegistry>,
+        max_staleness: Duration,
+    ) -> Result<Arc<Self>, StoreError> {
         let directory = Arc::new(KeyDirectory {
             registry,
             keys: RwLock::new(Arc::new(HashMap::new())),
+            loaded_at: RwLock::new(std::time::Instant::now()),
+            max_staleness,
         });
         directory.refresh().await?;
         Ok(directory)
     }
 
+    /// How long ago the keys were last read from the registry.
+    pub fn age(&self) -> Duration {
+        self.loaded_at.read().elapsed()
+    }
+
     /// Reloads the active keys.
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         let keys = self
             .registry
             .credentials()
@@ -261,6 +291,9 @@ impl KeyDirectory {
             .map(|credential| (credential.key_id.clone(), credential))
             .collect();
         *self.keys.write() = Arc::new(keys);
+        // As old as the read that produced them, not as the moment it returned.
+        *self.loaded_at.write() = started;
+        metrics::gauge!("auth_keys_age_seconds").set(0.0);
         Ok(())
     }
 
@@ -274,13 +307,20 @@ impl KeyDirectory {
                 _ = &mut stop => return,
             }
             if let Err(err) = self.refresh().await {
-                tracing::warn!(%err, "API keys not refreshed; the last loaded stay in force");
+                let age = self.age();
+                metrics::gauge!("auth_keys_age_seconds").set(age.as_secs_f64());
+                if age > self.max_staleness {
+                    tracing::error!(%err, age_s = age.as_secs(), "API keys not refreshed for longer than AUTH_KEYS_MAX_STALENESS_MS; every key is refused");
+                } else {
+                    tracing::warn!(%err, age_s = age.as_secs(), "API keys not refreshed; the last loaded stay in force");
+                }
             }
         }
     }
 
     /// The caller a presented key belongs to, or `None` (malformed, unknown, revoked). The
-    /// secret's hash is compared in constant time.
+    /// secret's hash is compared in constant time. Does not look at staleness
+    /// ([`Identity::resolve`] does).
     pub fn authenticate(&self, presented: &str) -> Option<Caller> {
         let key = ApiKey::parse(presented)?;
         let keys = self.keys.read().clone();
@@ -312,18 +352,24 @@ pub enum IdentityError {
     /// With authentication off: an `X-Client-Id` that is not a valid client id.
     #[error("X-Client-Id: {0}")]
     BadClientId(ValueError),
+    /// The keys could not be refreshed from the registry for longer than the staleness limit:
+    /// no key is accepted until they are (a revoked key must not keep working).
+    #[error("API keys cannot be checked right now (the key registry has not been read for {}s); retry later", .0.as_secs())]
+    KeysStale(Duration),
 }
 
 impl Identity {
     /// The client every order belongs to, with authentication off, when `X-Client-Id` is absent.
     pub const ANONYMOUS: &'static str = "anonymous";
 
-    /// Keys from `registry`, loaded now and refreshed in the background until `stop`.
+    /// Keys from `registry`, loaded now and refreshed in the background until `stop`; in force
+    /// for `max_staleness` without a successful refresh.
     pub async fn from_registry(
         registry: Arc<dyn ClientRegistry>,
+        max_staleness: Duration,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Identity, StoreError> {
-        let directory = KeyDirectory::load(registry).await?;
+        let directory = KeyDirectory::load_with(registry, max_staleness).await?;
         tokio::spawn(directory.clone().keep_fresh(stop));
         Ok(Identity::Keys(directory))
     }
@@ -335,9 +381,15 @@ impl Identity {
         client_header: Option<&str>,
     ) -> Result<Caller, IdentityError> {
         match self {
-            Identity::Keys(directory) => bearer
-                .and_then(|key| directory.authenticate(key))
-                .ok_or(IdentityError::Unauthenticated),
+            Identity::Keys(directory) => {
+                let age = directory.age();
+                if age > directory.max_staleness {
+                    return Err(IdentityError::KeysStale(age));
+                }
+                bearer
+                    .and_then(|key| directory.authenticate(key))
+                    .ok_or(IdentityError::Unauthenticated)
+            }
             Identity::Off => {
                 let client = ClientId::parse(client_header.unwrap_or(Self::ANONYMOUS))
                     .map_err(IdentityError::BadClientId)?;

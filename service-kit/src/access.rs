@@ -46,6 +46,13 @@ pub struct AccessSettings {
         default_value_t = 200
     )]
     pub rate_limit_burst: u32,
+    /// How long the API keys loaded last stay in force while the key registry (the write
+    /// database) cannot be read; past it every key is refused with 503 `keys_unavailable`, so
+    /// that a key revoked meanwhile stops working within this bound.
+    #[arg(long = "auth-keys-max-staleness-ms", env = "AUTH_KEYS_MAX_STALENESS_MS",
+          value_name = "AUTH_KEYS_MAX_STALENESS_MS", default_value = "30000",
+          value_parser = crate::parse_millis)]
+    pub keys_max_staleness: std::time::Duration,
 }
 
 impl AccessSettings {

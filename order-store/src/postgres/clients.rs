@@ -36,13 +36,14 @@ impl PgClientRegistry {
     }
 
     /// The identity of a service with `AUTH=required`: keys from this registry, refreshed in the
-    /// background until `stop`.
+    /// background until `stop`, refused once they could not be refreshed for `max_staleness`.
     pub async fn identity(
         settings: &PgSettings,
+        max_staleness: std::time::Duration,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<crate::Identity, StoreError> {
         let registry = std::sync::Arc::new(Self::open(settings).await?);
-        crate::Identity::from_registry(registry, stop).await
+        crate::Identity::from_registry(registry, max_staleness, stop).await
     }
 
     /// A registry on an already migrated pool.
