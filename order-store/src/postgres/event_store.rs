@@ -175,6 +175,7 @@ impl PgEventStore {
     }
 
     /// How this store reads stored events (its upcasters included).
+    #[cfg(feature = "relay")]
     pub(super) fn reader(&self) -> &EventReader {
         &self.reader
     }
