@@ -135,7 +135,9 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
             continue;
         }
         if let Some(repair) = superseded.repair {
-            sqlx::raw_sql(&repair())
+            // One statement each (`sqlx::raw_sql` here would make the start-up future of every
+            // store not `Send` for all lifetimes).
+            sqlx::query(&repair())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
