@@ -87,6 +87,11 @@ fn secrets_stay_out_of_help_and_errors() {
                 "DATABASE_URL",
                 "postgres://app:S3cretPw@db/orders?sslmode=verify-full&sslrootcert=/no/ca.pem",
             ),
+            (
+                "DATABASE_URL",
+                "postgres://app@db/orders?password=S3cretPw&sslmode=bogus",
+            ),
+            ("DATABASE_URL", "postgres://app@db/orders?passwrod=S3cretPw"),
             ("AMQP_URL", "amqps://app:S3cretPw@broker/%2f"),
             ("AMQP_URL", "amqp://app:S3cretPw@[::1/x"),
         ] {

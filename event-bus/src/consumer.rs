@@ -20,6 +20,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub const ATTEMPTS_HEADER: &str = "x-buy-orders-attempts";
 /// How many times a message is handled in all before a transient failure dead-letters it.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// How often the consumer counts the dead-letter queue (`dead_letter_queue_messages`).
+const DEAD_LETTER_CHECK: Duration = Duration::from_secs(15);
 
 /// One message as the async side sees it.
 #[derive(Debug, Clone)]
@@ -113,15 +115,25 @@ fn consume(
 ) -> Result<(), BusError> {
     let err = |e: amiquip::Error| BusError::Unavailable(e.to_string());
     let mut connection = open(address)?;
+    topology.declare_all(&mut connection)?;
+    if let Ok(waiting) = topology.dead_letters(&mut connection) {
+        metrics::gauge!("dead_letter_queue_messages").set(f64::from(waiting));
+    }
     let channel = connection.open_channel(None).map_err(err)?;
-    topology.declare_all(&channel)?;
     channel.qos(0, prefetch, false).map_err(err)?;
     let consumer = channel
         .basic_consume(topology.queue.as_str(), ConsumerOptions::default())
         .map_err(err)?;
     tracing::info!(queue = %topology.queue, prefetch, "consuming");
     let lost = |message: &ConsumerMessage| BusError::Unavailable(format!("{message:?}"));
+    let mut count_dead_letters_at = std::time::Instant::now() + DEAD_LETTER_CHECK;
     loop {
+        if std::time::Instant::now() >= count_dead_letters_at {
+            count_dead_letters_at = std::time::Instant::now() + DEAD_LETTER_CHECK;
+            if let Ok(waiting) = topology.dead_letters(&mut connection) {
+                metrics::gauge!("dead_letter_queue_messages").set(f64::from(waiting));
+            }
+        }
         let first = match consumer.receiver().recv_timeout(IDLE_CHECK) {
             Ok(ConsumerMessage::Delivery(delivery)) => delivery,
             Ok(other) => return Err(lost(&other)),
@@ -179,6 +191,7 @@ fn consume(
                     if done >= MAX_ATTEMPTS {
                         tracing::error!(message_id = %message_id(&delivery.properties), attempts = done,
                                         "message dead-lettered after repeated transient failures");
+                        metrics::counter!("messages_dead_lettered_total").increment(1);
                         consumer.reject(delivery, false)
                     } else {
                         // Back at the queue's tail with the count, then the original acked: a

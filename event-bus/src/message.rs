@@ -1,8 +1,8 @@
 //! What goes over the wire: the topology, and an event as a message.
 
 use amiquip::{
-    AmqpProperties, AmqpValue, Channel, ExchangeDeclareOptions, ExchangeType, FieldTable,
-    QueueDeclareOptions,
+    AmqpProperties, AmqpValue, Channel, Connection, ExchangeDeclareOptions, ExchangeType,
+    FieldTable, QueueDeclareOptions,
 };
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
@@ -52,10 +52,18 @@ impl Topology {
     }
 
     /// Declares everything: exchange, queue with its dead-letter exchange and queue, bindings
-    /// (what a consumer needs). Idempotent.
-    pub fn declare_all(&self, channel: &Channel) -> Result<(), BusError> {
+    /// (what a consumer needs), on channels of its own on `connection`. Idempotent.
+    ///
+    /// The dead-letter queue is bounded: at most [`DEAD_LETTER_MAX`] messages, the oldest
+    /// dropped first (nothing consumes it; without a bound a stream of poison or forged
+    /// messages would grow it until the broker's disk alarm stops every publisher). A dead-letter
+    /// queue declared unbounded by an earlier release cannot be given the bound in place (the
+    /// broker refuses a declaration whose arguments differ): it is used as it is, and a warning
+    /// says how to bound it with a policy.
+    pub fn declare_all(&self, connection: &mut Connection) -> Result<(), BusError> {
         let err = |e: amiquip::Error| BusError::Unavailable(e.to_string());
-        self.declare_exchange(channel)?;
+        let channel = connection.open_channel(None).map_err(err)?;
+        self.declare_exchange(&channel)?;
         channel
             .exchange_declare(
                 ExchangeType::Fanout,
@@ -67,9 +75,40 @@ impl Topology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(self.dead_letter_queue.as_str(), durable.clone())
-            .map_err(err)?;
+        let mut bounded = FieldTable::default();
+        bounded.insert(
+            "x-max-length".into(),
+            AmqpValue::LongLongInt(DEAD_LETTER_MAX),
+        );
+        bounded.insert(
+            "x-overflow".into(),
+            AmqpValue::LongString("drop-head".into()),
+        );
+        let declared = channel.queue_declare(
+            self.dead_letter_queue.as_str(),
+            QueueDeclareOptions {
+                arguments: bounded,
+                ..durable.clone()
+            },
+        );
+        let channel = match declared {
+            Ok(_) => channel,
+            Err(amiquip::Error::ServerClosedChannel { code: 406, .. }) => {
+                tracing::warn!(
+                    queue = %self.dead_letter_queue,
+                    "the dead-letter queue exists without a length limit (declared by an earlier \
+                     release); bound it with a policy: rabbitmqctl set_policy buy-orders-dead \
+                     '^{}$' '{{\"max-length\":{DEAD_LETTER_MAX}}}' --apply-to queues",
+                    self.dead_letter_queue
+                );
+                let channel = connection.open_channel(None).map_err(err)?;
+                channel
+                    .queue_declare_passive(self.dead_letter_queue.as_str())
+                    .map_err(err)?;
+                channel
+            }
+            Err(other) => return Err(err(other)),
+        };
         channel
             .queue_bind(
                 self.dead_letter_queue.as_str(),
@@ -100,9 +139,28 @@ impl Topology {
                 FieldTable::default(),
             )
             .map_err(err)?;
+        let _ = channel.close();
         Ok(())
     }
+
+    /// How many messages wait in the dead-letter queue (for the projector's gauge).
+    pub fn dead_letters(&self, connection: &mut Connection) -> Result<u32, BusError> {
+        let err = |e: amiquip::Error| BusError::Unavailable(e.to_string());
+        let channel = connection.open_channel(None).map_err(err)?;
+        let count = channel
+            .queue_declare_passive(self.dead_letter_queue.as_str())
+            .map_err(err)?
+            .declared_message_count()
+            .unwrap_or(0);
+        let _ = channel.close();
+        Ok(count)
+    }
 }
+
+/// The most messages the dead-letter queue keeps (the oldest are dropped past it): a bound on
+/// what poison or forged messages can make the broker store. The projector's
+/// `dead_letter_queue_messages` gauge reports how many wait, and an alert fires when any do.
+pub const DEAD_LETTER_MAX: i64 = 100_000;
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {

@@ -30,9 +30,8 @@ impl TestTopology {
         let mut connection = open(&address).unwrap_or_else(|e| {
             panic!("RabbitMQ is not reachable at {url} ({e}); start it (see .ci/run)")
         });
-        let channel = connection.open_channel(None).expect("a channel");
         topology
-            .declare_all(&channel)
+            .declare_all(&mut connection)
             .expect("declaring the test topology");
         let _ = connection.close();
         TestTopology { topology, address }

@@ -166,3 +166,55 @@ async fn a_mixed_batch_answers_each_message_on_its_own() {
         1
     );
 }
+
+/// The dead-letter queue is bounded (`x-max-length`, oldest dropped first): nothing consumes
+/// it, and a stream of poison or forged messages must not fill the broker's disk. One declared
+/// unbounded by an earlier release is used as it is (the broker refuses a changed
+/// declaration): declaring the topology still succeeds. Before, it was declared unbounded.
+#[test]
+fn the_dead_letter_queue_is_bounded_and_an_earlier_unbounded_one_still_works() {
+    use event_bus::message::DEAD_LETTER_MAX;
+    let topology = TestTopology::create();
+    let vhost = url::Url::parse(&event_bus::testing::amqp_url())
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .replace("%2f", "/")
+        .replace("%2F", "/");
+    let vhost = if vhost.is_empty() {
+        "/".to_owned()
+    } else {
+        vhost
+    };
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "-p", &vhost, "name", "arguments"])
+        .output()
+        .expect("rabbitmqctl (the broker's own tool) is installed with it");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let dead = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{}\t", topology.topology.dead_letter_queue)))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        dead.contains(&format!("\"x-max-length\",{DEAD_LETTER_MAX}")),
+        "{dead}"
+    );
+    assert!(dead.contains("drop-head"), "{dead}");
+
+    let mut connection = event_bus::connection::open(&topology.address()).unwrap();
+    let channel = connection.open_channel(None).unwrap();
+    let queue = topology.topology.dead_letter_queue.as_str();
+    channel
+        .queue_delete(queue, amiquip::QueueDeleteOptions::default())
+        .unwrap();
+    let plain = amiquip::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel.queue_declare(queue, plain).unwrap();
+    topology
+        .topology
+        .declare_all(&mut connection)
+        .expect("an earlier release's unbounded dead-letter queue is used as it is");
+    let _ = connection.close();
+}

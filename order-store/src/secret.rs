@@ -4,15 +4,47 @@
 use std::fmt;
 use std::ops::Deref;
 
-/// `text` with the password (and anything that could be one) replaced by `***`. A URL that does
-/// not parse is not shown at all past its scheme: its shape is unknown, so any part of it could
-/// be the secret.
+/// Query parameters whose values are shown: settings that are never secrets. Every other
+/// parameter's value (`password`, which both PostgreSQL drivers accept, `sslpassword`, a
+/// misspelling of either) is shown as `***`.
+const PLAIN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "application_name",
+    "connect_timeout",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "heartbeat",
+    "channel_max",
+    "connection_timeout",
+];
+
+/// `text` with the password (and anything that could be one) replaced by `***`: the URL's own,
+/// and the value of every query parameter not known to be plain. A URL that does not parse is
+/// not shown at all past its scheme: its shape is unknown, so any part of it could be the
+/// secret.
 pub fn redact_url(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut url) if url.has_host() => {
             if url.password().is_some() {
                 // Fails only for URLs that cannot have a password, which this one has.
                 let _ = url.set_password(Some("***"));
+            }
+            let secret = |key: &str| !PLAIN_PARAMETERS.contains(&key);
+            if url.query_pairs().any(|(key, _)| secret(&key)) {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let shown = if secret(&key) { "***".into() } else { value };
+                        (key.into_owned(), shown.into_owned())
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
             }
             url.to_string()
         }
@@ -132,6 +164,14 @@ mod tests {
             "postgres://***"
         );
         assert_eq!(redact_url("app:S3cret@db"), "***");
+        let in_query = redact_url("postgres://app@db/orders?sslmode=require&password=S3cret");
+        assert!(!in_query.contains("S3cret"), "{in_query}");
+        assert!(in_query.contains("sslmode=require") && in_query.contains("password=***"));
+        let odd = redact_url("postgres://db/orders?PassWord=S3cret&sslpassword=K3y&passwrod=Typ0");
+        assert!(
+            !odd.contains("S3cret") && !odd.contains("K3y") && !odd.contains("Typ0"),
+            "{odd}"
+        );
         let url = SecretUrl::new("postgres://app:S3cret@db/orders");
         assert!(!format!("{url:?} {url}").contains("S3cret"));
         assert_eq!(url.expose(), "postgres://app:S3cret@db/orders");

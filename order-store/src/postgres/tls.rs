@@ -65,6 +65,29 @@ impl SslMode {
     }
 }
 
+/// The URL parameters either driver reads, besides the TLS ones handled here: sqlx's and
+/// tokio-postgres's. Anything else is refused rather than passed on.
+const CONNECT_PARAMETERS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+    "statement-cache-capacity",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "tcp_user_timeout",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
 /// A PostgreSQL URL split into what tokio-postgres reads and the TLS parameters it does not.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsUrl {
@@ -88,7 +111,16 @@ impl TlsUrl {
                 "sslcert" | "sslkey" => {
                     return Err(format!("{key}: client certificates are not supported"))
                 }
-                _ => rest.push((key.into_owned(), value.into_owned())),
+                known if CONNECT_PARAMETERS.contains(&known) => {
+                    rest.push((key.into_owned(), value.into_owned()))
+                }
+                // sqlx would log it with its value (a misspelt `password`, say): refused here,
+                // named, its value never shown.
+                unknown => {
+                    return Err(format!(
+                        "unrecognised connection parameter {unknown:?} (its value is not shown)"
+                    ))
+                }
             }
         }
         if rest.is_empty() {
