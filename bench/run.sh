@@ -195,6 +195,14 @@ deploy/local.sh up --write-instances 2 >&2
 BUY_ORDERS_API_KEY=$(cat "$LOCAL_RUN_DIR/api-key")
 two16=$(write_run 16 $R $W http://127.0.0.1:9710)
 
+echo "writes: the full topology with a quorum queue…" >&2
+# The projector's queue as AMQP_QUEUE_TYPE=quorum (Raft log, at-least-once dead letters) on the
+# same single node: what the replicated type costs against the classic one measured above.
+deploy/local.sh down >/dev/null 2>&1
+AMQP_QUEUE_TYPE=quorum deploy/local.sh up --write-instances 1 >&2
+BUY_ORDERS_API_KEY=$(cat "$LOCAL_RUN_DIR/api-key")
+quorum16=$(write_run 16 $R $W)
+
 rss() { awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$(cat "$LOCAL_RUN_DIR/$1.pid")/status" 2>/dev/null || echo "?"; }
 rss_write=$(rss api-write-0); rss_read=$(rss api-read); rss_projector=$(rss projector)
 
@@ -210,6 +218,7 @@ table=$(cat <<EOT
 | **PUT /buy_order, full topology, 16 conn** | $(wrow "$w16") | (a) $a16 tx/s · (b) $b16 tx/s | **API/(a) $(ratio "$(field "$w16" per_second)" "$a16")** · API/(b) $(ratio "$(field "$w16" per_second)" "$b16") |
 | **PUT /buy_order, full topology, 64 conn** | $(wrow "$w64") | (a) $a64 tx/s · (b) $b64 tx/s | **API/(a) $(ratio "$(field "$w64" per_second)" "$a64")** · API/(b) $(ratio "$(field "$w64" per_second)" "$b64") |
 | PUT /buy_order, full topology, two api-write, 16 conn | $(wrow "$two16") | one api-write, 16 conn: $(field "$w16" per_second) orders/s | two/one $(ratio "$(field "$two16" per_second)" "$(field "$w16" per_second)") |
+| PUT /buy_order, full topology, quorum queue (`AMQP_QUEUE_TYPE=quorum`), 16 conn | $(wrow "$quorum16"); lag p50 $(field "$quorum16" lag_p50_ms) ms, p99 $(field "$quorum16" lag_p99_ms) ms | classic queue, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | quorum/classic $(ratio "$(field "$quorum16" per_second)" "$(field "$w16" per_second)") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
 | GET first page (10 rows), 16 conn (wrk) | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms; wrk CPU $(field "$first" client_cpu) s per 1k | pgbench (c) the same SELECT: $c16 tx/s; pgbench CPU $(field "$c16j" client_cpu) s per 1k | **API/(c) $(ratio "$(field "$first" per_second)" "$c16")** |

@@ -410,3 +410,148 @@ async fn keys_go_stale_when_the_registry_cannot_be_read() {
     }
     assert_eq!(list(&revoked).await.unwrap().status(), 401);
 }
+
+/// The RabbitMQ node of this test restarts (the whole node: every connection dropped) while
+/// orders arrive. Nothing is lost: a subscriber's own queue holds every position, published in
+/// order with at most a rewind per restart (the batch in flight, published again), the relay's
+/// checkpoint reaches the head, and the projector process's table holds every order. Run with
+/// each `AMQP_QUEUE_TYPE`.
+async fn a_broker_restart_mid_load_loses_nothing(queue_type: event_bus::QueueType) {
+    use event_bus::consumer::{self, Verdict};
+    use event_bus::testing::PrivateBroker;
+    use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+    use order_store::{EventLog, ReadModelWriter};
+
+    let broker = std::sync::Arc::new(
+        tokio::task::spawn_blocking(PrivateBroker::start)
+            .await
+            .unwrap(),
+    );
+    let db = TestDb::create().await;
+    let key = db.client_key("restarts", false).await;
+    let type_name = match queue_type {
+        event_bus::QueueType::Classic => "classic",
+        event_bus::QueueType::Quorum => "quorum",
+    };
+    let topology = event_bus::Topology::new("bo_orders", "bo_view").with_queue_type(queue_type);
+    // A subscriber's own durable queue on the exchange, there before anything is published.
+    let subscriber =
+        event_bus::Topology::new("bo_orders", "bo_subscriber").with_queue_type(queue_type);
+    let address = event_bus::connection::parse(&broker.url()).unwrap();
+    {
+        let address = address.clone();
+        let (topology, subscriber) = (topology.clone(), subscriber.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut connection = event_bus::connection::open(&address).unwrap();
+            topology.declare_all(&mut connection).unwrap();
+            subscriber.declare_all(&mut connection).unwrap();
+            let _ = connection.close();
+        })
+        .await
+        .unwrap();
+    }
+    let url = broker.url();
+    let bus = [
+        ("AMQP_URL", url.as_str()),
+        ("AMQP_EXCHANGE", "bo_orders"),
+        ("AMQP_QUEUE", "bo_view"),
+        ("AMQP_QUEUE_TYPE", type_name),
+    ];
+    let mut writer = api_write(&db, &bus);
+    writer.ready().await;
+    let port = free_port();
+    let mut command = service("projector");
+    command
+        .arg("run")
+        .env("DATABASE_URL", db.url())
+        .env("PROJECTOR_ADDR", format!("127.0.0.1:{port}"))
+        .envs(bus);
+    let mut projector = Running::spawn(command, "projector", port);
+    projector.ready().await;
+
+    let client = reqwest::Client::new();
+    let placing = {
+        let (client, key, url) = (client.clone(), key.clone(), writer.url("/buy_order"));
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                let body = json!({"currency": "EUR", "amount": "3.00",
+                                  "idempotence_key": uuid::Uuid::new_v4().to_string()});
+                let answer = client
+                    .put(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    answer.status(),
+                    200,
+                    "orders are taken while the broker is down"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    {
+        let broker = broker.clone();
+        tokio::task::spawn_blocking(move || broker.restart())
+            .await
+            .unwrap();
+    }
+    placing.await.unwrap();
+
+    let settings = PgSettings::for_url(db.url());
+    let store = PgEventStore::connect(&settings).await.unwrap();
+    let head = store.head().await.unwrap();
+    assert_eq!(head.0, 300);
+    let model = PgReadModel::open(&settings).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while store.relay_checkpoint().await.unwrap() < head || model.checkpoint().await.unwrap() < head
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pipeline did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = order_store::testing::every_row(&model, &order_store::Scope::All).await;
+    assert_eq!(rows.len(), 300, "the projector's table holds every order");
+
+    // Every position is in the subscriber's queue, in order but for the batch in flight.
+    let mut batches = consumer::start(address, subscriber, 100);
+    let mut positions = Vec::new();
+    let mut distinct = std::collections::BTreeSet::new();
+    while distinct.len() < 300 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), batches.recv())
+            .await
+            .expect("the subscriber's messages")
+            .expect("consuming");
+        for message in &batch.messages {
+            let event = event_bus::message::decode(&message.body).unwrap();
+            positions.push(event.position.0);
+            distinct.insert(event.position.0);
+        }
+        let n = batch.messages.len();
+        batch.answer(vec![Verdict::Ack; n]);
+    }
+    assert_eq!(distinct, (1..=300).collect());
+    let rewinds = positions.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert!(rewinds <= 2, "{rewinds} rewinds: {positions:?}");
+    eprintln!(
+        "{type_name}: {} messages for 300 positions, {rewinds} rewinds",
+        positions.len()
+    );
+    drop(batches);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_loses_nothing_with_classic_queues() {
+    a_broker_restart_mid_load_loses_nothing(event_bus::QueueType::Classic).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_loses_nothing_with_quorum_queues() {
+    a_broker_restart_mid_load_loses_nothing(event_bus::QueueType::Quorum).await;
+}

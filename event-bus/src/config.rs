@@ -39,12 +39,30 @@ pub struct BusSettings {
     #[arg(long = "amqp-prefetch", env = "AMQP_PREFETCH", value_name = "AMQP_PREFETCH",
           default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// The type of the projector's queue: `classic` (the default; a single node's disk) or
+    /// `quorum` (RabbitMQ's replicated queue, what to choose on a cluster: it survives the loss
+    /// of a minority of nodes). A queue's type cannot change: switching an existing deployment
+    /// means a new `AMQP_QUEUE` name (the projector catches up from the store).
+    #[arg(long = "amqp-queue-type", env = "AMQP_QUEUE_TYPE", value_name = "AMQP_QUEUE_TYPE",
+          value_enum, default_value_t = QueueType::Classic)]
+    pub queue_type: QueueType,
+}
+
+/// `AMQP_QUEUE_TYPE`: how the broker keeps the projector's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum QueueType {
+    /// A classic queue: durable on one node's disk.
+    #[default]
+    Classic,
+    /// A quorum queue: replicated with Raft over the cluster's nodes, dead letters delivered
+    /// at least once.
+    Quorum,
 }
 
 impl BusSettings {
     /// The topology these settings name.
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.exchange, &self.queue)
+        Topology::new(&self.exchange, &self.queue).with_queue_type(self.queue_type)
     }
 
     /// Settings for one broker URL and unique names (tests).
@@ -54,6 +72,7 @@ impl BusSettings {
             exchange: exchange.to_owned(),
             queue: queue.to_owned(),
             prefetch: 100,
+            queue_type: QueueType::Classic,
         }
     }
 }

@@ -20,6 +20,6 @@ pub mod relay;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use config::BusSettings;
+pub use config::{BusSettings, QueueType};
 pub use error::BusError;
 pub use message::Topology;

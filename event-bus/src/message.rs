@@ -10,6 +10,7 @@ use order_domain::{BuyOrder, EventReader, OrderId};
 use order_store::postgres::StoredEvent;
 use order_store::{LoggedEvent, Position};
 
+use crate::config::QueueType;
 use crate::error::BusError;
 
 /// The header that carries the event's global position.
@@ -26,6 +27,8 @@ pub struct Topology {
     pub dead_letter_exchange: String,
     /// Durable queue of messages that could not be applied (`<queue>.dead`).
     pub dead_letter_queue: String,
+    /// The queue's type (`AMQP_QUEUE_TYPE`).
+    pub queue_type: QueueType,
 }
 
 impl Topology {
@@ -36,7 +39,40 @@ impl Topology {
             queue: queue.to_owned(),
             dead_letter_exchange: format!("{exchange}.dlx"),
             dead_letter_queue: format!("{queue}.dead"),
+            queue_type: QueueType::Classic,
         }
+    }
+
+    /// The same topology with its queue of `queue_type`.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
+    }
+
+    /// The arguments of the queue: where its dead letters go, and for a quorum queue what it
+    /// needs for them to get there at least once (`at-least-once` dead-lettering, which only
+    /// works with `reject-publish` overflow) and its own poison-message limit (a backstop
+    /// behind the consumer's counted retries).
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AmqpValue::LongString(self.dead_letter_exchange.clone()),
+        );
+        if self.queue_type == QueueType::Quorum {
+            for (name, value) in [
+                ("x-queue-type", "quorum"),
+                ("x-dead-letter-strategy", "at-least-once"),
+                ("x-overflow", "reject-publish"),
+            ] {
+                arguments.insert(name.into(), AmqpValue::LongString(value.into()));
+            }
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AmqpValue::LongLongInt(QUORUM_DELIVERY_LIMIT),
+            );
+        }
+        arguments
     }
 
     /// Declares the exchange (what a publisher needs).
@@ -117,16 +153,11 @@ impl Topology {
                 FieldTable::default(),
             )
             .map_err(err)?;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AmqpValue::LongString(self.dead_letter_exchange.clone()),
-        );
         channel
             .queue_declare(
                 self.queue.as_str(),
                 QueueDeclareOptions {
-                    arguments,
+                    arguments: self.queue_arguments(),
                     ..durable
                 },
             )
@@ -161,6 +192,11 @@ impl Topology {
 /// what poison or forged messages can make the broker store. The projector's
 /// `dead_letter_queue_messages` gauge reports how many wait, and an alert fires when any do.
 pub const DEAD_LETTER_MAX: i64 = 100_000;
+
+/// A quorum queue dead-letters a message redelivered more than this many times (a consumer that
+/// crashes on it each time, say). The consumer's own limit (`consumer::MAX_ATTEMPTS`) counts
+/// applies that failed; this counts deliveries that never got a verdict.
+pub const QUORUM_DELIVERY_LIMIT: i64 = 20;
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {

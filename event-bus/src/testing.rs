@@ -87,3 +87,105 @@ impl Drop for TestTopology {
         let _ = connection.close();
     }
 }
+
+/// A RabbitMQ node of a test's own (its own node name, port and data directory, started with
+/// the machine's `rabbitmq-server`), for tests that stop or restart the broker: the machine's
+/// shared broker is never touched. Stopped, and its data removed, when dropped.
+pub struct PrivateBroker {
+    node: String,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateBroker {
+    /// Starts a node and waits (up to a minute) until it accepts connections. Panics with a
+    /// clear message if it cannot: a test that needs it fails rather than skip.
+    pub fn start() -> PrivateBroker {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let broker = PrivateBroker {
+            node: format!("bo_test_{}@localhost", &id[..12]),
+            port: free(),
+            dir: std::env::temp_dir().join(format!("bo-rabbitmq-{}", &id[..12])),
+        };
+        std::fs::create_dir_all(&broker.dir).expect("the node's directory");
+        std::fs::write(broker.dir.join("enabled_plugins"), "[].\n").expect("its plugins file");
+        // Its own listener: the machine's configuration names the shared node's port.
+        std::fs::write(
+            broker.dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{}\n", broker.port),
+        )
+        .expect("its configuration");
+        // As root, rabbitmq-server runs as the rabbitmq user, which must own the directory.
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "rabbitmq"])
+            .arg(&broker.dir)
+            .status();
+        broker.run_node(free());
+        broker
+    }
+
+    fn run_node(&self, dist_port: u16) {
+        let status = std::process::Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.dir.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_PID_FILE", self.dir.join("pid"))
+            .status()
+            .unwrap_or_else(|e| panic!("rabbitmq-server is needed for this test ({e})"));
+        assert!(status.success(), "rabbitmq-server: {status}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private RabbitMQ node {} did not start (logs in {:?})",
+                self.node,
+                self.dir.join("log")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// The node's URL (guest, vhost `/`).
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Stops the node as a whole (every connection dropped, the process gone), then starts it
+    /// again on the same data: durable queues and persistent messages are what survives.
+    pub fn restart(&self) {
+        self.stop();
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        self.run_node(free);
+    }
+
+    fn stop(&self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
