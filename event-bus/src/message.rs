@@ -15,6 +15,9 @@ use crate::error::BusError;
 
 /// The header that carries the event's global position.
 pub const POSITION_HEADER: &str = "position";
+/// The header that carries the log's epoch at that position: (epoch, position) names one event
+/// across database failovers (docs/events.md).
+pub const EPOCH_HEADER: &str = "epoch";
 
 /// The exchange events are published to, the projector's queue, and where its dead letters go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +215,7 @@ fn durable_exchange() -> ExchangeDeclareOptions {
 /// event on unchanged; upcasting is the reader's job). `docs/events.md` describes the body.
 pub fn encode(event: &StoredEvent) -> (String, Vec<u8>, AmqpProperties) {
     let body = serde_json::to_vec(&WireOut {
+        epoch: event.epoch,
         position: event.position,
         aggregate_id: &event.aggregate_id,
         sequence: event.sequence,
@@ -225,6 +229,7 @@ pub fn encode(event: &StoredEvent) -> (String, Vec<u8>, AmqpProperties) {
         POSITION_HEADER.into(),
         AmqpValue::LongLongInt(i64::try_from(event.position.0).unwrap_or(i64::MAX)),
     );
+    headers.insert(EPOCH_HEADER.into(), AmqpValue::LongUInt(event.epoch));
     let properties = AmqpProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
@@ -237,6 +242,7 @@ pub fn encode(event: &StoredEvent) -> (String, Vec<u8>, AmqpProperties) {
 /// The body of a message as the relay writes it: the stored payload as raw JSON.
 #[derive(serde::Serialize)]
 struct WireOut<'a> {
+    epoch: u32,
     position: Position,
     aggregate_id: &'a str,
     sequence: u64,
@@ -335,6 +341,7 @@ mod tests {
             event_type: "BuyOrderPlaced".into(),
             event_version: version.into(),
             payload: serde_json::value::RawValue::from_string(payload.into()).unwrap(),
+            epoch: 2,
         }
     }
 

@@ -34,6 +34,18 @@ pub struct Relay {
     store: PgEventStore,
     publisher: Publisher,
     give_up_after: Duration,
+    /// The last event this relay had published and the broker confirmed, kept across failures
+    /// and lease changes: what it checks the log against when the checkpoint goes back below it.
+    published: std::sync::Mutex<Option<Published>>,
+}
+
+/// An event the broker confirmed: its position and what was there.
+#[derive(Debug, Clone)]
+struct Published {
+    position: Position,
+    aggregate_id: String,
+    sequence: u64,
+    epoch: u32,
 }
 
 enum Stop {
@@ -70,6 +82,7 @@ impl Relay {
             store,
             publisher,
             give_up_after: GIVE_UP_AFTER,
+            published: std::sync::Mutex::new(None),
         }
     }
 
@@ -218,7 +231,11 @@ impl Relay {
         let checkpoint = match *known {
             Some(checkpoint) => checkpoint,
             None => match holding(lease, true, self.store.relay_checkpoint()).await {
-                Some(checkpoint) => *known.insert(checkpoint?),
+                Some(checkpoint) => {
+                    let checkpoint = checkpoint?;
+                    self.check_history(checkpoint).await?;
+                    *known.insert(checkpoint)
+                }
                 None => return Ok(Step::LeaseLost),
             },
         };
@@ -247,6 +264,15 @@ impl Relay {
         };
         let placed_at = read.last().and_then(|e| self.store.placed_at(e));
         let count = read.len();
+        let last_published = read
+            .last()
+            .map(|e| Published {
+                position: e.position,
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                epoch: e.epoch,
+            })
+            .expect("a batch with a last position has a last event");
         let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, self.publisher.publish(read));
         // The lease was proven with the read; while the broker confirms, every heartbeat. A
         // publish given up on (lease lost, or no confirms in time) is dropped, and the
@@ -266,6 +292,7 @@ impl Relay {
             return Ok(Step::LeaseLost);
         }
         *known = Some(last);
+        *self.published_mark() = Some(last_published);
         let backlog = head.0.saturating_sub(last.0);
         metrics::counter!("events_published_total").increment(count as u64);
         metrics::gauge!("relay_backlog_events").set(backlog as f64);
@@ -274,6 +301,74 @@ impl Relay {
         }
         tracing::info!(count, position = %last, backlog, "events published");
         Ok(Step::Published)
+    }
+}
+
+impl Relay {
+    fn published_mark(&self) -> std::sync::MutexGuard<'_, Option<Published>> {
+        // Only replaced whole, never left half-written: a poisoned lock still holds a value.
+        self.published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Checks what this relay published against what the log holds now, when the checkpoint
+    /// it reads is below the last event it had published: either the checkpoint's update was
+    /// lost (it is written without waiting for its flush) and the log still holds that event,
+    /// which is then published again (a rewind subscribers deduplicate by epoch and position);
+    /// or the log lost it, as after an asynchronous failover, and its positions now name other
+    /// orders. That is said loudly: an error in the log, `relay_log_rewinds_total`, a row in
+    /// `log_rewinds` that `buy-orders audit` reports, and `relay_rewound_positions`.
+    async fn check_history(&self, checkpoint: Position) -> Result<(), RelayError> {
+        let Some(published) = self.published_mark().clone() else {
+            return Ok(());
+        };
+        if published.position <= checkpoint {
+            return Ok(());
+        }
+        let now = self
+            .store
+            .read_stored_after(Position(published.position.0 - 1), 1)
+            .await?;
+        let still_there = now.first().is_some_and(|e| {
+            e.position == published.position
+                && e.aggregate_id == published.aggregate_id
+                && e.sequence == published.sequence
+        });
+        if still_there {
+            return Ok(());
+        }
+        let (epoch, epoch_began) = self.store.current_epoch().await?;
+        let first_position = if epoch != published.epoch && epoch_began <= published.position {
+            epoch_began
+        } else {
+            checkpoint.next()
+        };
+        let rewound = published.position.0 + 1 - first_position.0.min(published.position.0);
+        let detail = format!(
+            "the log no longer holds what was published at position {} ({}:{}, epoch {}); it \
+             is in epoch {epoch}, begun at position {epoch_began}: positions {first_position}..={} \
+             were published from a history the database lost, and name other orders now",
+            published.position,
+            published.aggregate_id,
+            published.sequence,
+            published.epoch,
+            published.position
+        );
+        tracing::error!(%detail, "the event log was rewound under the relay");
+        metrics::counter!("relay_log_rewinds_total").increment(1);
+        metrics::gauge!("relay_rewound_positions").set(rewound as f64);
+        self.store
+            .record_rewind(&order_store::postgres::Rewind {
+                epoch,
+                first_position,
+                published_up_to: published.position,
+                detail,
+            })
+            .await?;
+        // Reported once; publishing goes on from the checkpoint, in the new epoch.
+        *self.published_mark() = None;
+        Ok(())
     }
 }
 

@@ -429,6 +429,10 @@ async fn the_relay_publishes_every_event_as_stored_whatever_its_version() {
         let n = batch.messages.len();
         batch.answer(vec![Verdict::Ack; n]);
     }
+    let epoch: i32 = sqlx::query_scalar("SELECT epoch FROM log_epochs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     let stored: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT position, aggregate_id, event_version, payload::text FROM events \
          ORDER BY position",
@@ -440,7 +444,7 @@ async fn the_relay_publishes_every_event_as_stored_whatever_its_version() {
     for (body, (position, aggregate_id, version, payload)) in bodies.iter().zip(&stored) {
         let text = String::from_utf8(body.clone()).unwrap();
         let expected = format!(
-            r#"{{"position":{position},"aggregate_id":"{aggregate_id}","sequence":1,"event_version":"{version}","event":{payload}}}"#
+            r#"{{"epoch":{epoch},"position":{position},"aggregate_id":"{aggregate_id}","sequence":1,"event_version":"{version}","event":{payload}}}"#
         );
         assert_eq!(text, expected, "published exactly as stored");
     }

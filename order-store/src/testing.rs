@@ -281,6 +281,7 @@ pub struct OutageProxy {
     cuts: tokio::sync::watch::Sender<u64>,
     at_commit: std::sync::Arc<parking_lot::Mutex<Option<AtCommit>>>,
     frozen: tokio::sync::watch::Sender<bool>,
+    target: std::sync::Arc<parking_lot::Mutex<std::net::SocketAddr>>,
 }
 
 impl OutageProxy {
@@ -293,12 +294,14 @@ impl OutageProxy {
         let (cuts, _) = tokio::sync::watch::channel(0u64);
         let at_commit = std::sync::Arc::new(parking_lot::Mutex::new(None));
         let (frozen, _) = tokio::sync::watch::channel(false);
+        let target = std::sync::Arc::new(parking_lot::Mutex::new(target));
         let proxy = OutageProxy {
             addr,
             up: up.clone(),
             cuts: cuts.clone(),
             at_commit: at_commit.clone(),
             frozen: frozen.clone(),
+            target: target.clone(),
         };
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
@@ -309,6 +312,7 @@ impl OutageProxy {
                 cut.mark_unchanged();
                 let (up, cuts, at_commit) = (up.clone(), cuts.clone(), at_commit.clone());
                 let frozen = frozen.subscribe();
+                let target = *target.lock();
                 tokio::spawn(async move {
                     // Accepted (as a frozen host's kernel would), but nothing goes on until thawed.
                     thawed(&frozen).await;
@@ -356,6 +360,12 @@ impl OutageProxy {
     /// The database goes away: open connections die, new ones are refused.
     pub fn cut(&self) {
         cut_all(&self.up, &self.cuts);
+    }
+
+    /// New connections go to `target` from now on (a managed endpoint pointed at a promoted
+    /// standby); open ones stay where they are until cut.
+    pub fn retarget(&self, target: std::net::SocketAddr) {
+        *self.target.lock() = target;
     }
 
     /// The database is back.
@@ -473,5 +483,188 @@ impl Pipe {
             }
         };
         tokio::join!(down, up);
+    }
+}
+
+/// A PostgreSQL server of a test's own (`initdb` in a temporary directory, on a port of its
+/// own, run as the `postgres` user from the machine's PostgreSQL binaries), for tests that stop,
+/// promote or cut a database without touching the shared server. Stopped (immediately) and
+/// removed when dropped.
+pub struct PrivateServer {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateServer {
+    fn bin_dir() -> std::path::PathBuf {
+        let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        found.sort();
+        found
+            .pop()
+            .expect("an initdb under /usr/lib/postgresql/*/bin")
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// Runs one of PostgreSQL's programs as the `postgres` user; panics with its output if it
+    /// fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn new_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "bo-pg-{name}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let status = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .expect("chown");
+        assert!(status.success(), "chown postgres {dir:?}");
+        dir
+    }
+
+    /// A new primary, started, ready for streaming replication (trust authentication on
+    /// 127.0.0.1, the test's own data only).
+    pub fn primary() -> PrivateServer {
+        let server = PrivateServer {
+            bin: Self::bin_dir(),
+            dir: Self::new_dir("primary"),
+            port: Self::free_port(),
+        };
+        let data = server.data();
+        server.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
+        server.configure(&["wal_level = replica", "max_wal_senders = 5"]);
+        server.start();
+        server
+    }
+
+    /// A streaming standby of `primary`, copied with `pg_basebackup`, following it through
+    /// `via` (host:port: a proxy the test can cut), started.
+    pub fn standby(primary: &PrivateServer, via: std::net::SocketAddr) -> PrivateServer {
+        let server = PrivateServer {
+            bin: Self::bin_dir(),
+            dir: Self::new_dir("standby"),
+            port: Self::free_port(),
+        };
+        let data = server.data();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        server.configure(&[&format!(
+            "primary_conninfo = 'host={} port={} user=postgres'",
+            via.ip(),
+            via.port()
+        )]);
+        std::fs::write(format!("{data}/standby.signal"), "").expect("standby.signal");
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres", &format!("{data}/standby.signal")])
+            .status();
+        server.start();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn configure(&self, lines: &[&str]) {
+        use std::io::Write as _;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("{}/postgresql.conf", self.data()))
+            .expect("postgresql.conf");
+        let own = [
+            format!("port = {}", self.port),
+            "listen_addresses = '127.0.0.1'".to_owned(),
+            format!("unix_socket_directories = '{}'", self.dir.display()),
+            "fsync = off".to_owned(),
+            "ssl = off".to_owned(),
+        ];
+        for line in own.iter().map(String::as_str).chain(lines.iter().copied()) {
+            writeln!(conf, "{line}").expect("writing postgresql.conf");
+        }
+    }
+
+    fn start(&self) {
+        let log = self.dir.join("log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "start"]);
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// A URL of its `postgres` database (TLS off).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Stops it at once, as a crash would (`-m immediate`).
+    pub fn crash(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Promotes a standby to primary (a new timeline).
+    pub fn promote(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"]);
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

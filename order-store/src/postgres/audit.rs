@@ -13,7 +13,10 @@
 //!   up to the satoshi, its id derived from its client and key and equal to its aggregate's;
 //! - **read table**: `buy_order_view` equals the log up to its checkpoint (ids, clients,
 //!   currencies, amounts, rates, BTC, timestamps), parked events aside, and holds nothing else;
-//! - **relay**: the relay's checkpoint is not ahead of the log.
+//! - **relay**: the relay's checkpoint is not ahead of the log;
+//! - **epochs**: the log was never rewound under the relay (no row in `log_rewinds`: positions
+//!   published from a history an asynchronous failover lost, which name other orders now); the
+//!   epochs (database timelines) the log went through are listed.
 
 use std::fmt::Write as _;
 
@@ -309,6 +312,18 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
             .fetch_optional(&mut write)
             .await
             .map_err(unavailable)?;
+    let epochs: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT epoch, first_position FROM log_epochs ORDER BY first_position, epoch",
+    )
+    .fetch_all(&mut write)
+    .await
+    .map_err(unavailable)?;
+    let rewinds: Vec<(Option<i32>, i64, i64, String)> = sqlx::query_as(
+        "SELECT epoch, first_position, published_up_to, detail FROM log_rewinds ORDER BY id",
+    )
+    .fetch_all(&mut write)
+    .await
+    .map_err(unavailable)?;
 
     let reader = EventReader::new();
     let (mut positions, mut orders, mut table) = (
@@ -477,6 +492,18 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
             "the relay's checkpoint {relay_at} is ahead of the log's last position {after}"
         ));
     }
+    let mut rewound = Problems::default();
+    for (epoch, first, up_to, detail) in &rewinds {
+        let epoch = epoch.map_or_else(|| "?".to_owned(), |e| e.to_string());
+        rewound.add(format!(
+            "positions {first}..={up_to} rewound (now epoch {epoch}): {detail}"
+        ));
+    }
+    let epochs_seen = epochs
+        .iter()
+        .map(|(epoch, first)| format!("epoch {epoch} from position {first}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     Ok(AuditReport {
         findings: vec![
             ledger.finding(
@@ -510,6 +537,16 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
                 "relay",
                 format!("checkpoint {relay_at} is not ahead of the log ({after})"),
                 |_| "checkpoint ahead of the log".to_owned(),
+            ),
+            rewound.finding(
+                "epochs",
+                format!("never rewound under the relay ({epochs_seen})"),
+                |n| {
+                    format!(
+                        "{n} rewinds: positions published before a failover name other orders now \
+                         ({epochs_seen})"
+                    )
+                },
             ),
         ],
     })

@@ -41,7 +41,7 @@ pub use migrate::{migrate_read, migrate_write};
 pub use projection::{ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction};
 pub use read_model::{OrderTable, PgReadModel, SHARED_READS};
 #[cfg(feature = "relay")]
-pub use relay::{RelayLease, StoredEvent, LEASE_CALL_TIMEOUT, LEASE_HEARTBEAT, LEASE_TTL};
+pub use relay::{RelayLease, Rewind, StoredEvent, LEASE_CALL_TIMEOUT, LEASE_HEARTBEAT, LEASE_TTL};
 pub use schema::PgSchema;
 
 use crate::error::StoreError;

@@ -112,12 +112,33 @@ pub struct StoredEvent {
     pub event_version: String,
     /// The payload's JSON text, byte for byte (the column is `json`, which keeps the text).
     pub payload: Box<serde_json::value::RawValue>,
+    /// The log's epoch at its position (migration 1010): the database timeline it was written
+    /// on. (epoch, position) names one event across failovers; a position alone may not.
+    pub epoch: u32,
+}
+
+/// What a relay found when it checked what it had published against the log: the log no
+/// longer holds positions it had published (an asynchronous failover lost them, and hands the
+/// positions out again to other orders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewind {
+    /// The epoch the log is in now.
+    pub epoch: u32,
+    /// The first position that may have been published from the lost history.
+    pub first_position: Position,
+    /// The last position this relay had published and the broker confirmed.
+    pub published_up_to: Position,
+    /// What was found, for the record and the log.
+    pub detail: String,
 }
 
 /// The log after a position, as stored (see [`super::event_store::READ_LOG_AFTER`]).
 const READ_STORED_AFTER: &str =
-    "SELECT position, aggregate_id, sequence, event_type, event_version, \
-     payload::text AS payload FROM events WHERE position > $1 ORDER BY position LIMIT $2";
+    "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
+     e.payload::text AS payload, \
+     (SELECT x.epoch FROM log_epochs x WHERE x.first_position <= e.position \
+       ORDER BY x.first_position DESC, x.epoch DESC LIMIT 1) AS epoch \
+     FROM events e WHERE e.position > $1 ORDER BY e.position LIMIT $2";
 
 impl PgEventStore {
     /// Up to `limit` events after `after`, exactly as stored, readable by this release or not.
@@ -138,6 +159,53 @@ impl PgEventStore {
             })
             .await?;
         rows.iter().map(stored_event).collect()
+    }
+
+    /// The first position of the log's current epoch (the newest in `log_epochs`), and the
+    /// epoch: where the log's history may have been cut by a failover.
+    pub async fn current_epoch(&self) -> Result<(u32, Position), StoreError> {
+        let (epoch, first): (i32, i64) = self
+            .answered(|c| {
+                Box::pin(
+                    sqlx::query_as(
+                        "SELECT epoch, first_position FROM log_epochs \
+                         ORDER BY first_position DESC, epoch DESC LIMIT 1",
+                    )
+                    .fetch_one(c),
+                )
+            })
+            .await?;
+        Ok((
+            u32::try_from(epoch).map_err(|e| StoreError::Corrupt(format!("epoch: {e}")))?,
+            Position(
+                u64::try_from(first)
+                    .map_err(|e| StoreError::Corrupt(format!("first_position: {e}")))?,
+            ),
+        ))
+    }
+
+    /// Records a [`Rewind`] in `log_rewinds`, where `buy-orders audit` reports it.
+    pub async fn record_rewind(&self, rewind: &Rewind) -> Result<(), StoreError> {
+        let first = super::position_i64(rewind.first_position)?;
+        let up_to = super::position_i64(rewind.published_up_to)?;
+        let epoch = i32::try_from(rewind.epoch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let detail = rewind.detail.clone();
+        self.answered(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO log_rewinds (epoch, first_position, published_up_to, detail) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(epoch)
+                .bind(first)
+                .bind(up_to)
+                .bind(&detail)
+                .execute(c)
+                .await
+                .map(drop)
+            })
+        })
+        .await
     }
 
     /// When the stored event was placed, if this release can read it (for the relay's lag
@@ -211,6 +279,8 @@ fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> 
         .try_get("sequence")
         .map_err(|e| corrupt("sequence", &e))?;
     let payload: String = row.try_get("payload").map_err(|e| corrupt("payload", &e))?;
+    let epoch: Option<i32> = row.try_get("epoch").map_err(|e| corrupt("epoch", &e))?;
+    let epoch = u32::try_from(epoch.unwrap_or(1)).map_err(|e| corrupt("epoch", &e))?;
     Ok(StoredEvent {
         position: Position(u64::try_from(position).map_err(|e| corrupt("position", &e))?),
         aggregate_id: row
@@ -225,5 +295,6 @@ fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> 
             .map_err(|e| corrupt("event_version", &e))?,
         payload: serde_json::value::RawValue::from_string(payload)
             .map_err(|e| corrupt("payload", &e))?,
+        epoch,
     })
 }
