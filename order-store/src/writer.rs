@@ -298,6 +298,10 @@ where
                         matches!(refusal, BuyOrderError::CapExceeded { .. })
                     }
                     Err(AggregateError::UnexpectedError(err)) => err.is::<CommitInDoubt>(),
+                    // The store failed before anything was stored (no connection within the
+                    // acquire timeout, say): a second attempt from a load would wait as long
+                    // again for the same answer.
+                    Err(AggregateError::DatabaseConnectionError(_)) => true,
                     Err(_) => false,
                 };
                 if !decided {

@@ -56,7 +56,26 @@ pub struct Ops {
     pub ready: ReadyCheck,
 }
 
+/// The longest `GET /readyz` waits for the readiness check: a dependency that does not answer
+/// by then is reported not ready at once, under the 1 s a Kubernetes probe waits by default
+/// (a probe that times out reads as a failure of the probe, not as the 503 that names it).
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(800);
+
 impl Ops {
+    /// The readiness check, bounded by [`READY_WITHIN`].
+    pub async fn check_ready(&self) -> Result<(), NotReady> {
+        match tokio::time::timeout(READY_WITHIN, (self.ready)()).await {
+            Ok(checked) => checked,
+            Err(_) => Err(NotReady::new(
+                "dependency",
+                format!(
+                    "the readiness check did not finish within {} ms",
+                    READY_WITHIN.as_millis()
+                ),
+            )),
+        }
+    }
+
     /// Ops for a service whose readiness is `ready`.
     pub fn new<F, Fut>(
         name: &'static str,
@@ -84,7 +103,7 @@ const READINESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// `/readyz` probes leave no trace in Prometheus.
 pub(crate) async fn watch_readiness(ops: Ops, shutdown: tokio_util::sync::CancellationToken) {
     loop {
-        let ready = (ops.ready)().await.is_ok();
+        let ready = ops.check_ready().await.is_ok();
         metrics::gauge!("service_ready", "service" => ops.name).set(if ready { 1.0 } else { 0.0 });
         tokio::select! {
             _ = tokio::time::sleep(READINESS_EVERY) => {}
@@ -126,11 +145,11 @@ pub(crate) fn ops_routes(
         );
         response
     });
-    let ready = ops.ready.clone();
+    let ops = ops.clone();
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
-        let ready = ready.clone();
+        let ops = ops.clone();
         async move {
-            match ready().await {
+            match ops.check_ready().await {
                 Ok(()) => warp::reply::json(&json!({ "status": "ready" })).into_response(),
                 Err(NotReady { dependency, detail }) => {
                     tracing::warn!(dependency, %detail, "not ready");
@@ -372,6 +391,23 @@ mod tests {
             !text.contains("s3cret") && !text.contains("postgres://"),
             "{text}"
         );
+    }
+
+    /// A dependency that hangs (a silent database peer) makes `/readyz` answer 503 within
+    /// `READY_WITHIN`, under a Kubernetes probe's default 1 s, not when the check gives up.
+    #[tokio::test]
+    async fn readyz_answers_503_in_time_when_a_check_hangs() {
+        let ops = Ops::new("test", &[("/readyz", "GET")], || async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(())
+        });
+        let routes = ops_routes(&ops);
+        let started = std::time::Instant::now();
+        let response = warp::test::request().path("/readyz").reply(&routes).await;
+        assert_eq!(response.status(), 503);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
     }
 
     #[test]

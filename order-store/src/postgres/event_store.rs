@@ -536,6 +536,11 @@ impl PgEventStore {
                 .into(),
             )),
             Err(failed) if failed.in_doubt => Err(in_doubt(Box::new(failed))),
+            // No connection could be had, so nothing was sent: the writer answers at once
+            // rather than waiting as long again for a load.
+            Err(failed) if failed.unsent => {
+                Err(AggregateError::DatabaseConnectionError(Box::new(failed)))
+            }
             Err(failed) => Err(AggregateError::UnexpectedError(Box::new(failed))),
         }
     }

@@ -88,6 +88,8 @@ pub(crate) enum Appended {
 pub(crate) struct Failed {
     /// The outcome is unknown: the statement was sent and no answer came back.
     pub in_doubt: bool,
+    /// Nothing was sent: no connection could be had (the database unreachable).
+    pub unsent: bool,
     message: Arc<str>,
 }
 
@@ -136,6 +138,7 @@ impl Failed {
     pub(crate) fn definite(message: impl Into<Arc<str>>) -> Self {
         Failed {
             in_doubt: false,
+            unsent: false,
             message: message.into(),
         }
     }
@@ -143,6 +146,7 @@ impl Failed {
     pub(crate) fn in_doubt(message: impl Into<Arc<str>>) -> Self {
         Failed {
             in_doubt: true,
+            unsent: false,
             message: message.into(),
         }
     }
@@ -155,6 +159,7 @@ impl Failed {
     fn caused_by(err: &sqlx::Error, in_doubt: bool) -> Self {
         Failed {
             in_doubt,
+            unsent: false,
             message: format!("batch commit failed: {err}").into(),
         }
     }
@@ -284,7 +289,10 @@ use AppendError::{Sent, Unsent};
 impl From<AppendError> for Failed {
     fn from(err: AppendError) -> Self {
         match err {
-            Unsent(err) => Failed::caused_by(&err, false),
+            Unsent(err) => Failed {
+                unsent: true,
+                ..Failed::caused_by(&err, false)
+            },
             Sent(err) => Failed::from_sqlx(&err),
         }
     }
