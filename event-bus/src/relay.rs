@@ -134,6 +134,11 @@ impl Relay {
                     metrics::gauge!("relay_active").set(1.0);
                     let stop = self.publish_while_held(lease, &shutdown).await;
                     metrics::gauge!("relay_active").set(0.0);
+                    // A standby reports nothing of its own: left at their last values, a
+                    // relay that lost its lease to a silent peer would show the backlog it
+                    // had then for good (the alerts take the max over every api-write).
+                    metrics::gauge!("relay_backlog_events").set(0.0);
+                    metrics::gauge!("relay_lag_seconds").set(0.0);
                     // Closing the session releases the lease (and drops a broken connection).
                     if let Some(lease) = session.take() {
                         lease.release().await;

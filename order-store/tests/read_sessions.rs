@@ -313,3 +313,59 @@ async fn a_session_silent_past_the_answer_deadline_is_retired() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The projector's writes to the read table have a client-side deadline too: with the read
+/// database's path frozen mid-transaction (nothing forwarded, nothing closed), applying a batch
+/// fails as unavailable at the answer deadline instead of waiting for as long as the freeze
+/// lasts, and once thawed the next batch is applied on a fresh session (the stuck one, which
+/// may hold the checkpoint's lock, is never reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_to_a_silent_read_database_fails_at_the_answer_deadline() {
+    use order_store::testing::OutageProxy;
+    let db = TestDb::create().await;
+    let (store, _) = projected(&db, 0).await;
+    let prices: FixedSource = "USD=50000".parse().unwrap();
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
+    for _ in 0..4 {
+        writer
+            .place(PlaceBuyOrder {
+                client_id: ClientId::parse("sessions").unwrap(),
+                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+                currency: Currency::USD,
+                amount: FiatAmount::parse("10").unwrap(),
+            })
+            .await
+            .unwrap();
+    }
+    let log = store.read_after(Position::ZERO, 10).await.unwrap();
+    let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = PgSettings::for_url(&proxy.url_for(db.url()));
+    settings.statement_timeout = Duration::from_millis(500);
+    settings.acquire_timeout = Duration::from_millis(500);
+    let model = PgReadModel::open(&settings).await.unwrap();
+    model.apply(&log[..2]).await.unwrap();
+
+    proxy.freeze();
+    let started = tokio::time::Instant::now();
+    let stuck = tokio::time::timeout(Duration::from_secs(10), model.apply(&log[2..3]))
+        .await
+        .expect("bounded by the answer deadline");
+    assert!(
+        matches!(stuck, Err(StoreError::Unavailable(_))),
+        "{stuck:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.thaw();
+    proxy.cut(); // the frozen sessions die; new ones open
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while model.apply(&log[2..]).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(model.checkpoint().await.unwrap(), Position(4));
+}

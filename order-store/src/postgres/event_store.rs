@@ -24,6 +24,9 @@ use crate::error::StoreError;
 use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 use crate::writer::Ledger;
 
+/// How long the LISTEN session may stay quiet before it is probed (see `listen`).
+const LISTEN_PROBE_EVERY: Duration = Duration::from_secs(10);
+
 /// The CHECK constraint that is the cap.
 const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 
@@ -367,7 +370,11 @@ fn is_cap_violation(err: &sqlx::Error) -> bool {
 
 /// Keeps `head` at the newest position notified, reconnecting as needed, until every store
 /// holding the receiver is gone. A missed notification only delays a reader to its poll.
-async fn listen(pool: PgPool, head: watch::Sender<Position>) {
+///
+/// A quiet session is proved every [`LISTEN_PROBE_EVERY`] with a query that must answer within
+/// `answer_within`: a LISTEN session whose peer went silent (frozen, not closed) would
+/// otherwise wait for notifications forever, and its readers would only ever poll.
+async fn listen(pool: PgPool, head: watch::Sender<Position>, answer_within: Duration) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
@@ -378,7 +385,24 @@ async fn listen(pool: PgPool, head: watch::Sender<Position>) {
                 .await?;
             listener.listen(&super::schema::channel(&schema)).await?;
             loop {
-                let note = listener.recv().await?;
+                let note = match tokio::time::timeout(LISTEN_PROBE_EVERY, listener.recv()).await {
+                    Ok(note) => note?,
+                    Err(_) => {
+                        let probe = sqlx::query("SELECT 1").execute(&mut listener);
+                        match tokio::time::timeout(answer_within, probe).await {
+                            Ok(answered) => {
+                                answered?;
+                                continue;
+                            }
+                            Err(_) => {
+                                return Err(sqlx::Error::Io(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "the LISTEN session did not answer its probe",
+                                )))
+                            }
+                        }
+                    }
+                };
                 if let Ok(position) = note.payload().parse::<u64>() {
                     head.send_if_modified(|head| {
                         let newer = position > head.0;
@@ -654,7 +678,7 @@ impl EventLog for PgEventStore {
             .head
             .get_or_init(|| async {
                 let (sender, receiver) = watch::channel(Position::ZERO);
-                tokio::spawn(listen(self.pool.clone(), sender));
+                tokio::spawn(listen(self.pool.clone(), sender, self.answer_within));
                 receiver
             })
             .await

@@ -161,6 +161,9 @@ pub struct PgProjection<P> {
     /// The store's schema (a parsed `PgSchema`: safe in SQL unquoted).
     live: String,
     rebuild_lock: i64,
+    /// How long applying a batch, parking or reading the checkpoint waits for the database
+    /// ([`PgSettings::answer_deadline`]).
+    answer_within: std::time::Duration,
 }
 
 impl<P> Clone for PgProjection<P> {
@@ -170,6 +173,7 @@ impl<P> Clone for PgProjection<P> {
             pool: self.pool.clone(),
             live: self.live.clone(),
             rebuild_lock: self.rebuild_lock,
+            answer_within: self.answer_within,
         }
     }
 }
@@ -249,16 +253,104 @@ fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 impl<P: Projection> PgProjection<P> {
+    /// The answer of a call on `client` that was waited for at most the answer deadline: past
+    /// it the session is taken out of the pool for good (closed, never handed out again: it
+    /// may hold the checkpoint's lock in an open transaction) and the call fails as
+    /// unavailable, so a silent read database cannot stall the projector.
+    fn settle<T>(
+        &self,
+        answer: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+        client: deadpool_postgres::Object,
+    ) -> Result<T, StoreError> {
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                metrics::counter!("store_statements_unanswered_total").increment(1);
+                Err(StoreError::Unavailable(format!(
+                    "no answer from the read database within {} ms",
+                    self.answer_within.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Applies `events` on `client`, in one transaction with the checkpoint.
+    async fn apply_on(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        events: &[LoggedEvent],
+    ) -> Result<(), StoreError> {
+        let name = self.projection.name();
+        let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Locks the checkpoint: one projector applies at a time, and what it skips is decided
+        // under the lock. The commit need not wait for its WAL flush: rows and checkpoint are
+        // lost together in a crash, and applied again from the log (both requests pipelined).
+        let (_, checkpoint) = tokio::try_join!(
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF"),
+            tx.query_one(
+                "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
+                &by_name,
+            )
+        )
+        .map_err(unavailable)?;
+        let checkpoint: i64 = checkpoint.get(0);
+        let first_fresh = events.partition_point(|e| (e.position.0 as i64) <= checkpoint);
+        let fresh = &events[first_fresh..];
+        let Some(last) = fresh.last() else {
+            return Ok(()); // all applied already
+        };
+        self.projection.apply(&tx, fresh).await?;
+        tx.execute(
+            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
+            &[&self.projection.name(), &position_i64(last.position)?],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    /// Parks `unreadable` on `client` and moves the checkpoint to `last`.
+    async fn park_on(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        unreadable: &[UnreadableLogged],
+        last: Position,
+    ) -> Result<(), StoreError> {
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let name = self.projection.name();
+        tx.query_one(
+            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await
+        .map_err(unavailable)?;
+        insert_parked(&tx, &self.live, name, unreadable).await?;
+        tx.execute(
+            "UPDATE projector_checkpoint SET position = greatest(position, $2) WHERE name = $1",
+            &[&name, &position_i64(last)?],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
     /// Opens `projection` on the read database (`READ_DATABASE_URL`, else `DATABASE_URL`, in
     /// `PG_SCHEMA`): migrations, its checkpoint row and its tables, created if missing.
     pub async fn open(settings: &PgSettings, projection: P) -> Result<Self, StoreError> {
         let pool = read_pool(settings, Plans::Auto).await?;
-        Self::on_pool(pool, settings.schema.as_str(), projection).await
+        Self::on_pool(pool, settings, projection).await
     }
 
     /// `projection` on an open, migrated pool of the read database whose sessions resolve
     /// names in `live`.
-    pub(crate) async fn on_pool(pool: Pool, live: &str, projection: P) -> Result<Self, StoreError> {
+    pub(crate) async fn on_pool(
+        pool: Pool,
+        settings: &PgSettings,
+        projection: P,
+    ) -> Result<Self, StoreError> {
+        let live = settings.schema.as_str();
         let name = projection.name().to_owned();
         check_name(&name)?;
         let base = if name == "buy_order_view" {
@@ -271,6 +363,7 @@ impl<P: Projection> PgProjection<P> {
             pool,
             live: live.to_owned(),
             rebuild_lock: super::schema::lock_key(base, live),
+            answer_within: settings.answer_deadline(),
         };
         let mut client = this.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
@@ -456,46 +549,23 @@ impl<P: Projection> PgProjection<P> {
 #[async_trait]
 impl<P: Projection> ReadModelWriter for PgProjection<P> {
     async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError> {
-        let name = self.projection.name();
-        let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        // Locks the checkpoint: one projector applies at a time, and what it skips is decided
-        // under the lock. The commit need not wait for its WAL flush: rows and checkpoint are
-        // lost together in a crash, and applied again from the log (both requests pipelined).
-        let (_, checkpoint) = tokio::try_join!(
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF"),
-            tx.query_one(
-                "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
-                &by_name,
-            )
-        )
-        .map_err(unavailable)?;
-        let checkpoint: i64 = checkpoint.get(0);
-        let first_fresh = events.partition_point(|e| (e.position.0 as i64) <= checkpoint);
-        let fresh = &events[first_fresh..];
-        let Some(last) = fresh.last() else {
-            return Ok(()); // all applied already
-        };
-        self.projection.apply(&tx, fresh).await?;
-        tx.execute(
-            "UPDATE projector_checkpoint SET position = $2 WHERE name = $1",
-            &[&self.projection.name(), &position_i64(last.position)?],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        let applied = self.apply_on(&mut client, events);
+        let answer = tokio::time::timeout(self.answer_within, applied).await;
+        self.settle(answer, client)
     }
 
     async fn checkpoint(&self) -> Result<Position, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let row = client
-            .query_one(
-                "SELECT position FROM projector_checkpoint WHERE name = $1",
-                &[&self.projection.name()],
-            )
-            .await
-            .map_err(unavailable)?;
+        let name = self.projection.name();
+        let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+        let read = client.query_one(
+            "SELECT position FROM projector_checkpoint WHERE name = $1",
+            &by_name,
+        );
+        let answer = tokio::time::timeout(self.answer_within, read).await;
+        let answer = answer.map(|row| row.map_err(unavailable));
+        let row = self.settle(answer, client)?;
         Ok(Position(row.get::<_, i64>(0).max(0) as u64))
     }
 
@@ -504,22 +574,9 @@ impl<P: Projection> ReadModelWriter for PgProjection<P> {
             return Ok(());
         };
         let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let name = self.projection.name();
-        tx.query_one(
-            "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await
-        .map_err(unavailable)?;
-        insert_parked(&tx, &self.live, name, unreadable).await?;
-        tx.execute(
-            "UPDATE projector_checkpoint SET position = greatest(position, $2) WHERE name = $1",
-            &[&name, &position_i64(last)?],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        let parked = self.park_on(&mut client, unreadable, last);
+        let answer = tokio::time::timeout(self.answer_within, parked).await;
+        self.settle(answer, client)
     }
 
     async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError> {

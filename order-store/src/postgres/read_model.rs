@@ -85,8 +85,7 @@ impl PgReadModel {
     /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let pool = read_pool(settings, Plans::Generic).await?;
-        let writer =
-            PgProjection::on_pool(pool.clone(), settings.schema.as_str(), OrderTable).await?;
+        let writer = PgProjection::on_pool(pool.clone(), settings, OrderTable).await?;
         let sessions = settings.read_sessions as usize;
         let shared = Arc::new(SharedSessions::new(
             read_sessions_pool(
