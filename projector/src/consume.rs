@@ -86,9 +86,8 @@ impl Projector {
     /// does not (another client's order, an amount of its own, a position the log does not
     /// have, an old position rewritten) is counted in `messages_rejected_total`, logged and
     /// dead-lettered, and changes nothing. An unreadable message is dead-lettered at once. If
-    /// the store or the read table fails, the messages are retried (counted, with a growing
-    /// pause, dead-lettered after `event_bus::consumer::MAX_ATTEMPTS`; the store's catch-up
-    /// covers their events anyway).
+    /// the store or the read table fails, the messages are acked unchecked
+    /// (`messages_unchecked_total`) after a pause: the next catch-up applies their events.
     pub async fn apply_messages(&self, messages: &[Message]) -> Vec<Verdict> {
         let mut verdicts = vec![Verdict::Ack; messages.len()];
         let mut events = Vec::with_capacity(messages.len());
@@ -121,16 +120,15 @@ impl Projector {
                 }
             }
             Err(err) => {
-                let tried = messages.iter().map(|m| m.attempts).max().unwrap_or(0);
-                let pause = (FIRST_BACKOFF * 4)
-                    .saturating_mul(1 << tried.min(6))
-                    .min(MAX_BACKOFF);
-                tracing::error!(%err, attempts = tried + 1, retry_in_ms = pause.as_millis() as u64,
-                                "projection failed; messages to be retried");
-                tokio::time::sleep(pause).await; // do not spin on a dead database
-                for (index, _) in &events {
-                    verdicts[*index] = Verdict::Retry;
-                }
+                // The store or the read table is down (a failover, say). The messages carry
+                // nothing the store does not: they are acked unchecked, and their events are
+                // applied by the next catch-up (the next batch, or the silent-queue check every
+                // 2 s). Retried and then dead-lettered, as before, a failover of a few seconds
+                // left dead letters for good for a table that was complete.
+                tracing::error!(%err, messages = events.len(),
+                                "projection failed; the messages are acked unchecked, their events come from the store when it is back");
+                metrics::counter!("messages_unchecked_total").increment(events.len() as u64);
+                tokio::time::sleep(MAX_BACKOFF.min(FIRST_BACKOFF * 20)).await; // do not spin
             }
         }
         verdicts

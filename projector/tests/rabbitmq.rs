@@ -402,3 +402,47 @@ async fn forged_messages_are_never_applied_and_genuine_orders_always_are() {
     signal(&running, libc::SIGTERM);
     assert!(running.wait().unwrap().success());
 }
+
+/// A database outage longer than the consumer's retries (a failover of ~10 s): the messages
+/// that arrive meanwhile are acked unchecked, nothing is dead-lettered, and once the database
+/// is back the table holds every order, from the store. Before, each was retried five times and
+/// then dead-lettered for good, although the table was complete after catching up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_database_outage_leaves_no_dead_letters() {
+    use order_store::testing::OutageProxy;
+    let s = setup().await;
+    let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let through = PgSettings::for_url(&proxy.url_for(s.db.url()));
+    let log = std::sync::Arc::new(PgEventStore::connect(&through).await.unwrap());
+    let model = std::sync::Arc::new(
+        order_store::postgres::PgReadModel::open(&through)
+            .await
+            .unwrap(),
+    );
+    let projector = projector::Projector::new(log, model, 100);
+    let batches = event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 20);
+    let stop = CancellationToken::new();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move { projector.consume(batches, stop).await })
+    };
+    let writer = writer(&s.store);
+    place(&writer, 10).await;
+    wait_for_checkpoint(&s.model, Position(10)).await;
+
+    proxy.cut();
+    place(&writer, 40).await; // published by the relay (direct), while the projector's path is cut
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    proxy.restore();
+    wait_for_checkpoint(&s.model, Position(50)).await;
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.topology
+            .message_count(&s.topology.topology.dead_letter_queue),
+        0,
+        "dead letters left by an outage"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
