@@ -578,6 +578,24 @@ async fn a_synchronous_failover_loses_nothing_and_rewinds_nothing() {
     failover(true).await;
 }
 
+/// `log_epochs`, oldest first.
+async fn epochs(pool: &sqlx::PgPool) -> Vec<(i32, i64)> {
+    sqlx::query_as("SELECT epoch, first_position FROM log_epochs ORDER BY first_position")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// `buy-orders audit` of the database at `url` (its read table created, as by a projector that
+/// has not run yet).
+async fn audit(url: &str) -> order_store::postgres::AuditReport {
+    let settings = order_store::postgres::PgSettings::for_url(url);
+    order_store::postgres::PgReadModel::open(&settings)
+        .await
+        .unwrap();
+    order_store::postgres::audit(&settings).await.unwrap()
+}
+
 /// A primary, a standby, `api-write` through one endpoint; 20 orders, then 10 more that the
 /// standby gets only if `synchronous`, then the primary crashes and the standby is promoted.
 async fn failover(synchronous: bool) {
@@ -775,23 +793,10 @@ async fn failover(synchronous: bool) {
             .await
             .unwrap();
     assert_eq!((first, up_to), (21, 30));
-    let epochs: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT epoch, first_position FROM log_epochs ORDER BY first_position")
-            .fetch_all(&promoted)
-            .await
-            .unwrap();
-    assert_eq!(epochs, vec![(1, 1), (2, 21)]);
+    assert_eq!(epochs(&promoted).await, vec![(1, 1), (2, 21)]);
 
-    // Audit shows it (on the read table of a projector that has not run yet).
-    order_store::postgres::PgReadModel::open(&order_store::postgres::PgSettings::for_url(
-        &standby.url(),
-    ))
-    .await
-    .unwrap();
-    let report =
-        order_store::postgres::audit(&order_store::postgres::PgSettings::for_url(&standby.url()))
-            .await
-            .unwrap();
+    // Audit shows it.
+    let report = audit(&standby.url()).await;
     let epochs_finding = report
         .findings
         .iter()

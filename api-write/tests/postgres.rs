@@ -195,8 +195,9 @@ async fn twenty_identical_puts_give_one_order(cap: &str) {
     );
 }
 
-#[tokio::test]
-async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
+/// A fresh database, a proxy in front of it, and the API on it (acquire timeout 0.5 s), which
+/// has placed one order.
+async fn serving_through_a_proxy() -> (TestDb, OutageProxy, Instance, reqwest::Client) {
     let db = TestDb::create().await;
     let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut settings = PgSettings::for_url(&proxy.url_for(db.url()));
@@ -204,6 +205,12 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
     let api = instance(&settings, "100", "USD=50000").await;
     let client = reqwest::Client::new();
     assert_eq!(put(client.clone(), api.addr, order(10)).await.status, 200);
+    (db, proxy, api, client)
+}
+
+#[tokio::test]
+async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
+    let (db, proxy, api, client) = serving_through_a_proxy().await;
 
     proxy.cut();
     for _ in 0..5 {
@@ -253,13 +260,7 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
 /// twice that: the first attempt waited for a connection, then a load waited as long again.
 #[tokio::test]
 async fn a_silent_database_answers_503_within_the_acquire_timeout() {
-    let db = TestDb::create().await;
-    let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = PgSettings::for_url(&proxy.url_for(db.url()));
-    settings.acquire_timeout = Duration::from_millis(500);
-    let api = instance(&settings, "100", "USD=50000").await;
-    let client = reqwest::Client::new();
-    assert_eq!(put(client.clone(), api.addr, order(10)).await.status, 200);
+    let (_db, proxy, api, client) = serving_through_a_proxy().await;
     proxy.freeze();
     for _ in 0..3 {
         let asked = std::time::Instant::now();

@@ -191,6 +191,24 @@ impl Drop for Frozen {
     }
 }
 
+/// Reads of `ids`, each on a task of its own, that are still waiting 300 ms later (sent on a
+/// frozen session).
+async fn reads_stuck_on(
+    model: &PgReadModel,
+    ids: &[OrderId],
+) -> Vec<tokio::task::JoinHandle<Result<Option<OrderView>, ReadError>>> {
+    let stuck: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let model = model.clone();
+            tokio::spawn(async move { model.get(id, &Scope::All).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stuck.iter().all(|read| !read.is_finished()));
+    stuck
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
     let db = TestDb::create().await;
@@ -198,14 +216,7 @@ async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
 
     let frozen = Frozen::new(first);
     // Two reads fill the frozen session's depth and wait on it.
-    let stuck: Vec<_> = (0..2)
-        .map(|k| {
-            let (model, id) = (model.clone(), ids[k]);
-            tokio::spawn(async move { model.get(id, &Scope::All).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(stuck.iter().all(|read| !read.is_finished()));
+    let stuck = reads_stuck_on(&model, &ids[..2]).await;
 
     // The next reads go to a second session and are answered while the first stays frozen.
     for id in &ids {
@@ -239,15 +250,8 @@ async fn reads_abandoned_on_a_frozen_session_still_count_against_it() {
     let (store, ids, model, first) = one_session_open(&db, 2, 2).await;
 
     let frozen = Frozen::new(first);
-    let stuck: Vec<_> = (0..2)
-        .map(|k| {
-            let (model, id) = (model.clone(), ids[k]);
-            tokio::spawn(async move { model.get(id, &Scope::All).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stuck = reads_stuck_on(&model, &ids[..2]).await;
     for read in &stuck {
-        assert!(!read.is_finished());
         read.abort(); // the callers stop waiting
     }
     for read in stuck {
