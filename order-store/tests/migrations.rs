@@ -18,9 +18,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `migrations/checksums.txt`: name → pinned checksum.
+/// `migration-checksums.txt`: name → pinned checksum.
 fn pinned() -> BTreeMap<String, String> {
-    std::fs::read_to_string(crate_dir().join("migrations/checksums.txt"))
+    std::fs::read_to_string(crate_dir().join("migration-checksums.txt"))
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -49,7 +49,7 @@ async fn every_released_migration_keeps_its_checksum() {
                 migration.description.replace(' ', "_")
             );
             let Some(sum) = pinned.get(&name) else {
-                panic!("migration {name} is not pinned in migrations/checksums.txt");
+                panic!("migration {name} is not pinned in migration-checksums.txt");
             };
             assert_eq!(
                 &hex(&migration.checksum),

@@ -29,7 +29,7 @@ pub async fn migrate_write(settings: &PgSettings) -> Result<(), StoreError> {
 }
 
 /// A migration whose text was edited after it had been released (before the checksums were
-/// pinned in `migrations/checksums.txt`): a database migrated with that text has its checksum
+/// pinned in `migration-checksums.txt`): a database migrated with that text has its checksum
 /// in `_sqlx_migrations`, and sqlx would refuse to start on it. Such a database is brought to
 /// what the current text gives (`repair`, run once, in the transaction that records the
 /// current checksum), then migrated as usual.
