@@ -116,17 +116,36 @@ fn api_write(db: &TestDb, extra: &[(&str, &str)]) -> Running {
     Running::spawn(command, "api-write", port)
 }
 
-async fn put_order(client: &reqwest::Client, writer: &Running, key: &str) -> reqwest::Response {
-    let body = json!({"currency": "USD", "amount": "10.00",
-                      "idempotence_key": uuid::Uuid::new_v4().to_string()});
+/// `PUT` an order of `amount` `currency` under `idempotence_key` to `url` with the API key `key`.
+async fn put(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    (currency, amount): (&str, &str),
+    idempotence_key: &str,
+) -> reqwest::Response {
+    let body = json!({"currency": currency, "amount": amount, "idempotence_key": idempotence_key});
     client
-        .put(writer.url("/buy_order"))
+        .put(url)
         .bearer_auth(key)
         .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
         .unwrap()
+}
+
+/// A new order of USD 10.00 to `writer`.
+async fn put_order(client: &reqwest::Client, writer: &Running, key: &str) -> reqwest::Response {
+    let fresh = uuid::Uuid::new_v4().to_string();
+    put(
+        client,
+        &writer.url("/buy_order"),
+        key,
+        ("USD", "10.00"),
+        &fresh,
+    )
+    .await
 }
 
 /// A database whose default isolation is `serializable` (some managed platforms and DBAs set
@@ -239,16 +258,8 @@ async fn behind_a_silent_database_peer_the_lease_moves_and_requests_are_answered
         let (client, key, url) = (client.clone(), key.clone(), frozen_side.url("/buy_order"));
         in_flight.push(tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let body = json!({"currency": "USD", "amount": "10.00",
-                              "idempotence_key": uuid::Uuid::new_v4().to_string()});
-            let answer = client
-                .put(url)
-                .bearer_auth(key)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
+            let fresh = uuid::Uuid::new_v4().to_string();
+            let answer = put(&client, &url, &key, ("USD", "10.00"), &fresh).await;
             let status = answer.status();
             (status, answer.text().await.unwrap(), started.elapsed())
         }));
@@ -474,16 +485,8 @@ async fn a_broker_restart_mid_load_loses_nothing(queue_type: event_bus::QueueTyp
         let (client, key, url) = (client.clone(), key.clone(), writer.url("/buy_order"));
         tokio::spawn(async move {
             for _ in 0..300 {
-                let body = json!({"currency": "EUR", "amount": "3.00",
-                                  "idempotence_key": uuid::Uuid::new_v4().to_string()});
-                let answer = client
-                    .put(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .unwrap();
+                let fresh = uuid::Uuid::new_v4().to_string();
+                let answer = put(&client, &url, &key, ("EUR", "3.00"), &fresh).await;
                 assert_eq!(
                     answer.status(),
                     200,
@@ -652,16 +655,7 @@ async fn failover(synchronous: bool) {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 let key_of_order = uuid::Uuid::new_v4().to_string();
                 loop {
-                    let body = json!({"currency": "GBP", "amount": "7.00",
-                                      "idempotence_key": key_of_order});
-                    let answer = client
-                        .put(&url)
-                        .bearer_auth(&key)
-                        .header("content-type", "application/json")
-                        .body(body.to_string())
-                        .send()
-                        .await
-                        .unwrap();
+                    let answer = put(&client, &url, &key, ("GBP", "7.00"), &key_of_order).await;
                     if answer.status() == 200 {
                         break;
                     }

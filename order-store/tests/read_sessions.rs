@@ -209,6 +209,24 @@ async fn reads_stuck_on(
     stuck
 }
 
+/// Reads each of `ids`, every answer within `within` (none sent on the frozen session), and
+/// checks that two shared sessions are open now.
+async fn answered_on_a_second_session(
+    store: &PgEventStore,
+    model: &PgReadModel,
+    ids: &[OrderId],
+    within: Duration,
+) {
+    for id in ids {
+        let found = tokio::time::timeout(within, model.get(*id, &Scope::All))
+            .await
+            .expect("a read waited behind the frozen session")
+            .unwrap();
+        assert_eq!(found.unwrap().id, *id);
+    }
+    assert_eq!(shared_backends(store).await.len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
     let db = TestDb::create().await;
@@ -219,14 +237,7 @@ async fn a_frozen_session_holds_only_the_reads_sent_on_it() {
     let stuck = reads_stuck_on(&model, &ids[..2]).await;
 
     // The next reads go to a second session and are answered while the first stays frozen.
-    for id in &ids {
-        let found = tokio::time::timeout(Duration::from_secs(5), model.get(*id, &Scope::All))
-            .await
-            .expect("a read waited behind the frozen session")
-            .unwrap();
-        assert_eq!(found.unwrap().id, *id);
-    }
-    assert_eq!(shared_backends(&store).await.len(), 2);
+    answered_on_a_second_session(&store, &model, &ids, Duration::from_secs(5)).await;
 
     // Thawed, the frozen session answers what was sent on it: nothing lost, nothing mixed up.
     drop(frozen);
@@ -258,14 +269,7 @@ async fn reads_abandoned_on_a_frozen_session_still_count_against_it() {
         assert!(read.await.unwrap_err().is_cancelled());
     }
 
-    for id in &ids {
-        let found = tokio::time::timeout(Duration::from_secs(2), model.get(*id, &Scope::All))
-            .await
-            .expect("a read was sent on the frozen session")
-            .unwrap();
-        assert_eq!(found.unwrap().id, *id);
-    }
-    assert_eq!(shared_backends(&store).await.len(), 2);
+    answered_on_a_second_session(&store, &model, &ids, Duration::from_secs(2)).await;
     drop(frozen);
 }
 
