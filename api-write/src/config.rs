@@ -30,7 +30,7 @@ pub struct WriteSettings {
     /// HTTP_REQUEST_TIMEOUT_MS.
     #[arg(long = "order-resolve-timeout-ms", env = "ORDER_RESOLVE_TIMEOUT_MS",
           value_name = "ORDER_RESOLVE_TIMEOUT_MS", default_value = "5000",
-          value_parser = service_kit::parse_millis)]
+          value_parser = settings_kit::parse_millis)]
     pub resolve_within: std::time::Duration,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::message::Topology;
 
-use order_store::{SecretUrl, SecretUrlParser};
+use settings_kit::{SecretUrl, SecretUrlParser};
 
 fn parse_url() -> SecretUrlParser {
     SecretUrlParser::new(|s| {

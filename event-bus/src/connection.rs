@@ -39,7 +39,7 @@ impl std::fmt::Debug for AmqpAddress {
 
 /// Parses `amqp://user:pass@host:port/vhost` (defaults: guest/guest, port 5672, vhost `/`).
 pub fn parse(text: &str) -> Result<AmqpAddress, BusError> {
-    let bad = |why: &str| BusError::BadUrl(format!("{}: {why}", order_store::redact_url(text)));
+    let bad = |why: &str| BusError::BadUrl(format!("{}: {why}", settings_kit::redact_url(text)));
     let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
     if url.scheme() != "amqp" {
         return Err(bad("only amqp:// is supported (TLS is not built in)"));

@@ -94,7 +94,6 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod read_model;
-pub mod secret;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod view;
@@ -104,8 +103,5 @@ pub use clients::{Caller, Identity, IdentityError, KeyDirectory};
 pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 pub use read_model::{ReadModel, ReadModelWriter};
-#[cfg(feature = "cli")]
-pub use secret::SecretUrlParser;
-pub use secret::{redact_url, SecretUrl};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize, Scope};
 pub use writer::{CqrsOrderWriter, Ledger, NewAggregate, OrderWriter, Placement};

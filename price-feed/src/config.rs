@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_domain::PriceSource;
+use settings_kit::parse_millis;
 
 use crate::cache::CachedSource;
 use crate::coinbase::CoinbaseSource;
@@ -48,14 +49,6 @@ impl fmt::Display for PriceSourceSpec {
             PriceSourceSpec::Fixed(rates) => write!(f, "fixed:{rates}"),
         }
     }
-}
-
-fn parse_millis(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is not a whole number of milliseconds greater than 0"))
 }
 
 fn parse_url(s: &str) -> Result<String, String> {
@@ -149,9 +142,6 @@ mod tests {
 
     #[test]
     fn settings_parse_strictly() {
-        assert!(parse_millis("0").is_err());
-        assert!(parse_millis("-1").is_err());
-        assert_eq!(parse_millis("250"), Ok(Duration::from_millis(250)));
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://127.0.0.1:9").is_ok());
     }

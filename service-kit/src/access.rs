@@ -51,7 +51,7 @@ pub struct AccessSettings {
     /// that a key revoked meanwhile stops working within this bound.
     #[arg(long = "auth-keys-max-staleness-ms", env = "AUTH_KEYS_MAX_STALENESS_MS",
           value_name = "AUTH_KEYS_MAX_STALENESS_MS", default_value = "30000",
-          value_parser = crate::parse_millis)]
+          value_parser = settings_kit::parse_millis)]
     pub keys_max_staleness: std::time::Duration,
 }
 

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
+use settings_kit::parse_millis;
 use tracing::Instrument;
 use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Reply};
@@ -27,15 +28,6 @@ pub fn health_route() -> impl Filter<Extract = (impl Reply,), Error = warp::Reje
     warp::path!("healthcheck")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({ "status": "ok" })))
-}
-
-/// Parses a whole number of milliseconds greater than 0 (for duration settings).
-pub fn parse_millis(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is not a whole number of milliseconds greater than 0"))
 }
 
 /// What every HTTP listener of a service bounds, so that slow or idle clients cannot hold

@@ -2,17 +2,9 @@
 
 use std::time::Duration;
 
-fn parse_millis(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>()
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{s:?} is not a whole number of milliseconds greater than 0"))
-}
-
 use super::tls::TlsUrl;
 use super::PgSchema;
-use crate::secret::{SecretUrl, SecretUrlParser};
+use settings_kit::{parse_millis, SecretUrl, SecretUrlParser};
 
 /// How commits are grouped unless told otherwise: one source for the flags and `for_url`.
 const DEFAULT_BATCH: super::Batching = super::Batching::DEFAULT;
