@@ -12,6 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use api_keys::Identity;
+use api_keys::PgClientRegistry;
 use api_read::config::ReadSettings;
 use api_read::ReadApi;
 use api_write::config::WriteSettings;
@@ -20,10 +22,8 @@ use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::{MemEventStore, MemReadModel};
-use order_store::postgres::{PgClientRegistry, PgEventStore, PgReadModel, PgSettings};
-use order_store::{
-    CqrsOrderWriter, EventLog, Identity, OrderWriter, ReadModel, ReadModelWriter, StoreError,
-};
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+use order_store::{CqrsOrderWriter, EventLog, OrderWriter, ReadModel, ReadModelWriter, StoreError};
 use price_feed::{PriceFeedConfig, PriceSourceSpec};
 use projector::config::ProjectorSettings;
 use projector::Projector;
@@ -213,7 +213,7 @@ const BACKFILL_BATCH: usize = 5_000;
 pub enum AdminError {
     /// A client command was refused or failed.
     #[error(transparent)]
-    Clients(#[from] order_store::clients::ClientError),
+    Clients(#[from] api_keys::ClientError),
     /// The cap was refused or could not be set.
     #[error(transparent)]
     Cap(#[from] order_store::postgres::CapError),
@@ -225,7 +225,7 @@ pub enum AdminError {
 /// Runs `buy-orders clients …` on `DATABASE_URL`. What it returns goes to standard output (for
 /// `add`, the key alone); what it says about itself it logs to standard error.
 pub async fn clients(db: &PgSettings, command: &ClientsCommand) -> Result<String, AdminError> {
-    use order_store::clients::ClientRegistry;
+    use api_keys::ClientRegistry;
     let registry = PgClientRegistry::open(db).await?;
     match command {
         ClientsCommand::Add { name, admin } => {
@@ -258,7 +258,7 @@ pub async fn clients(db: &PgSettings, command: &ClientsCommand) -> Result<String
                 } else {
                     "was revoked already"
                 },
-                order_store::KeyDirectory::REFRESH.as_secs() + 1
+                api_keys::KeyDirectory::REFRESH.as_secs() + 1
             );
             Ok(String::new())
         }

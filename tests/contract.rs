@@ -40,7 +40,7 @@ fn schemathesis(document: &str, base_url: &str, key: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn both_apis_conform_to_their_openapi_documents() {
     let db = order_store::testing::TestDb::create().await;
-    let key = db.client_key("contract", false).await;
+    let key = api_keys::testing::client_key(db.url(), "contract", false).await;
     let config = Config::try_parse_from([
         "buy-orders",
         "--write-addr=127.0.0.1:0",

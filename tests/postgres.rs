@@ -19,7 +19,7 @@ async fn the_all_in_one_runs_on_postgres_and_keeps_orders_across_restarts() {
         &format!("--database-url={}", db.url()),
     ])
     .unwrap();
-    let key = db.client_key("pg-e2e", false).await;
+    let key = api_keys::testing::client_key(db.url(), "pg-e2e", false).await;
     let client = reqwest::Client::builder()
         .default_headers(reqwest::header::HeaderMap::from_iter([(
             reqwest::header::AUTHORIZATION,

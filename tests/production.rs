@@ -156,7 +156,7 @@ async fn put_order(client: &reqwest::Client, writer: &Running, key: &str) -> req
 #[tokio::test]
 async fn a_serializable_database_default_changes_nothing() {
     let db = TestDb::create().await;
-    let key = db.client_key("isolated", false).await;
+    let key = api_keys::testing::client_key(db.url(), "isolated", false).await;
     let admin = sqlx::PgPool::connect(db.url()).await.unwrap();
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(&admin)
@@ -223,7 +223,7 @@ async fn behind_a_silent_database_peer_the_lease_moves_and_requests_are_answered
     use order_store::EventLog;
 
     let db = TestDb::create().await;
-    let key = db.client_key("silent", false).await;
+    let key = api_keys::testing::client_key(db.url(), "silent", false).await;
     let topology = TestTopology::create();
     let proxy = OutageProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let through_proxy = proxy.url_for(db.url());
@@ -349,13 +349,14 @@ async fn behind_a_silent_database_peer_the_lease_moves_and_requests_are_answered
 /// the others work. Before, the keys loaded last stayed in force for as long as the outage.
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_go_stale_when_the_registry_cannot_be_read() {
-    use order_store::clients::ClientRegistry;
-    use order_store::postgres::{PgClientRegistry, PgSettings};
+    use api_keys::ClientRegistry;
+    use api_keys::PgClientRegistry;
+    use order_store::postgres::PgSettings;
     use order_store::testing::OutageProxy;
 
     let db = TestDb::create().await;
-    let revoked = db.client_key("leaked", false).await;
-    let kept = db.client_key("kept", false).await;
+    let revoked = api_keys::testing::client_key(db.url(), "leaked", false).await;
+    let kept = api_keys::testing::client_key(db.url(), "kept", false).await;
     order_store::postgres::PgReadModel::open(&PgSettings::for_url(db.url()))
         .await
         .unwrap();
@@ -439,7 +440,7 @@ async fn a_broker_restart_mid_load_loses_nothing(queue_type: event_bus::QueueTyp
             .unwrap(),
     );
     let db = TestDb::create().await;
-    let key = db.client_key("restarts", false).await;
+    let key = api_keys::testing::client_key(db.url(), "restarts", false).await;
     let type_name = match queue_type {
         event_bus::QueueType::Classic => "classic",
         event_bus::QueueType::Quorum => "quorum",
@@ -621,12 +622,12 @@ async fn failover(synchronous: bool) {
     let url = endpoint.url_for(&primary.url());
     let admin = sqlx::PgPool::connect(&primary.url()).await.unwrap();
     let key = {
-        let registry = order_store::postgres::PgClientRegistry::open(
+        let registry = api_keys::PgClientRegistry::open(
             &order_store::postgres::PgSettings::for_url(&primary.url()),
         )
         .await
         .unwrap();
-        use order_store::clients::ClientRegistry;
+        use api_keys::ClientRegistry;
         registry
             .add(&order_domain::ClientId::parse("failover").unwrap(), false)
             .await

@@ -26,7 +26,7 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
         &format!("--amqp-queue={}", topology.topology.queue),
     ])
     .unwrap();
-    let key = db.client_key("rabbit", false).await;
+    let key = api_keys::testing::client_key(db.url(), "rabbit", false).await;
     let system = start(&config).await.unwrap();
     let client = reqwest::Client::builder()
         .default_headers(reqwest::header::HeaderMap::from_iter([(
@@ -113,7 +113,7 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
 #[tokio::test]
 async fn the_write_api_stays_ready_while_the_broker_is_down() {
     let db = TestDb::create().await;
-    let key = db.client_key("ready", false).await;
+    let key = api_keys::testing::client_key(db.url(), "ready", false).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_broker = format!("amqp://guest:guest@{}/%2f", closed.local_addr().unwrap());
     drop(closed);

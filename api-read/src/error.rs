@@ -1,6 +1,7 @@
 //! The one place where the read side's errors become HTTP answers.
 
-use order_store::{IdentityError, ReadError, StoreError};
+use api_keys::IdentityError;
+use order_store::{ReadError, StoreError};
 use service_kit::ApiError;
 use warp::http::StatusCode;
 

@@ -17,8 +17,9 @@ mod query;
 
 use std::sync::Arc;
 
+use api_keys::{Caller, Identity};
 use order_domain::OrderId;
-use order_store::{Caller, Identity, ReadModel, Scope};
+use order_store::{ReadModel, Scope};
 use service_kit::{health_route, ApiError, RateLimits};
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};

@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use api_keys::{Identity, PgClientRegistry};
 use api_read::config::ReadConfig;
 use api_read::ReadApi;
 use clap::Parser;
-use order_store::postgres::{PgClientRegistry, PgReadModel};
-use order_store::Identity;
+use order_store::postgres::PgReadModel;
 use service_kit::{AuthMode, CancellationToken};
 
 #[tokio::main]

@@ -35,7 +35,7 @@ fn rate() -> FixedSource {
 fn routes(model: Arc<dyn ReadModel>) -> BoxedFilter<(Response,)> {
     api_read::ReadApi::new(
         model,
-        order_store::Identity::Off,
+        api_keys::Identity::Off,
         std::sync::Arc::new(service_kit::RateLimits::off()),
     )
     .routes()

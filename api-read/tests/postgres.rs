@@ -59,7 +59,7 @@ async fn serves_the_table_and_survives_an_outage() {
         api_read::ops(model.clone()),
         ReadApi::new(
             model,
-            order_store::Identity::Off,
+            api_keys::Identity::Off,
             std::sync::Arc::new(service_kit::RateLimits::off()),
         )
         .routes(),

@@ -1,7 +1,8 @@
 //! The one place where the write side's errors become HTTP answers.
 
+use api_keys::IdentityError;
 use order_domain::BuyOrderError;
-use order_store::{IdentityError, PlaceError, StoreError};
+use order_store::{PlaceError, StoreError};
 use service_kit::ApiError;
 use warp::http::StatusCode;
 

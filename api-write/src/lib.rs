@@ -16,8 +16,9 @@ pub mod request;
 
 use std::sync::Arc;
 
+use api_keys::{Caller, Identity};
 use order_domain::IdempotencyKey;
-use order_store::{Caller, Identity, OrderView, OrderWriter, Placement};
+use order_store::{OrderView, OrderWriter, Placement};
 use serde::Serialize;
 use service_kit::body::{json_body, MAX_BODY_BYTES};
 use service_kit::RateLimits;

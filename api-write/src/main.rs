@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use api_keys::{Identity, PgClientRegistry};
 use api_write::config::WriteConfig;
 use api_write::WriteApi;
 use clap::Parser;
@@ -13,8 +14,8 @@ use event_bus::publisher::Publisher;
 use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
 use order_store::memory::MemEventStore;
-use order_store::postgres::{PgClientRegistry, PgEventStore};
-use order_store::{CqrsOrderWriter, Identity, OrderWriter};
+use order_store::postgres::PgEventStore;
+use order_store::{CqrsOrderWriter, OrderWriter};
 use price_feed::PriceSourceSpec;
 use service_kit::{AuthMode, CancellationToken};
 

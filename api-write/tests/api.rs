@@ -83,7 +83,7 @@ fn app(rate: Option<&'static str>, cap: BtcCap) -> App {
 fn routes(writer: Arc<dyn OrderWriter>) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
     api_write::WriteApi::new(
         writer,
-        order_store::Identity::Off,
+        api_keys::Identity::Off,
         std::sync::Arc::new(service_kit::RateLimits::off()),
     )
     .routes()

@@ -47,7 +47,7 @@ async fn instance(settings: &PgSettings, cap: &str, prices: &str) -> Instance {
         api_write::ops(writer.clone()),
         WriteApi::new(
             writer,
-            order_store::Identity::Off,
+            api_keys::Identity::Off,
             std::sync::Arc::new(service_kit::RateLimits::off()),
         )
         .routes(),

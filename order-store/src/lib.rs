@@ -87,7 +87,6 @@
 //! # }
 //! ```
 
-pub mod clients;
 mod error;
 mod log;
 pub mod memory;
@@ -99,7 +98,6 @@ pub mod testing;
 mod view;
 mod writer;
 
-pub use clients::{Caller, Identity, IdentityError, KeyDirectory};
 pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 pub use read_model::{ReadModel, ReadModelWriter};

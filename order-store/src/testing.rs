@@ -47,22 +47,6 @@ impl TestDb {
     pub fn url(&self) -> &str {
         &self.url
     }
-
-    /// Creates an API client in this database (migrating it first) and returns its key.
-    pub async fn client_key(&self, name: &str, admin: bool) -> String {
-        use crate::clients::ClientRegistry;
-        let registry = crate::postgres::PgClientRegistry::open(
-            &crate::postgres::PgSettings::for_url(&self.url),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot open the client registry: {e}"));
-        let name = order_domain::ClientId::parse(name).expect("a valid client name");
-        registry
-            .add(&name, admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot add client {name}: {e}"))
-            .reveal()
-    }
 }
 
 impl Drop for TestDb {

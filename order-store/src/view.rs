@@ -154,16 +154,6 @@ impl Scope {
     }
 }
 
-impl From<&crate::clients::Caller> for Scope {
-    fn from(caller: &crate::clients::Caller) -> Self {
-        if caller.admin {
-            Scope::All
-        } else {
-            Scope::Client(caller.client.clone())
-        }
-    }
-}
-
 /// A page of orders, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

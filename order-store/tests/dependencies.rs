@@ -59,3 +59,28 @@ fn without_default_features_order_store_is_in_memory_only() {
     ];
     assert_none_of(&tree, &banned, "order-store");
 }
+
+/// order-store knows nothing of API keys (they are `api-keys`'): no hashing, constant-time
+/// comparison or key generation among its own dependencies, and no HTTP header in its code.
+#[test]
+fn order_store_holds_no_authentication() {
+    let direct = tree("order-store", &["-e", "normal", "--depth", "1"]);
+    for name in ["sha2 ", "subtle ", "rand "] {
+        assert!(!direct.contains(name), "order-store depends on {name}:\n{direct}");
+    }
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![sources];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for word in ["Authorization", "X-Client-Id", "ApiKey", "KeyDirectory"] {
+                    assert!(!text.contains(word), "{} mentions {word}", path.display());
+                }
+            }
+        }
+    }
+}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_domain::*;
-use order_store::clients::ClientRegistry;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSchema, PgSettings};
 use order_store::testing::{every_row, TestDb};
 use order_store::*;
@@ -82,13 +81,6 @@ async fn sslmode_require_encrypts_every_session_the_store_opens() {
     let rows = every_row(&model, &Scope::All).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].id, placed.order.order_id);
-    let registry = order_store::postgres::PgClientRegistry::open(&settings)
-        .await
-        .unwrap();
-    registry
-        .add(&ClientId::parse("over-tls").unwrap(), false)
-        .await
-        .unwrap();
     // The listener's session too.
     store
         .wait_for_events_after(Position(1), Duration::from_millis(10))
@@ -99,7 +91,7 @@ async fn sslmode_require_encrypts_every_session_the_store_opens() {
     assert_eq!(plain, 0, "every session of the store is encrypted");
     assert!(
         encrypted >= 3,
-        "write pool, read pool, registry and listener: {encrypted}"
+        "write pool, read pool and listener: {encrypted} (the API-key registry: api-keys/tests/postgres.rs)"
     );
     // The count tells the two apart: a plain session shows as plain.
     let unencrypted = sqlx::PgPool::connect(&format!("{}?sslmode=disable", db.url()))

@@ -24,7 +24,7 @@ pub use access::{AccessSettings, AuthMode, RateLimits};
 pub use error::{recover, ApiError};
 pub use observe::{metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, REQUEST_ID};
 pub use serve::{
-    health_route, init_logging, serve, serve_with, shutdown_on_signal, HttpSettings,
-    LogFormat, LogSettings, ServiceSettings,
+    health_route, init_logging, serve, serve_with, shutdown_on_signal, HttpSettings, LogFormat,
+    LogSettings, ServiceSettings,
 };
 pub use tokio_util::sync::CancellationToken;

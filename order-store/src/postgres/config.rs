@@ -233,8 +233,10 @@ impl PgSettings {
         ))
     }
 
-    /// sqlx connection options for `url` with [`PgSettings::session_settings`].
-    pub(crate) fn sqlx_options(
+    /// sqlx connection options for `url` with [`PgSettings::session_settings`] (TLS as the URL
+    /// asks, the schema's `search_path`, the timeouts): for a crate keeping its own tables in
+    /// the store's database (`api-keys`' registry) on sessions like the store's own.
+    pub fn sqlx_options(
         &self,
         url: &str,
     ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {

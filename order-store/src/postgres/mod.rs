@@ -17,7 +17,6 @@
 //!   `sslmode` asks ([`tls`]).
 
 mod audit;
-mod clients;
 mod config;
 mod event_store;
 mod group_commit;
@@ -33,7 +32,6 @@ mod schema;
 mod tls;
 
 pub use audit::{audit, AuditReport, Finding};
-pub use clients::PgClientRegistry;
 pub use config::PgSettings;
 pub use event_store::{CapChange, CapError, PgEventStore};
 pub use group_commit::Batching;

@@ -1,4 +1,6 @@
-//! The client registry in the write database (`api_clients`, migration 1003).
+//! The client registry in the write database: the table `api_clients`, created by order-store's
+//! write migration `1003_clients.sql` (applied migrations never move; that file also creates the
+//! cap's history, `btc_cap_changes`) and migrated with the rest of the write store.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -6,9 +8,16 @@ use order_domain::ClientId;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-use super::{migrate_write, unavailable, PgSettings};
-use crate::clients::{ApiKey, ClientError, ClientRecord, ClientRegistry, Credential, KeyHash};
-use crate::error::StoreError;
+use order_store::postgres::{migrate_write, PgSettings};
+use order_store::StoreError;
+
+use crate::key::{ApiKey, KeyHash};
+use crate::registry::{ClientError, ClientRecord, ClientRegistry, Credential};
+
+/// A database error as a store error: the registry is unavailable (503; the pool reconnects).
+fn unavailable(err: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
 
 /// Connections the registry keeps: it is read every few seconds, written by operators.
 const POOL_SIZE: u32 = 2;
