@@ -274,10 +274,11 @@ pub async fn cap(db: &PgSettings, command: &CapCommand) -> Result<String, AdminE
         let previous = change.previous.map_or("none".to_owned(), |p| p.to_string());
         eprintln!("cap set to {} BTC (was {previous})", change.cap);
     }
-    let (sold, cap) = store.ledger().await?;
+    let ledger = store.ledger().await?;
+    let (sold, cap) = (ledger.sold(), ledger.cap());
     let mut out = format!(
         "cap {cap} BTC, sold {sold} BTC, remaining {} BTC\nchanges:\n",
-        cap.saturating_sub(sold)
+        ledger.remaining()
     );
     for change in store.cap_history().await? {
         let previous = change.previous.map_or("-".to_owned(), |p| p.to_string());

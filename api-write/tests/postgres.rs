@@ -140,7 +140,7 @@ async fn two_instances_never_cross_the_cap_and_refuse_only_misfits() {
         "the event store holds exactly the accepted orders"
     );
     assert_eq!(
-        b.store.ledger().await.unwrap().0.count(),
+        b.store.ledger().await.unwrap().sold().count(),
         sold,
         "the ledger agrees"
     );

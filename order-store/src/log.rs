@@ -88,7 +88,7 @@ impl LogRead {
 pub trait EventLog: Send + Sync {
     /// Up to `limit` events with a position greater than `after`, in position order. Events
     /// this reader cannot read are left out (each reported in the log and counted in
-    /// `store_unreadable_events_total`); [`EventLog::read_log_after`] returns them too.
+    /// `store_unreadable_events_total`); [`EventLog::read_after_with_unreadable`] returns them too.
     async fn read_after(
         &self,
         after: Position,
@@ -98,7 +98,11 @@ pub trait EventLog: Send + Sync {
     /// Up to `limit` entries after `after`, the unreadable ones beside the events: what a
     /// reader that must move past every position (the projector, the relay) reads. A store
     /// whose every event is readable (in memory: they are never serialized) has this default.
-    async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
+    async fn read_after_with_unreadable(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<LogRead, StoreError> {
         Ok(LogRead {
             events: self.read_after(after, limit).await?,
             unreadable: Vec::new(),

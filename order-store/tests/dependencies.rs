@@ -66,7 +66,10 @@ fn without_default_features_order_store_is_in_memory_only() {
 fn order_store_holds_no_authentication() {
     let direct = tree("order-store", &["-e", "normal", "--depth", "1"]);
     for name in ["sha2 ", "subtle ", "rand "] {
-        assert!(!direct.contains(name), "order-store depends on {name}:\n{direct}");
+        assert!(
+            !direct.contains(name),
+            "order-store depends on {name}:\n{direct}"
+        );
     }
     let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut stack = vec![sources];

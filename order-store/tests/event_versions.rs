@@ -83,7 +83,10 @@ async fn an_unreadable_event_is_parked_and_projected_once_its_upcaster_is_deploy
 
     // Without its upcaster, the live path parks it and goes on to position 3 (as the
     // projector does: apply what it can read, park the rest, the checkpoint past both).
-    let read = store.read_log_after(Position::ZERO, 10).await.unwrap();
+    let read = store
+        .read_after_with_unreadable(Position::ZERO, 10)
+        .await
+        .unwrap();
     assert_eq!(read.events.len(), 2);
     model.apply(&read.events).await.unwrap();
     model.park(&read.unreadable).await.unwrap();
@@ -123,7 +126,10 @@ async fn an_unreadable_last_event_still_moves_a_reader_past_it() {
     let (store, model) = open(&db).await;
     writer(&store).place(order("1")).await.unwrap();
     store_versioned(store.pool(), &order("2"), "3.1.0", |_| {}).await;
-    let read = store.read_log_after(Position(1), 10).await.unwrap();
+    let read = store
+        .read_after_with_unreadable(Position(1), 10)
+        .await
+        .unwrap();
     assert!(read.events.is_empty());
     assert_eq!(
         read.reached(),

@@ -146,7 +146,7 @@ async fn one_batch_decides_each_order_in_arrival_order() {
     );
     assert_eq!(
         store.ledger().await.unwrap(),
-        (Satoshis::from_btc(1), Satoshis::from_btc(1)),
+        ledger_at_cap(Satoshis::from_btc(1)),
         "the ledger is the sum of the stored orders"
     );
     assert_eq!(
@@ -313,7 +313,7 @@ async fn a_failed_batch_answers_each_order_and_stores_none() {
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(store.ledger().await.unwrap().0, Satoshis::ZERO);
+    assert_eq!(store.ledger().await.unwrap().sold(), Satoshis::ZERO);
     for answer in place_all().await {
         assert!(!answer.unwrap().replayed, "placed now, by these requests");
     }
@@ -422,7 +422,7 @@ async fn a_row_the_database_refuses_fails_alone() {
         .map(|e| e.event.satoshis().count())
         .collect();
     assert_eq!(stored, [1_000, 3_000]);
-    assert_eq!(store.ledger().await.unwrap().0, Satoshis::new(4_000));
+    assert_eq!(store.ledger().await.unwrap().sold(), Satoshis::new(4_000));
 }
 
 /// Loads waiting together are read with one query: each gets exactly its own aggregate's
@@ -472,4 +472,11 @@ async fn grouped_loads_answer_each_aggregate_its_own_events() {
         .await
         .unwrap();
     assert_eq!(context.current_sequence, 1);
+}
+
+/// A ledger whose cap, `btc`, is sold out.
+fn ledger_at_cap(btc: Satoshis) -> BtcLedger {
+    let mut ledger = BtcLedger::new(BtcCap::new(btc));
+    ledger.reserve(btc).unwrap();
+    ledger
 }

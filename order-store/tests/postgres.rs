@@ -78,7 +78,7 @@ async fn a_commit_on_a_stale_aggregate_is_a_conflict_and_counts_nothing() {
         matches!(lost, Err(AggregateError::AggregateConflict)),
         "{lost:?}"
     );
-    let (sold, _) = store.ledger().await.unwrap();
+    let sold = store.ledger().await.unwrap().sold();
     assert_eq!(
         sold,
         Satoshis::new(1_000_000),
@@ -109,7 +109,7 @@ async fn the_cap_refuses_in_the_transaction_and_says_what_remains() {
     writer.place(place("40")).await.unwrap(); // exactly the cap
     assert_eq!(
         store.ledger().await.unwrap(),
-        (Satoshis::from_btc(1), Satoshis::from_btc(1))
+        ledger_at_cap(Satoshis::from_btc(1))
     );
     // positions stay gap-free across the refusal
     let positions: Vec<u64> = store
@@ -141,7 +141,7 @@ async fn the_cap_is_seeded_once_and_changed_only_explicitly() {
     );
     a.unwrap();
     b.unwrap();
-    assert_eq!(ledger().await.1, Satoshis::from_btc(1));
+    assert_eq!(ledger().await.cap().limit(), Satoshis::from_btc(1));
     // Below what is sold: refused, nothing changes.
     let refused = store.set_cap("0.5".parse().unwrap()).await;
     assert!(
@@ -150,7 +150,7 @@ async fn the_cap_is_seeded_once_and_changed_only_explicitly() {
     );
     let change = store.set_cap("2".parse().unwrap()).await.unwrap();
     assert_eq!(change.previous, Some(Satoshis::from_btc(1)));
-    assert_eq!(ledger().await.1, Satoshis::from_btc(2));
+    assert_eq!(ledger().await.cap().limit(), Satoshis::from_btc(2));
     let history = store.cap_history().await.unwrap();
     let caps: Vec<_> = history.iter().map(|c| (c.previous, c.cap)).collect();
     assert_eq!(
@@ -636,7 +636,7 @@ async fn a_session_frozen_holding_the_ledger_stalls_writers_only_briefly() {
     let stored = other_store.read_after(Position::ZERO, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(
-        other_store.ledger().await.unwrap().1,
+        other_store.ledger().await.unwrap().cap().limit(),
         Satoshis::from_btc(100),
         "the frozen cap change was rolled back"
     );
@@ -771,7 +771,7 @@ async fn another_aggregates_events_neither_take_the_ledger_nor_enter_the_log() {
     assert_eq!(positions, [1, 2], "BuyOrder's events only, gap-free");
     assert_eq!(store.head().await.unwrap(), Position(2));
     assert_eq!(
-        store.ledger().await.unwrap().0,
+        store.ledger().await.unwrap().sold(),
         Satoshis::new(3_000_000),
         "the invoice took nothing"
     );
@@ -832,7 +832,10 @@ async fn the_log_is_read_by_its_position_index_with_or_without_statistics() {
             .await
             .unwrap();
     }
-    let read = store.read_log_after(Position(49_990), 1000).await.unwrap();
+    let read = store
+        .read_after_with_unreadable(Position(49_990), 1000)
+        .await
+        .unwrap();
     let positions: Vec<u64> = read.events.iter().map(|e| e.position.0).collect();
     assert_eq!(positions, (49_991..=50_000).collect::<Vec<_>>());
 }
@@ -903,7 +906,10 @@ async fn a_newer_minor_is_read_and_a_newer_major_is_passed_over_loudly_never_mis
     let major = place("2");
     store_versioned(store.pool(), &major, "2.0.0", |_| {}).await;
     let after = writer.place(place("3")).await.unwrap();
-    let read = store.read_log_after(Position(1), 10).await.unwrap();
+    let read = store
+        .read_after_with_unreadable(Position(1), 10)
+        .await
+        .unwrap();
     assert_eq!(read.events.len(), 1);
     assert_eq!(read.events[0].event.as_placed().unwrap(), &after.order);
     assert_eq!(read.unreadable.len(), 1);
@@ -986,4 +992,11 @@ async fn a_page_after_an_order_being_projected_is_404_or_its_rows_never_an_empty
     }
     applier.await.unwrap();
     assert!(seen_unknown > 0, "the reads raced the projection");
+}
+
+/// A ledger whose cap, `btc`, is sold out.
+fn ledger_at_cap(btc: Satoshis) -> BtcLedger {
+    let mut ledger = BtcLedger::new(BtcCap::new(btc));
+    ledger.reserve(btc).unwrap();
+    ledger
 }

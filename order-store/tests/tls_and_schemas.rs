@@ -179,7 +179,7 @@ async fn two_schemas_in_one_database_are_two_independent_stores() {
         "positions of its own"
     );
     assert_eq!(
-        store_b.ledger().await.unwrap().0,
+        store_b.ledger().await.unwrap().sold(),
         Satoshis::new(150_000_000)
     );
 

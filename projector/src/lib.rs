@@ -130,7 +130,10 @@ impl Projector {
         let mut checkpoint = start;
         let mut kept = std::collections::HashMap::new();
         loop {
-            let read = self.log.read_log_after(checkpoint, self.batch).await?;
+            let read = self
+                .log
+                .read_after_with_unreadable(checkpoint, self.batch)
+                .await?;
             let Some(reached) = read.reached() else {
                 return Ok((start, checkpoint, kept));
             };

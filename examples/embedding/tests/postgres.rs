@@ -67,7 +67,7 @@ async fn orders_in_a_schema_of_their_own_over_tls_next_to_the_application_s_aggr
     .unwrap();
     assert_eq!(counts, (2, 1));
     assert_eq!(
-        store.ledger().await.unwrap().0,
+        store.ledger().await.unwrap().sold(),
         Satoshis::new(50_000_000),
         "half the cap taken, by the order alone"
     );

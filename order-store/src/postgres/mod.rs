@@ -14,33 +14,47 @@
 //!   advisory lock, so processes starting together are safe.
 //! - Everything lives in one PostgreSQL schema ([`PgSchema`], `PG_SCHEMA`, default `public`),
 //!   set as the `search_path` of every session, and every connection speaks TLS as its URL's
-//!   `sslmode` asks ([`tls`]).
+//!   `sslmode` asks.
+//!
+//! # Layout: the modules by job
+//!
+//! | job | module | what is there |
+//! |---|---|---|
+//! | write | `write::event_store` | [`PgEventStore`]: loads, commits, the log, the cap |
+//! | write | `write::group_commit` | one transaction for the orders a process has ready; [`Batching`]; `settle`, the bounded wait of every call |
+//! | write | `write::group_load` | one query for the aggregates wanted at once |
+//! | read | `read::read_model` | [`PgReadModel`]: `buy_order_view` pages and orders; [`OrderViewProjection`], its projection |
+//! | read | `read::projection` | [`Projection`], [`PgProjection`]: checkpointed projections, park, rebuild |
+//! | read | `read::read_sessions` | the pipelined sessions reads share |
+//! | connection | `connection::config` | [`PgSettings`] and every session's settings |
+//! | connection | `connection::tls` | `sslmode` / `sslrootcert` for both drivers |
+//! | connection | `connection::schema` | [`PgSchema`] and the names that carry it |
+//! | connection | `connection::migrate` | [`migrate_write`], [`migrate_read`], superseded repairs |
+//! | operator tools | `ops::audit` | [`audit`]: the books re-checked |
+//! | operator tools | `ops::relay` | the relay's lease and checkpoint (feature `relay`) |
+//!
+//! This module keeps the helpers all of them share: database errors as [`StoreError`]s and
+//! positions as `bigint`. The API-key registry is not here: it is the `api-keys` crate's.
 
-mod audit;
-mod config;
-mod event_store;
-mod group_commit;
-mod group_load;
-mod migrate;
-mod pipeline;
-mod projection;
-mod read_model;
-/// The relay's fenced lease and checkpoint: internals of `event-bus`, not of a store's user.
-#[cfg(feature = "relay")]
-mod relay;
-mod schema;
-mod tls;
+mod connection;
+mod ops;
+mod read;
+mod write;
 
-pub use audit::{audit, AuditReport, Finding};
-pub use config::PgSettings;
-pub use event_store::{CapChange, CapError, PgEventStore};
-pub use group_commit::Batching;
-pub use migrate::{migrate_read, migrate_write};
-pub use projection::{ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction};
-pub use read_model::{OrderTable, PgReadModel, SHARED_READS};
+pub use connection::config::PgSettings;
+pub use connection::migrate::{migrate_read, migrate_write};
+pub use connection::schema::PgSchema;
+pub use ops::audit::{audit, AuditReport, Finding};
 #[cfg(feature = "relay")]
-pub use relay::{RelayLease, Rewind, StoredEvent, LEASE_CALL_TIMEOUT, LEASE_HEARTBEAT, LEASE_TTL};
-pub use schema::PgSchema;
+pub use ops::relay::{
+    RelayLease, Rewind, StoredEvent, LEASE_CALL_TIMEOUT, LEASE_HEARTBEAT, LEASE_TTL,
+};
+pub use read::projection::{
+    ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction,
+};
+pub use read::read_model::{OrderViewProjection, PgReadModel, SHARED_READS};
+pub use write::event_store::{CapChange, CapError, PgEventStore};
+pub use write::group_commit::Batching;
 
 use crate::error::StoreError;
 

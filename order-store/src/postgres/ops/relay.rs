@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Row};
 
-use super::{unavailable, PgEventStore};
 use crate::error::StoreError;
 use crate::log::Position;
+use crate::postgres::{unavailable, PgEventStore};
 
 /// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay"), in
-/// `public`; other schemas mix their name in ([`super::schema::lock_key`]).
+/// `public`; other schemas mix their name in ([`crate::postgres::connection::schema::lock_key`]).
 const RELAY_LOCK: i64 = 0x0042_4f72_656c_6179;
 /// The longest a lease check or a fenced checkpoint update may take: past it, the lease is
 /// taken as lost (a connection that stopped answering must not keep a relay active).
@@ -72,7 +72,7 @@ impl RelayLease {
     /// pooler that swaps sessions, or once the lock is gone, it changes nothing). `Ok(false)`:
     /// the lease is lost, stop publishing. Never moves the checkpoint backwards.
     pub async fn advance_checkpoint(&mut self, position: Position) -> Result<bool, StoreError> {
-        let position = super::position_i64(position)?;
+        let position = crate::postgres::position_i64(position)?;
         let sql = format!(
             "UPDATE relay_checkpoint SET position = GREATEST(position, $2) \
              WHERE name = 'rabbitmq' AND {HOLDS_LEASE}"
@@ -132,7 +132,7 @@ pub struct Rewind {
     pub detail: String,
 }
 
-/// The log after a position, as stored (see [`super::event_store::READ_LOG_AFTER`]).
+/// The log after a position, as stored (see [`crate::postgres::write::event_store::READ_LOG_AFTER`]).
 const READ_STORED_AFTER: &str =
     "SELECT e.position, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
      e.payload::text AS payload, \
@@ -147,7 +147,7 @@ impl PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let (after, limit) = super::event_store::log_after_params(after, limit);
+        let (after, limit) = crate::postgres::write::event_store::log_after_params(after, limit);
         let rows = self
             .answered(|c| {
                 Box::pin(
@@ -186,8 +186,8 @@ impl PgEventStore {
 
     /// Records a [`Rewind`] in `log_rewinds`, where `buy-orders audit` reports it.
     pub async fn record_rewind(&self, rewind: &Rewind) -> Result<(), StoreError> {
-        let first = super::position_i64(rewind.first_position)?;
-        let up_to = super::position_i64(rewind.published_up_to)?;
+        let first = crate::postgres::position_i64(rewind.first_position)?;
+        let up_to = crate::postgres::position_i64(rewind.published_up_to)?;
         let epoch = i32::try_from(rewind.epoch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let detail = rewind.detail.clone();
         self.answered(move |c| {
@@ -244,7 +244,7 @@ impl PgEventStore {
                 .map_err(unavailable)?;
             Ok::<_, StoreError>(RelayLease {
                 connection,
-                key: super::schema::lock_key(RELAY_LOCK, &schema),
+                key: crate::postgres::connection::schema::lock_key(RELAY_LOCK, &schema),
             })
         };
         tokio::time::timeout(LEASE_CALL_TIMEOUT, open)

@@ -26,9 +26,9 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Row};
 
-use super::event_store::READ_LOG_AFTER;
-use super::{unavailable, PgSettings};
 use crate::error::StoreError;
+use crate::postgres::write::event_store::READ_LOG_AFTER;
+use crate::postgres::{unavailable, PgSettings};
 
 /// Rows read per query.
 const BATCH: i64 = 5_000;

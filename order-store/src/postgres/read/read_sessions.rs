@@ -181,7 +181,7 @@ impl SharedSessions {
         F: FnOnce(Arc<Session>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let counted = self.get().await.map_err(super::unavailable)?;
+        let counted = self.get().await.map_err(crate::postgres::unavailable)?;
         let answer_within = self.answer_within;
         let sent = read(counted.0.clone());
         let task = tokio::spawn(async move {

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use super::tls::TlsUrl;
-use super::PgSchema;
+use crate::postgres::connection::tls::TlsUrl;
+use crate::postgres::PgSchema;
 use settings_kit::{parse_millis, SecretUrl, SecretUrlParser};
 
 /// How commits are grouped unless told otherwise: one source for the flags and `for_url`.
-const DEFAULT_BATCH: super::Batching = super::Batching::DEFAULT;
+const DEFAULT_BATCH: crate::postgres::Batching = crate::postgres::Batching::DEFAULT;
 
 fn check_url(s: &str) -> Result<(), String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
@@ -159,8 +159,8 @@ impl PgSettings {
     }
 
     /// How the write store groups its commits.
-    pub fn batching(&self) -> super::Batching {
-        super::Batching {
+    pub fn batching(&self) -> crate::postgres::Batching {
+        crate::postgres::Batching {
             max_orders: self.commit_batch_max as usize,
             linger: Duration::from_micros(u64::from(self.commit_linger_us)),
             in_flight: self.commits_in_flight as usize,
@@ -176,7 +176,7 @@ pub(crate) fn sqlx_url_options(
     url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
     TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
-    url.parse().map_err(super::unavailable)
+    url.parse().map_err(crate::postgres::unavailable)
 }
 
 /// The isolation level every session of the store runs at, whatever the database's
@@ -258,7 +258,8 @@ impl PgSettings {
         crate::error::StoreError,
     > {
         let tls = TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
-        let mut config: tokio_postgres::Config = tls.rest.parse().map_err(super::unavailable)?;
+        let mut config: tokio_postgres::Config =
+            tls.rest.parse().map_err(crate::postgres::unavailable)?;
         config.ssl_mode(tls.tokio_mode());
         let options: Vec<String> = self
             .session_settings()

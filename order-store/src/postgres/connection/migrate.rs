@@ -4,8 +4,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use super::PgSettings;
 use crate::error::StoreError;
+use crate::postgres::PgSettings;
 
 /// Runs `migrator`, ignoring the other set's versions: the write (1xxx) and read (2xxx) sets may
 /// share one database, and so one `_sqlx_migrations` table.
@@ -74,9 +74,9 @@ const SUPERSEDED: &[Superseded] = &[
 ];
 
 /// The current text of migration 1005 (pinned: it can no longer change).
-const MIGRATION_1005: &str = include_str!("../../migrations/write/1005_group_commit.sql");
+const MIGRATION_1005: &str = include_str!("../../../migrations/write/1005_group_commit.sql");
 /// The current text of migration 1006 (pinned).
-const MIGRATION_1006: &str = include_str!("../../migrations/write/1006_group_load.sql");
+const MIGRATION_1006: &str = include_str!("../../../migrations/write/1006_group_load.sql");
 
 /// From `text`, the statement that starts with `start` and ends with the first `$$;` after it.
 fn function_statement(text: &str, start: &str) -> String {
@@ -112,7 +112,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
             .fetch_one(pool)
             .await
-            .map_err(super::unavailable)?;
+            .map_err(crate::postgres::unavailable)?;
     if applied.is_none() {
         return Ok(());
     }
@@ -121,7 +121,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
             continue;
         };
         let old = hex_decode(superseded.checksum);
-        let mut tx = pool.begin().await.map_err(super::unavailable)?;
+        let mut tx = pool.begin().await.map_err(crate::postgres::unavailable)?;
         let updated = sqlx::query(
             "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
         )
@@ -130,7 +130,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
         .bind(&old)
         .execute(&mut *tx)
         .await
-        .map_err(super::unavailable)?;
+        .map_err(crate::postgres::unavailable)?;
         if updated.rows_affected() == 0 {
             continue;
         }
@@ -147,7 +147,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
                     ))
                 })?;
         }
-        tx.commit().await.map_err(super::unavailable)?;
+        tx.commit().await.map_err(crate::postgres::unavailable)?;
         tracing::warn!(
             version = superseded.version,
             "a migration applied with a superseded text was brought to its current text"
@@ -187,11 +187,13 @@ async fn on_own_connection(
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(
-            super::config::sqlx_url_options(url)?
-                .options([("search_path", schema), super::config::ISOLATION]),
+            crate::postgres::connection::config::sqlx_url_options(url)?.options([
+                ("search_path", schema),
+                crate::postgres::connection::config::ISOLATION,
+            ]),
         )
         .await
-        .map_err(super::unavailable)?;
+        .map_err(crate::postgres::unavailable)?;
     let result = async {
         // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` would still ask for the
         // CREATE privilege on the database, which a role that owns its schema may not have.
@@ -200,13 +202,13 @@ async fn on_own_connection(
                 .bind(schema)
                 .fetch_one(&pool)
                 .await
-                .map_err(super::unavailable)?;
+                .map_err(crate::postgres::unavailable)?;
         if !exists {
             // The name is a parsed `PgSchema`: nothing in it needs quoting.
             sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .execute(&pool)
                 .await
-                .map_err(super::unavailable)?;
+                .map_err(crate::postgres::unavailable)?;
         }
         repair_superseded(&migrator, &pool).await?;
         run(migrator, &pool).await

@@ -2,7 +2,7 @@
 //!
 //! One order per transaction holds the `btc_ledger` row lock through every commit's WAL flush,
 //! so the whole system commits one order per flush. Here each commit that cqrs-es asks of
-//! [`super::PgEventStore`] becomes a [`Row`] sent to a committer task, which takes every row
+//! [`crate::postgres::PgEventStore`] becomes a [`Row`] sent to a committer task, which takes every row
 //! waiting (up to [`Batching::max_orders`]) and appends them with one call of
 //! `buy_orders_append` (`migrations/write/1005_group_commit.sql`): one statement, one round trip,
 //! one transaction, the ledger row locked and moved once. While a batch is in flight the next

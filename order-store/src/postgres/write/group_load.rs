@@ -3,7 +3,7 @@
 //! Every order starts by loading its aggregate (to find a replay of its key). One query per
 //! order was one round trip and one statement each; here the loads waiting in the process go
 //! together, as `aggregate_id = ANY($2)`, through the same batching loop as the commits
-//! ([`super::group_commit::run_batches`]). A load is a plain read: grouping it changes nothing it
+//! ([`crate::postgres::write::group_commit::run_batches`]). A load is a plain read: grouping it changes nothing it
 //! sees (each answer holds every event of its aggregate committed when the query ran).
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use order_domain::BuyOrder;
 use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::group_commit::{run_batches, Batching, Failed};
+use crate::postgres::write::group_commit::{run_batches, Batching, Failed};
 
 /// Loads in flight at once per process: reads take no lock, so they may overlap freely.
 const LOADS_IN_FLIGHT: usize = 4;
@@ -82,7 +82,7 @@ async fn load(pool: &PgPool, batch: Vec<Pending>, answer_within: std::time::Dura
             .bind(&ids)
             .fetch_all(&mut *connection);
             let answer = tokio::time::timeout(answer_within, sent).await;
-            super::group_commit::settle(answer, connection, answer_within)
+            crate::postgres::write::group_commit::settle(answer, connection, answer_within)
         }
         Err(err) => Err(err),
     };

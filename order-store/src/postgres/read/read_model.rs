@@ -11,13 +11,13 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::pipeline::SharedSessions;
-use super::projection::{
-    read_pool, read_sessions_pool, PgProjection, Plans, Projection, Transaction,
-};
-use super::{unavailable, PgSettings};
 use crate::error::{ReadError, StoreError};
 use crate::log::{EventLog, LoggedEvent, Position, UnreadableLogged};
+use crate::postgres::read::projection::{
+    read_pool, read_sessions_pool, PgProjection, Plans, Projection, Transaction,
+};
+use crate::postgres::read::read_sessions::SharedSessions;
+use crate::postgres::{unavailable, PgSettings};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
@@ -69,7 +69,7 @@ const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_
      btc_amount FROM buy_order_view WHERE id = $1 AND client_id = $2";
 
 /// `buy_order_view` and its checkpoint. Reads (pages, single orders) are pipelined on a few
-/// shared sessions (`DB_READ_SESSIONS`, see `pipeline.rs`); writes and tools use a pool.
+/// shared sessions (`DB_READ_SESSIONS`, see `read_sessions.rs`); writes and tools use a pool.
 #[derive(Clone)]
 pub struct PgReadModel {
     pool: Pool,
@@ -77,7 +77,7 @@ pub struct PgReadModel {
     /// (`DB_READ_SESSIONS`); `pool` serves the rest (the projector's writes, rebuilds, tools).
     shared: Arc<SharedSessions>,
     /// The table as a projection: its checkpoint, parking and rebuild.
-    writer: PgProjection<OrderTable>,
+    writer: PgProjection<OrderViewProjection>,
 }
 
 impl PgReadModel {
@@ -85,7 +85,7 @@ impl PgReadModel {
     /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let pool = read_pool(settings, Plans::Generic).await?;
-        let writer = PgProjection::on_pool(pool.clone(), settings, OrderTable).await?;
+        let writer = PgProjection::on_pool(pool.clone(), settings, OrderViewProjection).await?;
         let sessions = settings.read_sessions as usize;
         let shared = Arc::new(SharedSessions::new(
             read_sessions_pool(
@@ -106,7 +106,7 @@ impl PgReadModel {
     }
 
     /// The table as a projection ([`PgProjection`]): what `projector list` and `rebuild` use.
-    pub fn projection(&self) -> &PgProjection<OrderTable> {
+    pub fn projection(&self) -> &PgProjection<OrderViewProjection> {
         &self.writer
     }
 
@@ -271,7 +271,7 @@ async fn copy_rows(tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), S
         let Some(placed) = logged.event.as_placed() else {
             continue; // not an order: no row
         };
-        let position = super::position_i64(logged.position)?;
+        let position = crate::postgres::position_i64(logged.position)?;
         let row: [&(dyn ToSql + Sync); 8] = [
             &position,
             placed.order_id.as_uuid(),
@@ -367,10 +367,10 @@ fn to_view(row: &Row) -> Result<OrderView, StoreError> {
 
 /// `buy_order_view` as a [`Projection`]: a row per order; its DDL is the read migrations'
 /// (a rebuild copies it with `LIKE`), its bulk load is a binary COPY.
-pub struct OrderTable;
+pub struct OrderViewProjection;
 
 #[async_trait]
-impl Projection for OrderTable {
+impl Projection for OrderViewProjection {
     fn name(&self) -> &str {
         CHECKPOINT
     }

@@ -78,9 +78,9 @@ use async_trait::async_trait;
 pub use deadpool_postgres::Transaction;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
-use super::{migrate_read, position_i64, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
+use crate::postgres::{migrate_read, position_i64, unavailable, PgSettings};
 use crate::read_model::ReadModelWriter;
 
 /// Events read per step of a rebuild's bulk phase, whatever the live projector's batch.
@@ -200,7 +200,7 @@ pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Poo
     drop(
         pool.get()
             .await
-            .map_err(|e| super::unavailable_because(&e))?,
+            .map_err(|e| crate::postgres::unavailable_because(&e))?,
     );
     migrate_read(settings).await?;
     Ok(pool)
@@ -356,13 +356,13 @@ impl<P: Projection> PgProjection<P> {
         let base = if name == "buy_order_view" {
             REBUILD_LOCK
         } else {
-            REBUILD_LOCK ^ super::schema::fnv(&name)
+            REBUILD_LOCK ^ crate::postgres::connection::schema::fnv(&name)
         };
         let this = PgProjection {
             projection: Arc::new(projection),
             pool,
             live: live.to_owned(),
-            rebuild_lock: super::schema::lock_key(base, live),
+            rebuild_lock: crate::postgres::connection::schema::lock_key(base, live),
             answer_within: settings.answer_deadline(),
         };
         let mut client = this.pool.get().await.map_err(unavailable)?;
@@ -451,7 +451,7 @@ impl<P: Projection> PgProjection<P> {
         // Bulk of the work, outside any lock of the live tables: each step in a transaction of
         // its own (no WAL flush waited for: a crash loses the scratch tables, which the next
         // rebuild drops anyway), the next step read from the log while this one is written.
-        let mut next = log.read_log_after(done, REBUILD_STEP).await?;
+        let mut next = log.read_after_with_unreadable(done, REBUILD_STEP).await?;
         while let Some(last) = next.reached() {
             let step = async {
                 let tx = client.transaction().await.map_err(unavailable)?;
@@ -466,7 +466,8 @@ impl<P: Projection> PgProjection<P> {
                 insert_parked(&tx, live, name, &next.unreadable).await?;
                 tx.commit().await.map_err(unavailable)
             };
-            let (stepped, following) = tokio::join!(step, log.read_log_after(last, REBUILD_STEP));
+            let (stepped, following) =
+                tokio::join!(step, log.read_after_with_unreadable(last, REBUILD_STEP));
             stepped?;
             parked.extend(positions(&next.unreadable)?);
             next = following?;
@@ -484,7 +485,7 @@ impl<P: Projection> PgProjection<P> {
         .await
         .map_err(unavailable)?;
         loop {
-            let read: LogRead = log.read_log_after(done, batch.max(1)).await?;
+            let read: LogRead = log.read_after_with_unreadable(done, batch.max(1)).await?;
             let Some(last) = read.reached() else { break };
             if !read.events.is_empty() {
                 self.projection.apply(&tx, &read.events).await?;

@@ -10,18 +10,20 @@ use cqrs_es::persist::EventUpcaster;
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore, SerializedEvent};
 use cqrs_es::{AggregateError, EventEnvelope, EventStore};
 use order_domain::{
-    BtcCap, BuyOrder, BuyOrderError, BuyOrderEvent, EventReader, OrderId, Satoshis,
+    BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, EventReader, OrderId, Satoshis,
 };
 use postgres_es::PostgresEventRepository;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
-use super::group_commit::{is_definite, Appended, Batching, GroupCommit, Row as AppendRow};
-use super::group_load::GroupLoad;
-use super::{migrate_write, unavailable, PgSettings};
 use crate::error::StoreError;
 use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
+use crate::postgres::write::group_commit::{
+    is_definite, Appended, Batching, GroupCommit, Row as AppendRow,
+};
+use crate::postgres::write::group_load::GroupLoad;
+use crate::postgres::{migrate_write, unavailable, PgSettings};
 use crate::writer::Ledger;
 
 /// How long the LISTEN session may stay quiet before it is probed (see `listen`).
@@ -35,14 +37,14 @@ const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
 /// index PostgreSQL can read it by, with or without statistics of the table (naming the
 /// aggregate type too had a fresh table read through a bitmap of the whole primary key). The
 /// audit walks the log with it too.
-pub(super) const READ_LOG_AFTER: &str =
+pub(crate) const READ_LOG_AFTER: &str =
     "SELECT position, aggregate_id, sequence, event_type, event_version, \
      payload FROM events WHERE position > $1 ORDER BY position LIMIT $2";
 
 /// `EventStore<BuyOrder>` on PostgreSQL, plus the [`EventLog`] of its events.
 ///
 /// Loads go through postgres-es unchanged. A commit of one event (every order) is appended with
-/// the others the process has ready, in one transaction ([`super::group_commit`]): the ledger
+/// the others the process has ready, in one transaction ([`crate::postgres::write::group_commit`]): the ledger
 /// row is locked once per batch, each order is decided on its own (placed, a conflict, or over
 /// the cap: `BuyOrderError::CapExceeded` with what remained, nothing stored), and its
 /// `placed_at` is stamped where its position is assigned. Any other commit goes through
@@ -179,14 +181,14 @@ impl PgEventStore {
 
     /// How this store reads stored events (its upcasters included).
     #[cfg(feature = "relay")]
-    pub(super) fn reader(&self) -> &EventReader {
+    pub(crate) fn reader(&self) -> &EventReader {
         &self.reader
     }
 
     /// Runs `statement` on a connection of the pool, waiting at most the answer deadline for
     /// its answer: a silent peer fails it as unavailable (and its connection is closed) instead
     /// of holding the caller (the relay, the projector's catch-up) for as long as it is silent.
-    pub(super) async fn answered<T>(
+    pub(crate) async fn answered<T>(
         &self,
         statement: impl for<'c> FnOnce(
             &'c mut sqlx::PgConnection,
@@ -196,7 +198,8 @@ impl PgEventStore {
     ) -> Result<T, StoreError> {
         let mut connection = self.pool.acquire().await.map_err(unavailable)?;
         let answer = tokio::time::timeout(self.answer_within, statement(&mut connection)).await;
-        super::group_commit::settle(answer, connection, self.answer_within).map_err(unavailable)
+        crate::postgres::write::group_commit::settle(answer, connection, self.answer_within)
+            .map_err(unavailable)
     }
 
     /// The pool (for tools and tests).
@@ -204,7 +207,7 @@ impl PgEventStore {
         &self.pool
     }
 
-    /// The query plan of [`EventLog::read_log_after`] as PostgreSQL would run it now (for tests
+    /// The query plan of [`EventLog::read_after_with_unreadable`] as PostgreSQL would run it now (for tests
     /// of the index it uses).
     pub async fn explain_read_log_after(
         &self,
@@ -221,16 +224,19 @@ impl PgEventStore {
         Ok(lines.join("\n"))
     }
 
-    /// BTC sold and the cap, as committed.
-    pub async fn ledger(&self) -> Result<(Satoshis, Satoshis), StoreError> {
+    /// The ledger as committed (`btc_ledger`): BTC sold, the cap, what remains. A stored sale
+    /// beyond the stored cap (only a hand edit can make one) is a corrupt store.
+    pub async fn ledger(&self) -> Result<BtcLedger, StoreError> {
         let row = sqlx::query("SELECT sold_sats, cap_sats FROM btc_ledger")
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;
-        Ok((
-            sats(row.get(0), "sold_sats")?,
-            sats(row.get(1), "cap_sats")?,
-        ))
+        let sold = sats(row.get(0), "sold_sats")?;
+        let mut ledger = BtcLedger::new(BtcCap::new(sats(row.get(1), "cap_sats")?));
+        ledger.reserve(sold).map_err(|_| {
+            StoreError::Corrupt(format!("btc_ledger: {sold} BTC sold beyond the cap"))
+        })?;
+        Ok(ledger)
     }
 }
 
@@ -280,7 +286,7 @@ fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
 /// [`READ_LOG_AFTER`]'s `bigint` parameters. Positions come from the `bigint` column, so one
 /// past `i64::MAX` cannot exist: clamped there, it asks for nothing after it; a limit past it
 /// is no limit.
-pub(super) fn log_after_params(after: Position, limit: usize) -> (i64, i64) {
+pub(crate) fn log_after_params(after: Position, limit: usize) -> (i64, i64) {
     (
         i64::try_from(after.0).unwrap_or(i64::MAX),
         i64::try_from(limit).unwrap_or(i64::MAX),
@@ -383,7 +389,9 @@ async fn listen(pool: PgPool, head: watch::Sender<Position>, answer_within: Dura
             let schema: String = sqlx::query_scalar("SELECT current_schema()")
                 .fetch_one(&mut listener)
                 .await?;
-            listener.listen(&super::schema::channel(&schema)).await?;
+            listener
+                .listen(&crate::postgres::connection::schema::channel(&schema))
+                .await?;
             loop {
                 let note = match tokio::time::timeout(LISTEN_PROBE_EVERY, listener.recv()).await {
                     Ok(note) => note?,
@@ -585,13 +593,14 @@ impl PgEventStore {
                     .downcast_ref::<sqlx::Error>()
                     .is_some_and(is_cap_violation) =>
             {
-                let (sold, cap) = self
+                let remaining = self
                     .ledger()
                     .await
-                    .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+                    .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?
+                    .remaining();
                 Err(AggregateError::UserError(BuyOrderError::CapExceeded {
                     requested,
-                    remaining: cap.saturating_sub(sold),
+                    remaining,
                 }))
             }
             Err(AggregateError::DatabaseConnectionError(err)) => Err(in_doubt(err)),
@@ -612,12 +621,11 @@ fn in_doubt(err: Box<dyn std::error::Error + Send + Sync>) -> AggregateError<Buy
 #[async_trait]
 impl Ledger for PgEventStore {
     async fn remaining(&self) -> Result<Satoshis, StoreError> {
-        let (sold, cap) = self.ledger().await?;
-        Ok(cap.saturating_sub(sold))
+        Ok(self.ledger().await?.remaining())
     }
 
     async fn cap(&self) -> Result<Satoshis, StoreError> {
-        Ok(self.ledger().await?.1)
+        Ok(self.ledger().await?.cap().limit())
     }
 }
 
@@ -628,10 +636,14 @@ impl EventLog for PgEventStore {
         after: Position,
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        Ok(self.read_log_after(after, limit).await?.events)
+        Ok(self.read_after_with_unreadable(after, limit).await?.events)
     }
 
-    async fn read_log_after(&self, after: Position, limit: usize) -> Result<LogRead, StoreError> {
+    async fn read_after_with_unreadable(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<LogRead, StoreError> {
         let (after, limit) = log_after_params(after, limit);
         let rows = self
             .answered(|c| {
