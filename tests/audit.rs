@@ -29,10 +29,8 @@ async fn books() -> (TestDb, PgEventStore, Vec<OrderId>) {
     {
         let placed = writer
             .place(PlaceBuyOrder {
-                client_id: ClientId::parse("auditor").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
                 currency: *currency,
-                amount: FiatAmount::parse(&format!("{}.{:02}", 10 + i, i * 7)).unwrap(),
+                ..order_domain::testing::order_for("auditor", &format!("{}.{:02}", 10 + i, i * 7))
             })
             .await
             .unwrap();

@@ -52,10 +52,9 @@ async fn with_orders(n: usize) -> (BoxedFilter<(Response,)>, Vec<String>) {
     for i in 0..n {
         writer
             .place(PlaceBuyOrder {
-                client_id: ClientId::parse("reader-test").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
                 currency: Currency::ALL[i % 3],
                 amount: FiatAmount::from_cents(100 + i as u64).unwrap(),
+                ..order_domain::testing::order_for("reader-test", "1")
             })
             .await
             .unwrap();

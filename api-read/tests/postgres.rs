@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use api_read::ReadApi;
 use order_domain::{
-    BuyOrderServices, ClientId, Currency, FiatAmount, IdempotencyKey, PlaceBuyOrder,
+    BuyOrderServices, Currency, PlaceBuyOrder,
 };
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
 use order_store::testing::{OutageProxy, TestDb};
@@ -30,10 +30,8 @@ async fn serves_the_table_and_survives_an_outage() {
     for _ in 0..3 {
         writer
             .place(PlaceBuyOrder {
-                client_id: ClientId::parse("reader").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
                 currency: Currency::EUR,
-                amount: FiatAmount::parse("99.99").unwrap(),
+                ..order_domain::testing::order_for("reader", "99.99")
             })
             .await
             .unwrap();

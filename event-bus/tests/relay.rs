@@ -29,12 +29,7 @@ fn writer(store: &PgEventStore) -> Arc<dyn OrderWriter> {
 async fn place(writer: &Arc<dyn OrderWriter>, n: usize) {
     for _ in 0..n {
         writer
-            .place(PlaceBuyOrder {
-                client_id: ClientId::parse("relay-test").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-                currency: Currency::USD,
-                amount: FiatAmount::parse("5").unwrap(),
-            })
+            .place(order_domain::testing::order_for("relay-test", "5"))
             .await
             .unwrap();
     }
@@ -401,10 +396,8 @@ async fn the_relay_publishes_every_event_as_stored_whatever_its_version() {
         .unwrap();
     let store = plain.clone().with_upcaster(rate_source_upcaster());
     let order = |key: u128| PlaceBuyOrder {
-        client_id: ClientId::parse("relay-test").unwrap(),
         idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::from_u128(key)),
-        currency: Currency::USD,
-        amount: FiatAmount::parse("5").unwrap(),
+        ..order_domain::testing::order_for("relay-test", "5")
     };
     store_versioned(store.pool(), &order(1), "0.9.0", without_rate_source).await;
     store_versioned(store.pool(), &order(2), "1.1.0", |fields| {

@@ -8,31 +8,9 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::Utc;
 use cqrs_es::mem_store::MemStore;
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use order_domain::*;
-
-/// The embedding application's own price source: here, one fixed rate per currency.
-struct FixedPrice;
-
-#[async_trait]
-impl PriceSource for FixedPrice {
-    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-        let rate = match currency {
-            Currency::USD => "48478.88",
-            Currency::EUR => "41191.91",
-            Currency::GBP => "35330.89",
-        };
-        Ok(Quote {
-            currency,
-            rate: BtcRate::parse(rate).map_err(|e| PriceError::new(e.to_string()))?,
-            source: "example".into(),
-            quoted_at: Utc::now(),
-        })
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,7 +18,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cqrs = CqrsFramework::new(
         store.clone(),
         vec![],
-        BuyOrderServices::new(Arc::new(FixedPrice)),
+        // An application plugs in its own `PriceSource`; here, one fixed rate per currency.
+        BuyOrderServices::new(Arc::new(
+            "USD=48478.88,EUR=41191.91,GBP=35330.89".parse::<FixedSource>()?,
+        )),
     );
 
     let client = ClientId::parse("example-client")?;

@@ -115,24 +115,13 @@ pub struct CapExceeded {
 ///     }
 /// }
 ///
-/// /// 100 of any currency per BTC.
-/// struct Fixed;
-///
-/// #[async_trait::async_trait]
-/// impl PriceSource for Fixed {
-///     async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-///         let rate = BtcRate::parse("100").unwrap();
-///         Ok(Quote { currency, rate, source: "fixed".into(), quoted_at: chrono::Utc::now() })
-///     }
-/// }
-///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = Capped {
 ///     inner: MemStore::default(),
 ///     ledger: tokio::sync::Mutex::new(BtcLedger::new(BtcCap::new(Satoshis::from_btc(1)))),
 /// };
-/// let cqrs = CqrsFramework::new(store, vec![], BuyOrderServices::new(Arc::new(Fixed)));
+/// let cqrs = CqrsFramework::new(store, vec![], BuyOrderServices::new(Arc::new(FixedSource::uniform(BtcRate::parse("100")?))));
 /// let order = |amount: &str| PlaceBuyOrder {
 ///     client_id: ClientId::parse("shop-1").unwrap(),
 ///     idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),

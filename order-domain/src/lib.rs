@@ -56,10 +56,13 @@ mod commands;
 mod conversion;
 mod error;
 mod events;
+mod fixed_price;
 mod ids;
 mod ledger;
 mod money;
 mod price;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod upcast;
 mod version;
 
@@ -68,6 +71,7 @@ pub use commands::{BuyOrderCommand, PlaceBuyOrder};
 pub use conversion::{btc_for, ConversionError};
 pub use error::{BuyOrderError, ValueError};
 pub use events::{BuyOrderEvent, BuyOrderPlaced};
+pub use fixed_price::FixedSource;
 pub use ids::{ClientId, IdempotencyKey, OrderId};
 pub use ledger::{BtcCap, BtcLedger, CapExceeded};
 pub use money::{decimal_text, BtcRate, Currency, FiatAmount, Satoshis};

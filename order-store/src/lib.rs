@@ -27,25 +27,11 @@
 //! use order_store::memory::MemEventStore;
 //! use order_store::{CqrsOrderWriter, EventLog, OrderWriter, Position};
 //!
-//! /// One rate for every currency.
-//! struct Fixed;
-//!
-//! #[async_trait::async_trait]
-//! impl PriceSource for Fixed {
-//!     async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-//!         Ok(Quote {
-//!             currency,
-//!             rate: BtcRate::parse("50000").unwrap(),
-//!             source: "fixed".into(),
-//!             quoted_at: chrono::Utc::now(),
-//!         })
-//!     }
-//! }
-//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemEventStore::new(BtcCap::DEFAULT);
-//! let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Fixed)));
+//! let prices = FixedSource::uniform(BtcRate::parse("50000")?); // one rate for every currency
+//! let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
 //! let order = PlaceBuyOrder {
 //!     client_id: ClientId::parse("shop-1")?,
 //!     idempotency_key: IdempotencyKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301")?,

@@ -13,12 +13,7 @@ use order_store::*;
 use price_feed::FixedSource;
 
 fn order(amount: &str) -> PlaceBuyOrder {
-    PlaceBuyOrder {
-        client_id: ClientId::parse("versions").unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-        currency: Currency::USD,
-        amount: FiatAmount::parse(amount).unwrap(),
-    }
+    order_domain::testing::order_for("versions", amount)
 }
 
 fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {

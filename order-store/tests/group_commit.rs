@@ -27,10 +27,8 @@ fn services(clock: Option<DateTime<Utc>>) -> BuyOrderServices {
 
 fn command(key: IdempotencyKey, amount: &str) -> PlaceBuyOrder {
     PlaceBuyOrder {
-        client_id: ClientId::parse("batcher").unwrap(),
         idempotency_key: key,
-        currency: Currency::USD,
-        amount: FiatAmount::parse(amount).unwrap(),
+        ..order_domain::testing::order_for("batcher", amount)
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use cqrs_es::{AggregateError, EventStore};
 use order_domain::*;
 use order_store::memory::{MemEventStore, MemReadModel};
@@ -14,22 +13,12 @@ use order_store::testing::placed_event;
 use order_store::*;
 
 /// One rate for every currency.
-struct Rate(&'static str);
-
-#[async_trait]
-impl PriceSource for Rate {
-    async fn quote(&self, currency: Currency) -> Result<Quote, PriceError> {
-        Ok(Quote {
-            currency,
-            rate: BtcRate::parse(self.0).unwrap(),
-            source: "test".into(),
-            quoted_at: Utc::now(),
-        })
-    }
+fn one_rate(rate: &str) -> Arc<FixedSource> {
+    Arc::new(FixedSource::uniform(BtcRate::parse(rate).unwrap()))
 }
 
 fn writer(store: &MemEventStore, rate: &'static str) -> CqrsOrderWriter<MemEventStore> {
-    CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(Rate(rate))))
+    CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(one_rate(rate)))
 }
 
 fn command(amount: &str) -> PlaceBuyOrder {
@@ -38,10 +27,8 @@ fn command(amount: &str) -> PlaceBuyOrder {
 
 fn command_with_key(amount: &str, key: IdempotencyKey) -> PlaceBuyOrder {
     PlaceBuyOrder {
-        client_id: ClientId::parse("tester").unwrap(),
         idempotency_key: key,
-        currency: Currency::USD,
-        amount: FiatAmount::parse(amount).unwrap(),
+        ..order_domain::testing::order_for("tester", amount)
     }
 }
 
@@ -424,7 +411,7 @@ impl PriceSource for Switch {
         if !self.on.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(PriceError::new("switched off"));
         }
-        Rate("50000").quote(currency).await
+        one_rate("50000").quote(currency).await
     }
 }
 

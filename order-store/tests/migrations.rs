@@ -151,12 +151,7 @@ async fn a_database_migrated_at_each_earlier_release_upgrades_cleanly() {
             BuyOrderServices::new(std::sync::Arc::new(prices)),
         );
         writer
-            .place(PlaceBuyOrder {
-                client_id: ClientId::parse("upgraded").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-                currency: Currency::USD,
-                amount: FiatAmount::parse("10").unwrap(),
-            })
+            .place(order_domain::testing::order_for("upgraded", "10"))
             .await
             .unwrap_or_else(|e| panic!("release {name}: {e}"));
         assert_eq!(store.head().await.unwrap(), Position(1), "release {name}");

@@ -21,12 +21,7 @@ fn place(amount: &str) -> PlaceBuyOrder {
 }
 
 fn place_for(client: &str, amount: &str) -> PlaceBuyOrder {
-    PlaceBuyOrder {
-        client_id: ClientId::parse(client).unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-        currency: Currency::USD,
-        amount: FiatAmount::parse(amount).unwrap(),
-    }
+    order_domain::testing::order_for(client, amount)
 }
 
 async fn store(db: &TestDb, cap: &str) -> PgEventStore {

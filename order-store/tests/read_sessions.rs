@@ -22,12 +22,7 @@ async fn projected(db: &TestDb, n: usize) -> (PgEventStore, Vec<OrderId>) {
     let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
     for _ in 0..n {
         writer
-            .place(PlaceBuyOrder {
-                client_id: ClientId::parse("sessions").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-                currency: Currency::USD,
-                amount: FiatAmount::parse("10").unwrap(),
-            })
+            .place(order_domain::testing::order_for("sessions", "10"))
             .await
             .unwrap();
     }
@@ -336,12 +331,7 @@ async fn applying_to_a_silent_read_database_fails_at_the_answer_deadline() {
     let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
     for _ in 0..4 {
         writer
-            .place(PlaceBuyOrder {
-                client_id: ClientId::parse("sessions").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-                currency: Currency::USD,
-                amount: FiatAmount::parse("10").unwrap(),
-            })
+            .place(order_domain::testing::order_for("sessions", "10"))
             .await
             .unwrap();
     }

@@ -18,12 +18,7 @@ fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
 }
 
 fn order(amount: &str) -> PlaceBuyOrder {
-    PlaceBuyOrder {
-        client_id: ClientId::parse("tls-test").unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
-        currency: Currency::USD,
-        amount: FiatAmount::parse(amount).unwrap(),
-    }
+    order_domain::testing::order_for("tls-test", amount)
 }
 
 /// The database's URL with `host` for 127.0.0.1 and `query` appended.

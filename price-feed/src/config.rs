@@ -11,8 +11,8 @@ use settings_kit::parse_millis;
 use crate::cache::CachedSource;
 use crate::coinbase::CoinbaseSource;
 use crate::error::FeedError;
-use crate::fixed::FixedSource;
 use crate::simulated::SimulatedSource;
+use order_domain::FixedSource;
 
 /// Which price source to use (`PRICE_SOURCE`).
 #[derive(Debug, Clone, PartialEq, Eq)]

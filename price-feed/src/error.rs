@@ -1,6 +1,6 @@
 //! Errors of the price feed.
 
-use order_domain::{Currency, PriceError};
+use order_domain::PriceError;
 
 /// Why a price source could not give a rate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,9 +17,6 @@ pub enum FeedError {
     /// The upstream answered something that is not a positive quote for the currency asked.
     #[error("upstream answered an unusable body: {0}")]
     BadBody(String),
-    /// The source has no rate for this currency (a `fixed:` list without it).
-    #[error("no rate configured for {0}")]
-    NoRate(Currency),
 }
 
 impl FeedError {
@@ -28,7 +25,7 @@ impl FeedError {
         match self {
             FeedError::Timeout(_) | FeedError::Connect(_) => true,
             FeedError::Status(code) => *code >= 500 || *code == 429,
-            FeedError::BadBody(_) | FeedError::NoRate(_) => false,
+            FeedError::BadBody(_) => false,
         }
     }
 }

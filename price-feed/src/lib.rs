@@ -19,12 +19,13 @@ mod cache;
 mod coinbase;
 mod config;
 mod error;
-mod fixed;
 mod simulated;
 
 pub use cache::CachedSource;
 pub use coinbase::CoinbaseSource;
 pub use config::{PriceFeedConfig, PriceSourceSpec};
 pub use error::FeedError;
-pub use fixed::FixedSource;
+/// Fixed rates live with the domain (tests and docs of every crate use them); re-exported
+/// here beside the other sources.
+pub use order_domain::FixedSource;
 pub use simulated::SimulatedSource;

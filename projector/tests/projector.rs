@@ -16,10 +16,8 @@ fn rate() -> FixedSource {
 
 fn place() -> PlaceBuyOrder {
     PlaceBuyOrder {
-        client_id: ClientId::parse("projector-test").unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
         currency: Currency::EUR,
-        amount: FiatAmount::parse("12.34").unwrap(),
+        ..order_domain::testing::order_for("projector-test", "12.34")
     }
 }
 

@@ -279,10 +279,8 @@ async fn an_unreadable_event_is_parked_and_everything_after_it_projected() {
     let writer = writer(&s.store);
     place(&writer, 5).await;
     let newer = order_domain::PlaceBuyOrder {
-        client_id: order_domain::ClientId::parse("newer").unwrap(),
-        idempotency_key: order_domain::IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
         currency: order_domain::Currency::EUR,
-        amount: order_domain::FiatAmount::parse("1").unwrap(),
+        ..order_domain::testing::order_for("newer", "1")
     };
     order_store::testing::store_versioned(s.store.pool(), &newer, "2.0.0", |_| {}).await;
     place(&writer, 5).await;

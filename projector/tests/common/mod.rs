@@ -58,10 +58,9 @@ pub async fn place(writer: &Arc<dyn OrderWriter>, n: u64) {
     for i in 0..n {
         writer
             .place(PlaceBuyOrder {
-                client_id: ClientId::parse("projector-test").unwrap(),
-                idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
                 currency: Currency::ALL[i as usize % 3],
                 amount: FiatAmount::from_cents(1 + i * 997 % 100_000).unwrap(),
+                ..order_domain::testing::order_for("projector-test", "1")
             })
             .await
             .unwrap();

@@ -1,17 +1,27 @@
-//! Fixed rates from configuration.
+//! Fixed rates: the price source of tests, examples and docs, and of `PRICE_SOURCE=fixed:…`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::money::{BtcRate, Currency};
+use crate::price::{PriceError, PriceSource, Quote};
 use async_trait::async_trait;
 use chrono::Utc;
-use order_domain::{BtcRate, Currency, PriceError, PriceSource, Quote};
-
-use crate::error::FeedError;
 
 /// Always the same rate per currency: `USD=48478.88,EUR=41191.91,GBP=35330.89`. A currency left
 /// out has no price (orders in it are refused as `price_unavailable`).
+///
+/// The one price source every test, example and doc uses (pure: no I/O, no clock but the
+/// quote's time), and what `price-feed` serves for `PRICE_SOURCE=fixed:…`.
+///
+/// ```
+/// # use order_domain::*;
+/// let one_rate = FixedSource::uniform(BtcRate::parse("50000").unwrap());
+/// let listed: FixedSource = "USD=48478.88,EUR=41191.91".parse().unwrap();
+/// assert_eq!(listed.to_string(), "USD=48478.88,EUR=41191.91");
+/// # let _ = one_rate;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedSource {
     rates: BTreeMap<Currency, BtcRate>,
@@ -23,6 +33,11 @@ impl FixedSource {
         FixedSource {
             rates: rates.into_iter().collect(),
         }
+    }
+
+    /// The same rate for every currency.
+    pub fn uniform(rate: BtcRate) -> Self {
+        Self::new(Currency::ALL.map(|currency| (currency, rate)))
     }
 }
 
@@ -59,7 +74,7 @@ impl PriceSource for FixedSource {
         let rate = self
             .rates
             .get(&currency)
-            .ok_or(FeedError::NoRate(currency))?;
+            .ok_or_else(|| PriceError::new(format!("no rate configured for {currency}")))?;
         Ok(Quote {
             currency,
             rate: *rate,
