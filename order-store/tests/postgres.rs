@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::{AggregateError, EventStore};
 use order_domain::*;
 use order_store::postgres::CapError;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
@@ -54,67 +53,6 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     PgEventStore::open(&settings, BtcCap::DEFAULT)
         .await
         .unwrap();
-}
-
-#[tokio::test]
-async fn a_commit_on_a_stale_aggregate_is_a_conflict_and_counts_nothing() {
-    let db = TestDb::create().await;
-    let store = store(&db, "100").await;
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
-    let cmd = place("1");
-    let id = cmd.order_id().to_string();
-    let stale = store.load_aggregate(&id).await.unwrap();
-    writer.place(cmd.clone()).await.unwrap();
-    let stored = store.load_events(&id).await.unwrap();
-    let lost = store
-        .commit(vec![stored[0].payload.clone()], stale, Default::default())
-        .await;
-    assert!(
-        matches!(lost, Err(AggregateError::AggregateConflict)),
-        "{lost:?}"
-    );
-    let sold = store.ledger().await.unwrap().sold();
-    assert_eq!(
-        sold,
-        Satoshis::new(1_000_000),
-        "the lost commit added nothing"
-    );
-    assert_eq!(store.read_after(Position::ZERO, 10).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn the_cap_refuses_in_the_transaction_and_says_what_remains() {
-    let db = TestDb::create().await;
-    let store = store(&db, "1").await; // 1 BTC; at rate 100, 1 USD = 0.01 BTC
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("100")));
-    writer.place(place("60")).await.unwrap();
-    let refused = writer.place(place("41")).await;
-    match refused {
-        Err(PlaceError::Refused(BuyOrderError::CapExceeded {
-            requested,
-            remaining,
-        })) => {
-            assert_eq!(requested, Satoshis::new(41_000_000));
-            assert_eq!(remaining, Satoshis::new(40_000_000));
-        }
-        other => panic!("expected CapExceeded, got {other:?}"),
-    }
-    let log = store.read_after(Position::ZERO, 10).await.unwrap();
-    assert_eq!(log.len(), 1, "nothing of the refused order is stored");
-    writer.place(place("40")).await.unwrap(); // exactly the cap
-    assert_eq!(
-        store.ledger().await.unwrap(),
-        ledger_at_cap(Satoshis::from_btc(1))
-    );
-    // positions stay gap-free across the refusal
-    let positions: Vec<u64> = store
-        .read_after(Position::ZERO, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.position.0)
-        .collect();
-    assert_eq!(positions, [1, 2]);
 }
 
 /// MAX_TOTAL_BTC only seeds a new store: a process started with another value uses the stored
@@ -216,32 +154,6 @@ async fn a_reader_tailing_during_concurrent_commits_sees_every_event_once_in_ord
         placed,
         "each exactly once"
     );
-}
-
-#[tokio::test]
-async fn the_listener_wakes_a_waiting_reader() {
-    let db = TestDb::create().await;
-    let store = store(&db, "100").await;
-    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rate("50000")));
-    assert!(!store
-        .wait_for_events_after(Position::ZERO, Duration::from_millis(50))
-        .await
-        .unwrap());
-    let waiting = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            store
-                .wait_for_events_after(Position::ZERO, Duration::from_secs(20))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    writer.place(place("1")).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap());
 }
 
 #[tokio::test]
@@ -987,11 +899,4 @@ async fn a_page_after_an_order_being_projected_is_404_or_its_rows_never_an_empty
     }
     applier.await.unwrap();
     assert!(seen_unknown > 0, "the reads raced the projection");
-}
-
-/// A ledger whose cap, `btc`, is sold out.
-fn ledger_at_cap(btc: Satoshis) -> BtcLedger {
-    let mut ledger = BtcLedger::new(BtcCap::new(btc));
-    ledger.reserve(btc).unwrap();
-    ledger
 }
