@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_read::ReadApi;
-use order_domain::{
-    BuyOrderServices, Currency, PlaceBuyOrder,
-};
+use order_domain::{BuyOrderServices, Currency, PlaceBuyOrder};
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
 use order_store::testing::{OutageProxy, TestDb};
 use order_store::{CqrsOrderWriter, EventLog, OrderWriter, Position, ReadModelWriter};

@@ -61,7 +61,10 @@ where
 
 async fn sold<S: Store>(store: &S) -> Satoshis {
     let (cap, remaining) = (store.cap().await.unwrap(), store.remaining().await.unwrap());
-    assert!(remaining <= cap, "{remaining} remaining under a cap of {cap}");
+    assert!(
+        remaining <= cap,
+        "{remaining} remaining under a cap of {cap}"
+    );
     cap.saturating_sub(remaining)
 }
 
@@ -88,7 +91,11 @@ where
         "{lost:?}"
     );
     assert_eq!(store.load_events(&id).await.unwrap().len(), 1);
-    assert_eq!(sold(&store).await, Satoshis::new(1_000_000), "nothing added");
+    assert_eq!(
+        sold(&store).await,
+        Satoshis::new(1_000_000),
+        "nothing added"
+    );
     assert_eq!(positions(&store).await, [1]);
 }
 
@@ -111,10 +118,18 @@ where
         }
         other => panic!("expected CapExceeded, got {other:?}"),
     }
-    assert_eq!(positions(&store).await, [1], "nothing of the refusal stored");
+    assert_eq!(
+        positions(&store).await,
+        [1],
+        "nothing of the refusal stored"
+    );
     writer.place(order("40")).await.unwrap();
     assert_eq!(store.remaining().await.unwrap(), Satoshis::ZERO);
-    assert_eq!(positions(&store).await, [1, 2], "gap-free across the refusal");
+    assert_eq!(
+        positions(&store).await,
+        [1, 2],
+        "gap-free across the refusal"
+    );
 }
 
 /// Identical requests, concurrently: one order, one original, every answer the same. A
@@ -196,7 +211,10 @@ where
     let remaining = Satoshis::from_btc(1).count() - total;
     assert!(!refused.is_empty());
     for size in refused {
-        assert!(size.count() > remaining, "refused {size} while {remaining} remained");
+        assert!(
+            size.count() > remaining,
+            "refused {size} while {remaining} remained"
+        );
     }
 }
 
@@ -280,10 +298,17 @@ where
         seen.extend(page.rows);
     }
     let newest_first: Vec<OrderId> = log.iter().rev().map(|e| e.aggregate_id).collect();
-    assert_eq!(seen.iter().map(|row| row.id).collect::<Vec<_>>(), newest_first);
+    assert_eq!(
+        seen.iter().map(|row| row.id).collect::<Vec<_>>(),
+        newest_first
+    );
     let oldest = seen.last().unwrap();
     assert_eq!(oldest, &OrderView::from(log[0].event.as_placed().unwrap()));
-    assert_eq!(oldest.btc_rate.to_string(), "48478.80", "the source's decimals kept");
+    assert_eq!(
+        oldest.btc_rate.to_string(),
+        "48478.80",
+        "the source's decimals kept"
+    );
     assert_eq!(oldest.currency_amount.to_string(), "123.45");
 
     let unknown = OrderId::parse("00000000-0000-4000-8000-000000000001").unwrap();
@@ -297,7 +322,10 @@ where
     ));
     assert!(model.get(unknown, &Scope::All).await.unwrap().is_none());
     let third = seen[3].id;
-    assert_eq!(model.get(third, &Scope::All).await.unwrap().unwrap().id, third);
+    assert_eq!(
+        model.get(third, &Scope::All).await.unwrap().unwrap().id,
+        third
+    );
 }
 
 /// The suite for one backend: `$make(cap)` gives a fresh one.

@@ -6,8 +6,26 @@ use crate::postgres::connection::tls::TlsUrl;
 use crate::postgres::PgSchema;
 use settings_kit::{parse_millis, SecretUrl, SecretUrlParser};
 
-/// How commits are grouped unless told otherwise: one source for the flags and `for_url`.
-const DEFAULT_BATCH: crate::postgres::Batching = crate::postgres::Batching::DEFAULT;
+/// The defaults of the `DB_*` settings: the one source for the flags and
+/// [`PgSettings::for_url`] (durations as their flags take them, in milliseconds).
+mod defaults {
+    pub const POOL_SIZE: u32 = 16;
+    pub const ACQUIRE_TIMEOUT_MS: &str = "2000";
+    pub const STATEMENT_TIMEOUT_MS: &str = "10000";
+    pub const LOCK_TIMEOUT_MS: &str = "3000";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: &str = "5000";
+    pub const KEEPALIVE_S: u32 = 10;
+    /// `DB_READ_SESSIONS`.
+    pub const READ_SESSIONS: u32 = 4;
+    /// `DB_READ_PIPELINE_DEPTH`: the benchmark's whole read load shares one session on two
+    /// cores, its fastest setting there (bench/RESULTS.md, "shared read sessions").
+    pub const READ_PIPELINE_DEPTH: u32 = 16;
+}
+
+/// A default duration as its setting would read it.
+fn default_millis(ms: &str) -> Duration {
+    parse_millis(ms).expect("a default is a valid setting")
+}
 
 fn check_url(s: &str) -> Result<(), String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
@@ -53,27 +71,28 @@ pub struct PgSettings {
     pub schema: PgSchema,
     /// Connections per pool.
     #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
-          default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+          default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
     /// How long a request waits for a connection before answering 503.
     #[arg(long = "db-acquire-timeout-ms", env = "DB_ACQUIRE_TIMEOUT_MS",
-          value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = "2000", value_parser = parse_millis)]
+          value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = defaults::ACQUIRE_TIMEOUT_MS, value_parser = parse_millis)]
     pub acquire_timeout: Duration,
     /// The longest one SQL statement may run (PostgreSQL's `statement_timeout`, set on every
     /// session the services open; migrations excepted).
     #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS",
-          value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = "10000", value_parser = parse_millis)]
+          value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = defaults::STATEMENT_TIMEOUT_MS, value_parser = parse_millis)]
     pub statement_timeout: Duration,
     /// The longest a statement waits for a lock (`lock_timeout`): a writer waiting on the ledger
     /// row behind a stuck transaction gives up with 503 instead of waiting for it.
     #[arg(long = "db-lock-timeout-ms", env = "DB_LOCK_TIMEOUT_MS",
-          value_name = "DB_LOCK_TIMEOUT_MS", default_value = "3000", value_parser = parse_millis)]
+          value_name = "DB_LOCK_TIMEOUT_MS", default_value = defaults::LOCK_TIMEOUT_MS, value_parser = parse_millis)]
     pub lock_timeout: Duration,
     /// How long a session may sit idle inside a transaction before PostgreSQL ends it
     /// (`idle_in_transaction_session_timeout`): a writer that stops mid-commit (paused,
     /// partitioned) releases the ledger row's lock after this, not after hours.
     #[arg(long = "db-idle-in-transaction-timeout-ms", env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-          value_name = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value = "5000",
+          value_name = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+          default_value = defaults::IDLE_IN_TRANSACTION_TIMEOUT_MS,
           value_parser = parse_millis)]
     pub idle_in_transaction_timeout: Duration,
     /// Seconds of silence before TCP keepalive probes on each connection, both ways (the
@@ -81,48 +100,27 @@ pub struct PgSettings {
     /// `tcp_user_timeout` to match): a dead peer is noticed in about this plus 15 s, not the
     /// kernel's 2 hours (or 15 minutes of retransmissions).
     #[arg(long = "db-keepalive-s", env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
-          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=7200))]
+          default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(1..=7200))]
     pub keepalive_idle_s: u32,
-    /// The most orders one write transaction carries (group commit: the orders a process has
-    /// ready are committed together, the ledger row locked once per batch).
-    #[arg(long = "db-commit-batch-max", env = "DB_COMMIT_BATCH_MAX",
-          value_name = "DB_COMMIT_BATCH_MAX", default_value_t = DEFAULT_BATCH.max_orders as u32,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub commit_batch_max: u32,
-    /// Microseconds a batch waits for more orders once it has one (0: it takes what is ready;
-    /// batches still form while the one before commits, so a lone order never waits).
-    #[arg(long = "db-commit-linger-us", env = "DB_COMMIT_LINGER_US",
-          value_name = "DB_COMMIT_LINGER_US",
-          default_value_t = DEFAULT_BATCH.linger.as_micros() as u32,
-          value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub commit_linger_us: u32,
-    /// Write transactions in flight at once per process (each on its own connection).
-    #[arg(long = "db-commits-in-flight", env = "DB_COMMITS_IN_FLIGHT",
-          value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = DEFAULT_BATCH.in_flight as u32,
-          value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub commits_in_flight: u32,
+    /// Group commit: how the orders a process has ready are committed together
+    /// (`DB_COMMIT_BATCH_MAX`, `DB_COMMIT_LINGER_US`, `DB_COMMITS_IN_FLIGHT`).
+    #[command(flatten)]
+    pub batching: crate::postgres::Batching,
     /// Sessions that reads of the read table (pages, single orders) share, pipelined: a pool
     /// of their own, beside `DB_POOL_SIZE`'s. One session serves many concurrent reads with
     /// far fewer wake-ups than a session per read (see `DB_READ_PIPELINE_DEPTH`).
     #[arg(long = "db-read-sessions", env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
-          default_value_t = DEFAULT_READ_SESSIONS,
+          default_value_t = defaults::READ_SESSIONS,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub read_sessions: u32,
     /// Reads in flight on one shared session before the next session takes the rest: a light
     /// load stays on one session, a heavier one spreads, and a session that stops answering
     /// holds at most this many reads.
     #[arg(long = "db-read-pipeline-depth", env = "DB_READ_PIPELINE_DEPTH",
-          value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = DEFAULT_READ_PIPELINE_DEPTH,
+          value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = defaults::READ_PIPELINE_DEPTH,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub read_pipeline_depth: u32,
 }
-
-/// The default of `DB_READ_SESSIONS`.
-pub const DEFAULT_READ_SESSIONS: u32 = 4;
-/// The default of `DB_READ_PIPELINE_DEPTH`: 16 reads, the benchmark's whole read load, share
-/// one session on two cores (its fastest setting there: 27,000 reads/s against 22,000 with the
-/// load split over two sessions and 16,700 with a session per read).
-pub const DEFAULT_READ_PIPELINE_DEPTH: u32 = 16;
 
 impl PgSettings {
     /// The read table's URL: `READ_DATABASE_URL`, else `DATABASE_URL`.
@@ -138,17 +136,15 @@ impl PgSettings {
             database_url: Some(SecretUrl::new(url)),
             read_database_url: None,
             schema: PgSchema::public(),
-            pool_size: 16,
-            acquire_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(10),
-            lock_timeout: Duration::from_secs(3),
-            idle_in_transaction_timeout: Duration::from_secs(5),
-            keepalive_idle_s: 10,
-            commit_batch_max: DEFAULT_BATCH.max_orders as u32,
-            commit_linger_us: DEFAULT_BATCH.linger.as_micros() as u32,
-            commits_in_flight: DEFAULT_BATCH.in_flight as u32,
-            read_sessions: DEFAULT_READ_SESSIONS,
-            read_pipeline_depth: DEFAULT_READ_PIPELINE_DEPTH,
+            pool_size: defaults::POOL_SIZE,
+            acquire_timeout: default_millis(defaults::ACQUIRE_TIMEOUT_MS),
+            statement_timeout: default_millis(defaults::STATEMENT_TIMEOUT_MS),
+            lock_timeout: default_millis(defaults::LOCK_TIMEOUT_MS),
+            idle_in_transaction_timeout: default_millis(defaults::IDLE_IN_TRANSACTION_TIMEOUT_MS),
+            keepalive_idle_s: defaults::KEEPALIVE_S,
+            batching: crate::postgres::Batching::DEFAULT,
+            read_sessions: defaults::READ_SESSIONS,
+            read_pipeline_depth: defaults::READ_PIPELINE_DEPTH,
         }
     }
 
@@ -156,15 +152,6 @@ impl PgSettings {
     pub fn in_schema(mut self, schema: PgSchema) -> Self {
         self.schema = schema;
         self
-    }
-
-    /// How the write store groups its commits.
-    pub fn batching(&self) -> crate::postgres::Batching {
-        crate::postgres::Batching {
-            max_orders: self.commit_batch_max as usize,
-            linger: Duration::from_micros(u64::from(self.commit_linger_us)),
-            in_flight: self.commits_in_flight as usize,
-        }
     }
 }
 
@@ -282,5 +269,30 @@ impl PgSettings {
             .keepalives_retries(KEEPALIVE_COUNT)
             .tcp_user_timeout(self.dead_peer_after());
         Ok((config, tls.connector()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        db: PgSettings,
+    }
+
+    /// `for_url` and the flags agree on every default (the environment's `DB_*` aside).
+    #[test]
+    fn the_flags_defaults_are_for_urls() {
+        let url = "postgres://app@db/orders";
+        let parsed = <Cli as clap::Parser>::try_parse_from(["x", "--database-url", url])
+            .unwrap()
+            .db;
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", PgSettings::for_url(url))
+        );
+        assert_eq!(parsed.batching, crate::postgres::Batching::DEFAULT);
     }
 }

@@ -132,7 +132,7 @@ impl PgEventStore {
             .await
             .map_err(unavailable)?;
         Ok(Self::with_pool(pool)
-            .with_batching(settings.batching())
+            .with_batching(settings.batching)
             .with_answer_deadline(settings.answer_deadline()))
     }
 

@@ -22,25 +22,40 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use clap::builder::{RangedU64ValueParser, TypedValueParser};
 use order_domain::Satoshis;
 
-/// How the committer groups orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the committer groups orders: a part of [`crate::postgres::PgSettings`], from the
+/// environment (or the matching `--flags`), under the same names in code and in settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Batching {
-    /// The most orders in one transaction.
+    /// The most orders one write transaction carries (group commit: the orders a process has
+    /// ready are committed together, the ledger row locked once per batch).
+    #[arg(long = "db-commit-batch-max", env = "DB_COMMIT_BATCH_MAX",
+          value_name = "DB_COMMIT_BATCH_MAX", default_value_t = Batching::DEFAULT.max_orders,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub max_orders: usize,
     /// How long a batch waits for more orders once it has one, if fewer than `max_orders` are
-    /// waiting. Zero: it takes what is there (batches still form while the one before commits).
+    /// waiting, in microseconds (0: it takes what is ready; batches still form while the one
+    /// before commits, so a lone order never waits).
+    #[arg(long = "db-commit-linger-us", env = "DB_COMMIT_LINGER_US",
+          value_name = "DB_COMMIT_LINGER_US", default_value = "0",
+          value_parser = clap::value_parser!(u64).range(0..=100_000).map(Duration::from_micros))]
     pub linger: Duration,
-    /// How many batches may be in flight at once (each on a connection of its own; they queue
-    /// on the ledger's lock, but the next one's network and parsing overlap the last one's flush).
+    /// Write transactions in flight at once per process (each on a connection of its own; they
+    /// queue on the ledger's lock, but the next one's network and parsing overlap the last
+    /// one's flush).
+    #[arg(long = "db-commits-in-flight", env = "DB_COMMITS_IN_FLIGHT",
+          value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = Batching::DEFAULT.in_flight,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
     pub in_flight: usize,
 }
 
 impl Batching {
     /// The defaults (and those of `DB_COMMIT_BATCH_MAX`, `DB_COMMIT_LINGER_US`,
-    /// `DB_COMMITS_IN_FLIGHT`): up to 256 orders, no lingering, one batch in flight (on a
-    /// machine short of CPU, one in flight makes the largest batches and the most orders/s).
+    /// `DB_COMMITS_IN_FLIGHT`; the test `the_flags_defaults_are_for_urls` holds the linger's
+    /// flag to it): up to 256 orders, no lingering, one batch in flight (on a machine short of
+    /// CPU, one in flight makes the largest batches and the most orders/s).
     pub const DEFAULT: Batching = Batching {
         max_orders: 256,
         linger: Duration::ZERO,
