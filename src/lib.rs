@@ -12,18 +12,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use api_keys::Identity;
 use api_keys::PgClientRegistry;
 use api_read::config::ReadSettings;
 use api_read::ReadApi;
 use api_write::config::WriteSettings;
 use api_write::WriteApi;
-use event_bus::publisher::Publisher;
-use event_bus::relay::Relay;
 use order_domain::BuyOrderServices;
-use order_store::memory::{MemEventStore, MemReadModel};
+use order_store::memory::MemReadModel;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::{CqrsOrderWriter, EventLog, OrderWriter, ReadModel, ReadModelWriter, StoreError};
+use order_store::{ReadModel, ReadModelWriter, StoreError};
 use price_feed::{PriceFeedConfig, PriceSourceSpec};
 use projector::config::ProjectorSettings;
 use projector::Projector;
@@ -126,21 +123,15 @@ pub enum StartError {
     /// The price source could not be set up.
     #[error("price source: {0}")]
     Prices(#[from] price_feed::FeedError),
-    /// RabbitMQ is configured wrongly.
-    #[error("RabbitMQ (AMQP_URL): {0}")]
-    Bus(#[from] event_bus::BusError),
-    /// AMQP_URL without DATABASE_URL.
-    #[error("AMQP_URL needs DATABASE_URL: the relay publishes the PostgreSQL event log")]
-    BusWithoutDatabase,
-    /// A PostgreSQL store could not be opened.
-    #[error("PostgreSQL (DATABASE_URL / READ_DATABASE_URL): {0}")]
+    /// The write side (store, relay) could not start.
+    #[error(transparent)]
+    Write(#[from] api_write::start::StartError),
+    /// The read table could not be opened.
+    #[error("PostgreSQL (READ_DATABASE_URL, else DATABASE_URL): {0}")]
     Store(#[from] StoreError),
-    /// AUTH=required without a database to hold the API clients.
-    #[error(
-        "AUTH=required needs DATABASE_URL (API clients live there, see `buy-orders clients`); \
-         the in-memory all-in-one runs with AUTH=off"
-    )]
-    AuthWithoutDatabase,
+    /// Who calls could not be learnt (`AUTH`).
+    #[error("{0}; the in-memory all-in-one runs with AUTH=off")]
+    Identity(#[from] api_keys::IdentityStartError),
     /// A listening address could not be bound.
     #[error("cannot listen on {variable}={addr}: {source}")]
     Bind {
@@ -300,80 +291,43 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let (write_listener, write_addr) = bind("WRITE_ADDR", config.write.write_addr).await?;
     let (read_listener, read_addr) = bind("READ_ADDR", config.read.read_addr).await?;
 
-    let services = BuyOrderServices::new(prices);
-    let cap = config.write.max_total_btc;
-    let bus = match &config.bus.amqp_url {
-        None => None,
-        Some(_) if config.db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
-        Some(url) => Some(event_bus::connection::parse(url)?),
-    };
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let mut batches = None;
-    type Parts = (
-        Arc<dyn OrderWriter>,
-        Arc<dyn EventLog>,
-        Arc<dyn ReadModel>,
-        Arc<dyn ReadModelWriter>,
-    );
     let on_postgres = config.db.database_url.is_some();
-    let identity = match config.access.mode(if on_postgres {
+    let default_auth = if on_postgres {
         AuthMode::Required
     } else {
         AuthMode::Off
-    }) {
-        AuthMode::Off => {
-            tracing::warn!("AUTH=off: no API keys; X-Client-Id names the client and every caller sees every order");
-            Identity::Off
-        }
-        AuthMode::Required if !on_postgres => return Err(StartError::AuthWithoutDatabase),
-        AuthMode::Required => {
-            PgClientRegistry::identity(
-                &config.db,
-                config.access.keys_max_staleness,
-                shutdown.clone().cancelled_owned(),
-            )
-            .await?
-        }
     };
-    let (writer, log, model, table): Parts = if on_postgres {
-        let store = PgEventStore::open(&config.db, cap).await?;
+    let identity = api_keys::start_identity(
+        config.access.mode(default_auth) == AuthMode::Required,
+        &config.db,
+        config.access.keys_max_staleness,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await?;
+    let services = BuyOrderServices::new(prices);
+    let side =
+        api_write::start::open(&config.write, &config.db, &config.bus, services, &shutdown).await?;
+    let writer = side.writer;
+    if let Some(relay) = side.relay {
+        tasks.spawn(async move {
+            let _ = relay.await;
+        });
+    }
+    let (model, table): (Arc<dyn ReadModel>, Arc<dyn ReadModelWriter>) = if on_postgres {
         let model = Arc::new(PgReadModel::open(&config.db).await?);
         tracing::info!("on PostgreSQL");
-        if let Some(address) = bus {
-            let topology = config.bus.topology();
-            let publisher = Publisher::start(address.clone(), topology.clone());
-            tasks.spawn(
-                Relay::open(&config.db, publisher)
-                    .await?
-                    .run(shutdown.clone()),
-            );
-            batches = Some(event_bus::consumer::start(
-                address,
-                topology,
-                config.bus.prefetch,
-            ));
-            tracing::info!(exchange = %config.bus.exchange, queue = %config.bus.queue, "through RabbitMQ");
-        }
-        (
-            Arc::new(
-                CqrsOrderWriter::new(store.clone(), services)
-                    .with_resolve_within(config.write.resolve_within),
-            ),
-            Arc::new(store),
-            model.clone(),
-            model,
-        )
+        (model.clone(), model)
     } else {
-        let store = MemEventStore::new(cap.unwrap_or_default());
         let model = Arc::new(MemReadModel::new());
-        (
-            Arc::new(CqrsOrderWriter::new(store.clone(), services)),
-            Arc::new(store),
-            model.clone(),
-            model,
-        )
+        (model.clone(), model)
     };
+    let batches = side.bus.map(|address| {
+        tracing::info!(exchange = %config.bus.exchange, queue = %config.bus.queue, "through RabbitMQ");
+        event_bus::consumer::start(address, config.bus.topology(), config.bus.prefetch)
+    });
+    let log = side.log;
     let projector = Projector::new(log, table, config.projector.batch as usize);
 
     tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));

@@ -51,5 +51,5 @@ pub use directory::KeyDirectory;
 pub use identity::{Caller, Identity, IdentityError};
 pub use key::{ApiKey, KeyHash};
 #[cfg(feature = "postgres")]
-pub use postgres::PgClientRegistry;
+pub use postgres::{start_identity, IdentityStartError, PgClientRegistry};
 pub use registry::{ClientError, ClientRecord, ClientRegistry, Credential, MemClientRegistry};

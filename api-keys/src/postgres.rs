@@ -151,3 +151,37 @@ impl ClientRegistry for PgClientRegistry {
             .collect()
     }
 }
+
+/// Why a service could not learn who calls it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityStartError {
+    /// `AUTH=required` without `DATABASE_URL`, where the registry lives.
+    #[error("AUTH=required needs DATABASE_URL (API clients live there, see `buy-orders clients`)")]
+    NoRegistry,
+    /// The registry could not be read.
+    #[error("cannot read the API clients (DATABASE_URL): {0}")]
+    Registry(#[from] StoreError),
+}
+
+/// How a service learns who calls it, as `AUTH` asks: with `required`, the keys of the registry
+/// on `DATABASE_URL`, refreshed until `stop` and refused once stale for `max_staleness`; with
+/// `off`, [`crate::Identity::Off`], warned about. The one start-up path of every service.
+pub async fn start_identity(
+    required: bool,
+    settings: &PgSettings,
+    max_staleness: std::time::Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<crate::Identity, IdentityStartError> {
+    if !required {
+        tracing::warn!(
+            "AUTH=off: no API keys; X-Client-Id names the client and every caller sees every \
+             order (local use only)"
+        );
+        return Ok(crate::Identity::Off);
+    }
+    if settings.database_url.is_none() {
+        return Err(IdentityStartError::NoRegistry);
+    }
+    Ok(PgClientRegistry::identity(settings, max_staleness, stop).await?)
+}

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use api_keys::{Identity, PgClientRegistry};
 use api_read::config::ReadConfig;
 use api_read::ReadApi;
 use clap::Parser;
@@ -45,32 +44,24 @@ async fn main() -> ExitCode {
         eprintln!("api-read: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    let identity = match config.access.mode(AuthMode::Required) {
-        AuthMode::Off => {
-            tracing::warn!("AUTH=off: no API keys; every caller sees every order (local use only)");
-            Identity::Off
-        }
-        AuthMode::Required if config.db.database_url.is_none() => {
+    let identity = match api_keys::start_identity(
+        config.access.mode(AuthMode::Required) == AuthMode::Required,
+        &config.db,
+        config.access.keys_max_staleness,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await
+    {
+        Ok(identity) => identity,
+        Err(err @ api_keys::IdentityStartError::NoRegistry) => {
             eprintln!(
-                "api-read: AUTH=required needs DATABASE_URL, where the API clients live \
-                 (READ_DATABASE_URL may name another database for the read table)"
+                "api-read: {err} (READ_DATABASE_URL may name another database for the read table)"
             );
             return ExitCode::from(2);
         }
-        AuthMode::Required => {
-            match PgClientRegistry::identity(
-                &config.db,
-                config.access.keys_max_staleness,
-                shutdown.clone().cancelled_owned(),
-            )
-            .await
-            {
-                Ok(identity) => identity,
-                Err(err) => {
-                    eprintln!("api-read: cannot read the API clients (DATABASE_URL): {err}");
-                    return ExitCode::FAILURE;
-                }
-            }
+        Err(err) => {
+            eprintln!("api-read: {err}");
+            return ExitCode::FAILURE;
         }
     };
     tracing::info!(addr = %config.read.read_addr, "api-read listening");

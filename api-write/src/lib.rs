@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod request;
+pub mod start;
 
 use std::sync::Arc;
 
