@@ -328,6 +328,7 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         event_bus::consumer::start(address, config.bus.topology(), config.bus.prefetch)
     });
     let log = side.log;
+    service_kit::metrics_doc::describe(projector::METRICS);
     let projector = Projector::new(log, table, config.projector.batch as usize);
 
     tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));

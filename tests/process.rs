@@ -214,10 +214,19 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
             .contains("x-request-id: test-req-1"),
         "{answer}"
     );
+    let mut probe = std::net::TcpStream::connect(("127.0.0.1", write)).unwrap();
+    std::io::Write::write_all(&mut probe, b"GET /healthcheck HTTP/1.0\r\n\r\n").unwrap();
+    let mut probed = String::new();
+    std::io::Read::read_to_string(&mut probe, &mut probed).unwrap();
+    assert!(probed.starts_with("HTTP/1.0 200"), "{probed}");
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let output = child.wait_with_output().unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in stderr.lines().filter(|l| l.contains("test-req-1")) {
+        assert_eq!(line.matches("test-req-1").count(), 1, "the id once: {line}");
+    }
+    let lines: Vec<serde_json::Value> = stderr
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
@@ -225,10 +234,23 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
         .iter()
         .find(|l| l["message"] == "request" && l["path"] == "/buy_order")
         .expect("a request line");
-    assert_eq!(request_line["request_id"], "test-req-1");
+    assert_eq!(request_line["span"]["request_id"], "test-req-1");
     assert_eq!(request_line["method"], "PUT");
     assert_eq!(request_line["status"], 200);
-    assert!(request_line["latency_ms"].is_number());
+    let latency = request_line["latency_ms"].to_string();
+    assert!(
+        latency
+            .split('.')
+            .nth(1)
+            .is_none_or(|decimals| decimals.len() <= 3),
+        "whole microseconds, no float noise: {latency}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["message"] == "request" && l["path"] == "/healthcheck"),
+        "probes are not logged at INFO"
+    );
     let placed = lines
         .iter()
         .find(|l| l["message"] == "order placed")
@@ -237,4 +259,72 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
         placed["span"]["request_id"], "test-req-1",
         "every line of a request carries its id: {placed}"
     );
+}
+
+/// Every counter the code records (`counter!("…"` in any crate's sources) is on a fresh
+/// all-in-one's `/metrics` with its `# HELP` line before any request (unlabelled ones at 0);
+/// every gauge and histogram shown has its `# HELP` line too (they show once set).
+#[test]
+fn every_metric_is_described_and_counters_start_at_zero() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut recorded = std::collections::BTreeSet::new();
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("src"))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.push(root.join("src"));
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for macro_name in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+                for (at, _) in text.match_indices(macro_name) {
+                    let rest = &text[at + macro_name.len()..];
+                    let name = rest[..rest.find('"').unwrap()].to_owned();
+                    recorded.insert((macro_name == "counter!(\"", name));
+                }
+            }
+        }
+    }
+    assert!(recorded.len() > 30, "{recorded:?}");
+    let write = free_port();
+    let mut child = binary()
+        .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
+        .env("READ_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", write)).unwrap();
+    std::io::Write::write_all(&mut socket, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    std::io::Read::read_to_string(&mut socket, &mut metrics).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    child.wait().unwrap();
+    for (counter, name) in &recorded {
+        let shown = metrics.lines().any(|l| l.starts_with(name.as_str()));
+        // Its labels (route, status) exist only once a request is answered.
+        let labelled_when_recorded = name == "http_requests_total";
+        assert!(shown || !counter || labelled_when_recorded, "counter {name} is not shown:\n{metrics}");
+        assert!(
+            !shown || metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no # HELP line:\n{metrics}"
+        );
+    }
+    for counter in ["rate_limited_total", "cap_refusals_total", "idempotent_replays_total"] {
+        assert!(
+            metrics.lines().any(|l| l == format!("{counter} 0")),
+            "{counter} is not there at 0:\n{metrics}"
+        );
+    }
 }

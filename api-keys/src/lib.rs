@@ -53,3 +53,11 @@ pub use key::{ApiKey, KeyHash};
 #[cfg(feature = "postgres")]
 pub use postgres::{start_identity, IdentityStartError, PgClientRegistry};
 pub use registry::{ClientError, ClientRecord, ClientRegistry, Credential, MemClientRegistry};
+
+/// Describes api-keys' metric (`# HELP`).
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "auth_keys_age_seconds",
+        "Seconds since the API keys were last read from the registry (0 after each refresh)"
+    );
+}

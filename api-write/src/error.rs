@@ -95,9 +95,11 @@ pub fn log_refusal(err: &PlaceError) {
             requested,
             remaining,
         }) => {
+            metrics::counter!("cap_refusals_total").increment(1);
             tracing::warn!(%requested, %remaining, "cap refusal");
         }
         PlaceError::Refused(BuyOrderError::PriceUnavailable(reason)) => {
+            metrics::counter!("price_unavailable_refusals_total").increment(1);
             tracing::warn!(%reason, "price unavailable, order refused");
         }
         PlaceError::Refused(other) => tracing::info!(reason = %other, "order refused"),

@@ -22,6 +22,7 @@ use order_domain::IdempotencyKey;
 use order_store::{OrderView, OrderWriter, Placement};
 use serde::Serialize;
 use service_kit::body::{json_body, MAX_BODY_BYTES};
+use service_kit::metrics_doc::MetricDoc;
 use service_kit::RateLimits;
 use service_kit::{health_route, ApiError};
 use warp::http::StatusCode;
@@ -31,22 +32,14 @@ use warp::{Filter, Rejection, Reply};
 use crate::request::{parse_place, RequestHeaders};
 
 /// The write API's routes, as metric labels.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/buy_order", "PUT"),
-    ("/healthcheck", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/openapi.json", "GET"),
-    ("/docs", "GET"),
-    ("/docs/*", "GET"),
-];
+pub const ROUTES: &[(&str, &str)] = &[("/buy_order", "PUT")];
 
 /// Observability of the write API: ready when the order store answers, which is exactly when it
 /// can take orders. The broker is not part of it: with RabbitMQ down, orders are still accepted
 /// (the relay publishes them when it is back), so an orchestrator must not pull the writers out
 /// of service; the relay's own metrics (`relay_backlog_events`, `relay_lag_seconds`) show it.
 pub fn ops(writer: Arc<dyn OrderWriter>) -> service_kit::Ops {
-    service_kit::Ops::new("api-write", ROUTES, move || {
+    let ops = service_kit::Ops::new("api-write", ROUTES, move || {
         let writer = writer.clone();
         async move {
             writer
@@ -54,8 +47,48 @@ pub fn ops(writer: Arc<dyn OrderWriter>) -> service_kit::Ops {
                 .await
                 .map_err(|e| service_kit::NotReady::new("order store", e))
         }
-    })
+    });
+    service_kit::metrics_doc::describe(METRICS);
+    order_store::describe_metrics();
+    price_feed::describe_metrics();
+    event_bus::describe_metrics();
+    api_keys::describe_metrics();
+    ops
 }
+
+/// The metrics the write API itself records.
+pub const METRICS: &[MetricDoc] = &[
+    MetricDoc::counter_by(
+        "orders_placed_total",
+        "Orders this process placed, by currency",
+        &[
+            &[("currency", "USD")],
+            &[("currency", "EUR")],
+            &[("currency", "GBP")],
+        ],
+    ),
+    MetricDoc::counter(
+        "btc_sold_satoshis_total",
+        "Satoshis of the orders this process placed",
+    ),
+    MetricDoc::counter(
+        "idempotent_replays_total",
+        "Requests answered with the order first placed under their key",
+    ),
+    MetricDoc::counter(
+        "cap_refusals_total",
+        "Orders refused because they would cross the BTC cap",
+    ),
+    MetricDoc::counter(
+        "price_unavailable_refusals_total",
+        "Orders refused because no price could be had",
+    ),
+    MetricDoc::gauge(
+        "btc_remaining",
+        "BTC left under the cap, as committed (refreshed every 5 s)",
+    ),
+    MetricDoc::gauge("btc_cap", "The BTC cap itself, in BTC"),
+];
 
 /// How often the `btc_remaining` gauge is refreshed from the store.
 const LEDGER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);

@@ -76,6 +76,7 @@
 mod error;
 mod log;
 pub mod memory;
+mod metrics;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod read_model;
@@ -86,6 +87,7 @@ mod writer;
 
 pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
 pub use log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
+pub use metrics::describe_metrics;
 pub use read_model::{ReadModel, ReadModelWriter};
 pub use view::{BadPageSize, OrderView, Page, PageRequest, PageSize, Scope};
 pub use writer::{CqrsOrderWriter, Ledger, NewAggregate, OrderWriter, Placement};

@@ -29,3 +29,15 @@ pub use error::FeedError;
 /// here beside the other sources.
 pub use order_domain::FixedSource;
 pub use simulated::SimulatedSource;
+
+/// Describes price-feed's metrics (`# HELP`) and registers its counters at 0.
+pub fn describe_metrics() {
+    metrics::describe_counter!("price_fetches_total", "Upstream price calls, by source");
+    metrics::describe_counter!(
+        "price_feed_errors_total",
+        "Failed upstream price calls, by source"
+    );
+    for name in ["price_fetches_total", "price_feed_errors_total"] {
+        metrics::counter!(name, "source" => "coinbase").increment(0);
+    }
+}

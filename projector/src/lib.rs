@@ -32,11 +32,48 @@ pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) const HEAD_CHECK: Duration = Duration::from_secs(2);
 
 /// The projector process's routes, as metric labels.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/healthcheck", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-];
+pub const ROUTES: &[(&str, &str)] = &[];
+
+/// The metrics the projector records.
+pub const METRICS: &[service_kit::metrics_doc::MetricDoc] = {
+    use service_kit::metrics_doc::MetricDoc;
+    &[
+        MetricDoc::counter("events_projected_total", "Events applied to the read table"),
+        MetricDoc::counter(
+            "projector_events_parked_total",
+            "Unreadable events parked in parked_events instead of applied",
+        ),
+        MetricDoc::counter(
+            "projector_lag_check_failures_total",
+            "Lag measurements that failed (the lag gauges kept their last value)",
+        ),
+        MetricDoc::counter(
+            "projector_silent_queue_catch_ups_total",
+            "Catch-ups from the store while the queue was silent and the log ahead",
+        ),
+        MetricDoc::counter_by(
+            "messages_rejected_total",
+            "Queue messages that were not the stored event (forged or stale), by why",
+            &[&[("why", "not_in_log")], &[("why", "differs_from_log")]],
+        ),
+        MetricDoc::counter(
+            "messages_unchecked_total",
+            "Queue messages acknowledged unchecked while the store or table failed",
+        ),
+        MetricDoc::gauge(
+            "projector_checkpoint_position",
+            "The read table's checkpoint",
+        ),
+        MetricDoc::gauge(
+            "projector_lag_positions",
+            "Positions the read table is behind the log's head",
+        ),
+        MetricDoc::gauge(
+            "projector_lag_seconds",
+            "How long the oldest event not yet applied has waited",
+        ),
+    ]
+};
 
 /// Observability of the projector process: ready when the event store, the read table (and the
 /// broker, if it consumes one) answer.
@@ -45,6 +82,9 @@ pub fn ops(
     model: Arc<dyn order_store::ReadModel>,
     broker: Option<event_bus::connection::AmqpAddress>,
 ) -> service_kit::Ops {
+    service_kit::metrics_doc::describe(METRICS);
+    order_store::describe_metrics();
+    event_bus::describe_metrics();
     service_kit::Ops::new("projector", ROUTES, move || {
         let (log, model, broker) = (log.clone(), model.clone(), broker.clone());
         async move {

@@ -17,6 +17,7 @@ pub mod access;
 pub mod body;
 pub mod docs;
 mod error;
+pub mod metrics_doc;
 mod observe;
 mod serve;
 

@@ -48,9 +48,9 @@ impl NotReady {
 pub struct Ops {
     /// The service's name (the `service` label of its metrics).
     pub name: &'static str,
-    /// Its routes as patterns (`/buy_orders/:id`) with the methods each allows (`"GET"`), so
-    /// metrics are labelled by route, not by every path a client tries, and a 405 says what is
-    /// allowed (`Allow`).
+    /// Its own routes as patterns (`/buy_orders/:id`) with the methods each allows (`"GET"`),
+    /// so metrics are labelled by route, not by every path a client tries, and a 405 says what
+    /// is allowed (`Allow`). [`OPS_ROUTES`] are added to them.
     pub routes: &'static [(&'static str, &'static str)],
     /// What `GET /readyz` checks.
     pub ready: ReadyCheck,
@@ -87,6 +87,7 @@ impl Ops {
         Fut: Future<Output = Result<(), NotReady>> + Send + 'static,
     {
         metrics_handle(); // the recorder must exist before the first metric is recorded
+        crate::metrics_doc::describe(crate::metrics_doc::METRICS);
         Ops {
             name,
             routes,
@@ -191,8 +192,20 @@ pub(crate) fn request_id(header: Option<&str>) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// The route `path` matches (UUID segments read as `:id`; a pattern ending in `/*` matches
-/// every path under it): its pattern and allowed methods, or `("other", "")`.
+/// The routes of [`Ops`] every service serves (the projector: the first three) beside its own,
+/// as metric labels: a service lists only its own routes. Logged at DEBUG, not INFO.
+pub const OPS_ROUTES: &[(&str, &str)] = &[
+    ("/healthcheck", "GET"),
+    ("/readyz", "GET"),
+    ("/metrics", "GET"),
+    ("/openapi.json", "GET"),
+    ("/docs", "GET"),
+    ("/docs/*", "GET"),
+];
+
+/// The route `path` matches among the service's `routes` and then [`OPS_ROUTES`] (UUID
+/// segments read as `:id`; a pattern ending in `/*` matches every path under it): its pattern
+/// and allowed methods, or `("other", "")`.
 fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static str, &'static str) {
     let normalized: Vec<&str> = path
         .split('/')
@@ -207,6 +220,7 @@ fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static st
     let normalized = normalized.join("/");
     routes
         .iter()
+        .chain(OPS_ROUTES)
         .find(|(route, _)| match route.strip_suffix('*') {
             Some(prefix) => normalized.starts_with(prefix),
             None => *route == normalized,
@@ -250,15 +264,17 @@ where
                         .headers_mut()
                         .insert("allow", HeaderValue::from_static(allowed));
                 }
-                tracing::info!(
-                    target: "http",
-                    request_id = %id,
-                    method = %method,
-                    path = path.as_str(),
-                    status = status.as_u16(),
-                    latency_ms = elapsed.as_secs_f64() * 1000.0,
-                    "request"
-                );
+                // The request id is the span's (`request`), once per line; the latency in whole
+                // microseconds shown as milliseconds, so it prints without float noise.
+                let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+                if OPS_ROUTES.iter().any(|(ops, _)| *ops == route) {
+                    // Probes and scrapes every few seconds: not news at INFO.
+                    tracing::debug!(target: "http", method = %method, path = path.as_str(),
+                        status = status.as_u16(), latency_ms, "request");
+                } else {
+                    tracing::info!(target: "http", method = %method, path = path.as_str(),
+                        status = status.as_u16(), latency_ms, "request");
+                }
                 let labels = [
                     ("service", name.to_owned()),
                     ("method", method_label(&method).to_owned()),
