@@ -315,13 +315,20 @@ fn every_metric_is_described_and_counters_start_at_zero() {
         let shown = metrics.lines().any(|l| l.starts_with(name.as_str()));
         // Its labels (route, status) exist only once a request is answered.
         let labelled_when_recorded = name == "http_requests_total";
-        assert!(shown || !counter || labelled_when_recorded, "counter {name} is not shown:\n{metrics}");
+        assert!(
+            shown || !counter || labelled_when_recorded,
+            "counter {name} is not shown:\n{metrics}"
+        );
         assert!(
             !shown || metrics.contains(&format!("# HELP {name} ")),
             "{name} has no # HELP line:\n{metrics}"
         );
     }
-    for counter in ["rate_limited_total", "cap_refusals_total", "idempotent_replays_total"] {
+    for counter in [
+        "rate_limited_total",
+        "cap_refusals_total",
+        "idempotent_replays_total",
+    ] {
         assert!(
             metrics.lines().any(|l| l == format!("{counter} 0")),
             "{counter} is not there at 0:\n{metrics}"

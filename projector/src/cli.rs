@@ -240,6 +240,11 @@ impl Progress {
                 )
                 .expect("a valid template"),
             );
+            let shared = bar.clone();
+            // Log lines (JSON or text) go above the bar, never glued onto it.
+            service_kit::share_stderr_with(std::sync::Arc::new(
+                move |write: &mut dyn FnMut()| shared.suspend(write),
+            ));
             bar
         });
         Progress {
@@ -267,6 +272,7 @@ impl Progress {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+            service_kit::release_stderr();
         }
     }
 }

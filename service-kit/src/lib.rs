@@ -17,12 +17,14 @@ pub mod access;
 pub mod body;
 pub mod docs;
 mod error;
+mod log_writer;
 pub mod metrics_doc;
 mod observe;
 mod serve;
 
 pub use access::{AccessSettings, AuthMode, RateLimits};
 pub use error::{recover, ApiError};
+pub use log_writer::{release_stderr, share_stderr_with, Suspend};
 pub use observe::{metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, REQUEST_ID};
 pub use serve::{
     health_route, init_logging, serve, serve_with, shutdown_on_signal, HttpSettings, LogFormat,

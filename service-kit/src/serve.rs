@@ -341,9 +341,11 @@ pub fn init_logging(format: LogFormat) {
     crate::observe::metrics_handle(); // metrics from the very start, like the logs
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into a pipe or a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(crate::log_writer::stderr_lines);
     let _ = match format {
         // The current span's fields (a request's id) once, not again as a list of spans.
         LogFormat::Json => builder

@@ -190,6 +190,10 @@ async fn on_own_connection(
             crate::postgres::connection::config::sqlx_url_options(url)?.options([
                 ("search_path", schema),
                 crate::postgres::connection::config::ISOLATION,
+                // sqlx's `CREATE TABLE IF NOT EXISTS _sqlx_migrations` is answered with a
+                // NOTICE on every run after the first, which sqlx logs at INFO: noise for an
+                // operator running `migrate`, and for every service starting.
+                ("client_min_messages", "warning"),
             ]),
         )
         .await
