@@ -91,6 +91,20 @@ async fn migrate_applies_the_migrations_and_is_idempotent() {
         assert!(!stderr.contains('\u{1b}'), "colours in a pipe: {stderr}");
         assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
     }
+    // The settings may follow the subcommand, as an operator types them.
+    for args in [
+        ["migrate", "--database-url", db.url()],
+        ["clients", "list", "--database-url"],
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_buy-orders"));
+        command.args(args).env_remove("DATABASE_URL");
+        if args[0] == "clients" {
+            command.arg(db.url());
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+    }
     let without = Command::new(env!("CARGO_BIN_EXE_buy-orders"))
         .arg("migrate")
         .env_remove("DATABASE_URL")

@@ -72,6 +72,14 @@ fn secrets_stay_out_of_help_and_errors() {
             !text.contains("S3cretPw"),
             "{binary} --help shows a password:\n{text}"
         );
+        // Help offers only what works: verify-ca is refused, and only the projector process
+        // listens on PROJECTOR_ADDR.
+        assert!(!text.contains("verify-ca"), "{binary} offers verify-ca:\n{text}");
+        assert_eq!(
+            text.contains("projector-addr"),
+            name == "projector",
+            "{binary}: --projector-addr\n{text}"
+        );
         for (variable, bad) in [
             ("DATABASE_URL", "postgres://app:S3cretPw@db:99999999/orders"),
             ("DATABASE_URL", "mysql://app:S3cretPw@db/orders"),

@@ -156,12 +156,12 @@ async fn run(
         }
         None => None,
     };
-    let listener = match tokio::net::TcpListener::bind(config.projector.addr).await {
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!(
                 "projector: cannot listen on PROJECTOR_ADDR={}: {err}",
-                config.projector.addr
+                config.addr
             );
             return ExitCode::FAILURE;
         }

@@ -5,14 +5,6 @@ use order_store::postgres::PgSettings;
 /// Settings shared by every process that runs a projector (`projector`, the all-in-one).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectorSettings {
-    /// Where the projector process serves /healthcheck, /readyz and /metrics.
-    #[arg(
-        long = "projector-addr",
-        env = "PROJECTOR_ADDR",
-        value_name = "PROJECTOR_ADDR",
-        default_value = "127.0.0.1:8779"
-    )]
-    pub addr: std::net::SocketAddr,
     /// Events read and applied per batch.
     #[arg(long = "projector-batch", env = "PROJECTOR_BATCH", value_name = "PROJECTOR_BATCH",
           default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -49,6 +41,15 @@ pub struct ProjectorConfig {
     /// What to do.
     #[command(subcommand)]
     pub command: Option<ProjectorCommand>,
+    /// Where the projector process serves /healthcheck, /readyz and /metrics (the all-in-one
+    /// serves them on its two APIs' addresses instead).
+    #[arg(
+        long = "projector-addr",
+        env = "PROJECTOR_ADDR",
+        value_name = "PROJECTOR_ADDR",
+        default_value = "127.0.0.1:8779"
+    )]
+    pub addr: std::net::SocketAddr,
     /// Batch size.
     #[command(flatten)]
     pub projector: ProjectorSettings,

@@ -50,47 +50,47 @@ fn parse_url() -> SecretUrlParser {
 /// Where the databases are and how many connections to keep.
 ///
 /// TLS is asked for in the URLs as libpq reads it: `?sslmode=require` (encrypted),
-/// `verify-ca` / `verify-full` (the certificate checked against the system's roots and the PEM
-/// file in `sslrootcert`, if any; `verify-full` also checks the host name). The default,
-/// `prefer`, encrypts when the server offers it.
+/// `verify-full` (the certificate checked against the system's roots and the PEM file in
+/// `sslrootcert`, if any, and the host name). The default, `prefer`, encrypts when the server
+/// offers it. `verify-ca` is refused with a reason (see `connection::tls`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PgSettings {
     /// The write store (events, ledger). Unset: the in-memory store (all-in-one only).
-    /// TLS: `?sslmode=require|verify-ca|verify-full[&sslrootcert=ca.pem]`.
-    #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL",
+    /// TLS: `?sslmode=require|verify-full[&sslrootcert=ca.pem]`.
+    #[arg(long = "database-url", global = true, env = "DATABASE_URL", value_name = "DATABASE_URL",
           value_parser = parse_url(), hide_env_values = true)]
     pub database_url: Option<SecretUrl>,
     /// The read table; defaults to DATABASE_URL. May be another database.
-    #[arg(long = "read-database-url", env = "READ_DATABASE_URL",
+    #[arg(long = "read-database-url", global = true, env = "READ_DATABASE_URL",
           value_name = "READ_DATABASE_URL", value_parser = parse_url(), hide_env_values = true)]
     pub read_database_url: Option<SecretUrl>,
     /// The PostgreSQL schema of every table of the store (write and read), created if missing:
     /// two stores, or a store and an application's own tables, can share one database.
-    #[arg(long = "pg-schema", env = "PG_SCHEMA", value_name = "PG_SCHEMA",
+    #[arg(long = "pg-schema", global = true, env = "PG_SCHEMA", value_name = "PG_SCHEMA",
           default_value = "public", value_parser = parse_schema)]
     pub schema: PgSchema,
     /// Connections per pool.
-    #[arg(long = "db-pool-size", env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
+    #[arg(long = "db-pool-size", global = true, env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
           default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
     /// How long a request waits for a connection before answering 503.
-    #[arg(long = "db-acquire-timeout-ms", env = "DB_ACQUIRE_TIMEOUT_MS",
+    #[arg(long = "db-acquire-timeout-ms", global = true, env = "DB_ACQUIRE_TIMEOUT_MS",
           value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = defaults::ACQUIRE_TIMEOUT_MS, value_parser = parse_millis)]
     pub acquire_timeout: Duration,
     /// The longest one SQL statement may run (PostgreSQL's `statement_timeout`, set on every
     /// session the services open; migrations excepted).
-    #[arg(long = "db-statement-timeout-ms", env = "DB_STATEMENT_TIMEOUT_MS",
+    #[arg(long = "db-statement-timeout-ms", global = true, env = "DB_STATEMENT_TIMEOUT_MS",
           value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = defaults::STATEMENT_TIMEOUT_MS, value_parser = parse_millis)]
     pub statement_timeout: Duration,
     /// The longest a statement waits for a lock (`lock_timeout`): a writer waiting on the ledger
     /// row behind a stuck transaction gives up with 503 instead of waiting for it.
-    #[arg(long = "db-lock-timeout-ms", env = "DB_LOCK_TIMEOUT_MS",
+    #[arg(long = "db-lock-timeout-ms", global = true, env = "DB_LOCK_TIMEOUT_MS",
           value_name = "DB_LOCK_TIMEOUT_MS", default_value = defaults::LOCK_TIMEOUT_MS, value_parser = parse_millis)]
     pub lock_timeout: Duration,
     /// How long a session may sit idle inside a transaction before PostgreSQL ends it
     /// (`idle_in_transaction_session_timeout`): a writer that stops mid-commit (paused,
     /// partitioned) releases the ledger row's lock after this, not after hours.
-    #[arg(long = "db-idle-in-transaction-timeout-ms", env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+    #[arg(long = "db-idle-in-transaction-timeout-ms", global = true, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
           value_name = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
           default_value = defaults::IDLE_IN_TRANSACTION_TIMEOUT_MS,
           value_parser = parse_millis)]
@@ -99,7 +99,7 @@ pub struct PgSettings {
     /// client's socket and the server's `tcp_keepalives_idle`; probes every 5 s, 3 of them, and
     /// `tcp_user_timeout` to match): a dead peer is noticed in about this plus 15 s, not the
     /// kernel's 2 hours (or 15 minutes of retransmissions).
-    #[arg(long = "db-keepalive-s", env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
+    #[arg(long = "db-keepalive-s", global = true, env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
           default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(1..=7200))]
     pub keepalive_idle_s: u32,
     /// Group commit: how the orders a process has ready are committed together
@@ -109,14 +109,14 @@ pub struct PgSettings {
     /// Sessions that reads of the read table (pages, single orders) share, pipelined: a pool
     /// of their own, beside `DB_POOL_SIZE`'s. One session serves many concurrent reads with
     /// far fewer wake-ups than a session per read (see `DB_READ_PIPELINE_DEPTH`).
-    #[arg(long = "db-read-sessions", env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
+    #[arg(long = "db-read-sessions", global = true, env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
           default_value_t = defaults::READ_SESSIONS,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub read_sessions: u32,
     /// Reads in flight on one shared session before the next session takes the rest: a light
     /// load stays on one session, a heavier one spreads, and a session that stops answering
     /// holds at most this many reads.
-    #[arg(long = "db-read-pipeline-depth", env = "DB_READ_PIPELINE_DEPTH",
+    #[arg(long = "db-read-pipeline-depth", global = true, env = "DB_READ_PIPELINE_DEPTH",
           value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = defaults::READ_PIPELINE_DEPTH,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub read_pipeline_depth: u32,
