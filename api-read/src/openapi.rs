@@ -7,6 +7,8 @@ use service_kit::docs::{BearerAuth, ErrorBody, ErrorDetail, FieldProblem};
 use utoipa::OpenApi;
 
 #[utoipa::path(get, path = "/buy_orders", tag = "read",
+    summary = "The caller's orders, newest first",
+    description = "A page of the caller's orders (an admin's: every order), newest first. Pass the previous page's `last_reference` for the next page; every page costs the same however deep (keyset pagination).",
     security(("api_key" = [])),
     params(
         ("last_reference" = Option<String>, Query, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The previous page's `last_reference`; absent or empty: the first page"),
@@ -24,6 +26,8 @@ use utoipa::OpenApi;
 fn get_buy_orders() {}
 
 #[utoipa::path(get, path = "/buy_orders/{id}", tag = "read",
+    summary = "One order by id",
+    description = "The order with this id, if it is the caller's (an admin: anyone's); 404 otherwise, so another client's order cannot be told from a missing one.",
     security(("api_key" = [])),
     params(("id" = String, Path, format = Uuid, description = "The order id")),
     responses(

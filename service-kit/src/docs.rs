@@ -60,27 +60,39 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-#[utoipa::path(get, path = "/healthcheck", tag = "ops", responses((status = 200, description = "Alive")))]
+/// The ops routes' entries in each service's document (utoipa reads them from these stubs).
+#[utoipa::path(get, path = "/healthcheck", tag = "ops",
+    summary = "Is the process alive",
+    description = "200 `{\"status\":\"ok\"}` while the process serves. Checks no dependency: `/readyz` does.",
+    responses((status = 200, description = "Alive")))]
 #[allow(dead_code)]
-/// `GET /healthcheck`, as documented.
 pub fn healthcheck() {}
 
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+/// `GET /readyz`'s entry.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    summary = "Can the service do its job",
+    description = "200 when every dependency the service needs answers (the write API: the order store; the read API: the read table), decided within 0.8 s; otherwise 503 `unavailable` naming the dependency.",
+    responses(
     (status = 200, description = "Every backend the service needs answers"),
     (status = 503, description = "`unavailable`", body = ErrorBody)))]
 #[allow(dead_code)]
-/// `GET /readyz`, as documented.
 pub fn readyz() {}
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+/// `GET /metrics`'s entry.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    summary = "Prometheus metrics",
+    description = "Every metric of the process in Prometheus's text format, each with its `# HELP` line.",
+    responses(
     (status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 #[allow(dead_code)]
-/// `GET /metrics`, as documented.
 pub fn metrics() {}
 
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This document")))]
+/// `GET /openapi.json`'s entry.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    summary = "This OpenAPI document",
+    description = "The service's OpenAPI 3.1 document, as `/docs` renders it.",
+    responses((status = 200, description = "This document")))]
 #[allow(dead_code)]
-/// `GET /openapi.json`, as documented.
 pub fn openapi_json() {}
 
 /// `GET /openapi.json`: the service's document.
