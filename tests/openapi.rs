@@ -37,7 +37,10 @@ fn the_read_api_document_is_current() {
 /// Every operation on `/docs` says what it is: a summary of its own, never a placeholder.
 #[test]
 fn every_operation_has_a_summary() {
-    for document in [api_write::openapi::document(), api_read::openapi::document()] {
+    for document in [
+        api_write::openapi::document(),
+        api_read::openapi::document(),
+    ] {
         for (path, operations) in document["paths"].as_object().unwrap() {
             for (method, operation) in operations.as_object().unwrap() {
                 let summary = operation["summary"].as_str().unwrap_or_default();

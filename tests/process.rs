@@ -74,7 +74,10 @@ fn secrets_stay_out_of_help_and_errors() {
         );
         // Help offers only what works: verify-ca is refused, and only the projector process
         // listens on PROJECTOR_ADDR.
-        assert!(!text.contains("verify-ca"), "{binary} offers verify-ca:\n{text}");
+        assert!(
+            !text.contains("verify-ca"),
+            "{binary} offers verify-ca:\n{text}"
+        );
         assert_eq!(
             text.contains("projector-addr"),
             name == "projector",

@@ -159,3 +159,72 @@ async fn a_database_migrated_at_each_earlier_release_upgrades_cleanly() {
     }
     let _ = std::fs::remove_dir_all(scratch);
 }
+
+/// Where `schema/write.sql` comes from: the write database's constraints, indexes, functions
+/// and triggers, each as PostgreSQL prints it, in a stable order.
+const CURRENT_WRITE_SCHEMA: &str = "
+SELECT string_agg(definition, E'\n\n' ORDER BY kind, name) FROM (
+    SELECT 1 AS kind, c.relname || '.' || con.conname AS name,
+           'ALTER TABLE ' || c.relname || ' ADD CONSTRAINT ' || con.conname || ' '
+               || pg_get_constraintdef(con.oid) || ';' AS definition
+      FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+     WHERE con.connamespace = 'public'::regnamespace AND con.contype IN ('c', 'p', 'u', 'x')
+       AND c.relname <> '_sqlx_migrations'
+    UNION ALL
+    SELECT 2, tablename || '.' || indexname, indexdef || ';'
+      FROM pg_indexes
+     WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'
+       AND indexname NOT IN (SELECT conname FROM pg_constraint
+                              WHERE connamespace = 'public'::regnamespace)
+    UNION ALL
+    SELECT 3, p.proname, pg_get_functiondef(p.oid) || ';'
+      FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+    UNION ALL
+    SELECT 4, t.tgname, pg_get_triggerdef(t.oid) || ';'
+      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE NOT t.tgisinternal AND c.relnamespace = 'public'::regnamespace
+) AS current_form";
+
+/// `schema/write.sql` is the write store as the migrations leave it today: the append
+/// function, the trigger, the ledger's `CHECK` (the cap) and every index, in one readable
+/// file, rather than spread over the migrations that each redefined them. Generated from a
+/// freshly migrated database; `UPDATE_SCHEMA=1 cargo test -p order-store --test migrations`
+/// rewrites it, and this test fails whenever a migration changes it without the file following.
+#[tokio::test]
+async fn the_current_write_schema_file_is_what_the_migrations_make() {
+    let db = TestDb::create().await;
+    order_store::postgres::migrate_write(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let body: String = sqlx::query_scalar(CURRENT_WRITE_SCHEMA)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let text = format!(
+        "-- The write store as the migrations in migrations/write leave it: constraints, indexes,\n\
+         -- functions and triggers, as PostgreSQL prints them. Generated; do not edit. Change a\n\
+         -- migration, then: UPDATE_SCHEMA=1 cargo test -p order-store --test migrations\n\n{body}\n"
+    );
+    let path = crate_dir().join("schema").join("write.sql");
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "{} is not what the migrations make; run UPDATE_SCHEMA=1 cargo test -p order-store --test migrations",
+        path.display()
+    );
+    for enforced in [
+        "sold_sats <= cap_sats",
+        "buy_orders_append",
+        "events_position_and_cap",
+    ] {
+        assert!(
+            text.contains(enforced),
+            "{enforced} missing from schema/write.sql"
+        );
+    }
+}

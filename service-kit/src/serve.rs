@@ -312,7 +312,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogSettings {
     /// `json` or `text`; each binary has its default (services: json, the all-in-one: text).
-    #[arg(long = "log-format", global = true, env = "LOG_FORMAT", value_name = "LOG_FORMAT")]
+    #[arg(
+        long = "log-format",
+        global = true,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT"
+    )]
     pub log_format: Option<LogFormat>,
 }
 
