@@ -33,6 +33,24 @@
 //! | operator tools | `ops::audit` | [`audit`]: the books re-checked |
 //! | operator tools | `ops::relay` | the relay's lease and checkpoint (feature `relay`) |
 //!
+//! # Tables, and the migration that creates each
+//!
+//! Applied migrations never change (their checksums are pinned in `migration-checksums.txt`),
+//! so a table stays where it was first created; later migrations alter it. The current form of
+//! the write side, every function and trigger as it stands, is `schema/write.sql`, generated
+//! and checked by `tests/migrations.rs`.
+//!
+//! | table | database | created by | used by |
+//! |---|---|---|---|
+//! | `events`, `snapshots` | write | `1001_event_store.sql` (postgres-es's schema; `position` added there) | `write::event_store` |
+//! | `btc_ledger` (sold, cap, last position) | write | `1001_event_store.sql`; the append function in `1005`, the duplicate-first order in `1004`, the epoch in `1010` | `write::group_commit`, `ops::audit` |
+//! | `relay_checkpoint` | write | `1002_relay.sql` | `ops::relay` |
+//! | `api_clients` | write | `1003_clients.sql` | the `api-keys` crate |
+//! | `btc_cap_changes` (the cap's history) | write | `1003_clients.sql` | `write::event_store` (`set_cap`, `cap_history`) |
+//! | `log_epochs`, `log_rewinds` | write | `1010_log_epochs.sql` | `ops::relay`, `ops::audit` |
+//! | `buy_order_view`, `projector_checkpoint` | read | `2001_read_table.sql` (`client_id` in `2002`) | `read::read_model`, `read::projection` |
+//! | `parked_events` | read | `2003_parked_events.sql` | `read::projection` |
+//!
 //! This module keeps the helpers all of them share: database errors as [`StoreError`]s and
 //! positions as `bigint`. The API-key registry is not here: it is the `api-keys` crate's.
 

@@ -220,7 +220,7 @@ impl PgSettings {
         ))
     }
 
-    /// sqlx connection options for `url` with [`PgSettings::session_settings`] (TLS as the URL
+    /// sqlx connection options for `url` with the session settings of every connection (TLS as the URL
     /// asks, the schema's `search_path`, the timeouts): for a crate keeping its own tables in
     /// the store's database (`api-keys`' registry) on sessions like the store's own.
     pub fn sqlx_options(
