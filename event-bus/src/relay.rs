@@ -11,9 +11,10 @@ use crate::publisher::Publisher;
 
 /// Events published per batch (and so the unconfirmed window). Each batch costs the relay three
 /// exchanges in turn (head + read + lease check together, confirms, fenced checkpoint update;
-/// there were six before, the checkpoint read each time and the rest one by one): at 100
-/// it fell behind ~2,500 orders/s on two cores, its backlog growing run after run; at 1,000 it
-/// keeps up (A/B in bench/RESULTS.md). A batch is ~0.5 MB of messages.
+/// there were six before, the checkpoint read each time and the rest one by one): at 100 it
+/// fell behind the write path on two cores, its backlog growing run after run; at 1,000 it
+/// keeps up (the A/B is in bench/RESULTS.md, the only home of figures). A batch is ~0.5 MB of
+/// messages.
 const BATCH: usize = 1000;
 /// How long an idle relay waits for a notification before polling the log again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -70,8 +71,8 @@ enum RelayError {
 }
 
 /// Connections of the relay's own pool: its reads never wait behind the requests of the process
-/// it runs in (measured: sharing their pool at 64 connections took the read-side lag from ~60 ms
-/// to ~550 ms at p50). One of them is held by the LISTEN that wakes it; two are left for reads.
+/// it runs in (sharing their pool at 64 connections multiplied the read-side lag, see
+/// bench/RESULTS.md). One of them is held by the LISTEN that wakes it; two are left for reads.
 /// (The lease and the checkpoint live on a session of its own, outside the pool.)
 const POOL_SIZE: u32 = 3;
 

@@ -2,12 +2,11 @@
 //!
 //! A pooled session serves one query at a time: with 16 requests in flight, 16 PostgreSQL
 //! backends each wake for one query, answer it and sleep again. perf showed those context
-//! switches as the largest single cost of a read on both sides (~22 % of the backends' time).
+//! switches as the largest single cost of a read on both sides.
 //! tokio-postgres pipelines the queries that tasks send concurrently on one `Client`: they go out
-//! together and the backend answers them one after another without sleeping in between. Measured
-//! on two cores (16 connections of `GET /buy_orders?page_size=10`, bench/RESULTS.md): 16,700
-//! req/s with a session per request, 27,000 on one shared session; PostgreSQL's CPU per read
-//! 48 → 22 µs, api-read's 51 → 34 µs.
+//! together and the backend answers them one after another without sleeping in between. On two
+//! cores that cut PostgreSQL's and api-read's CPU per read and raised reads/s against a session
+//! per request (the figures: bench/RESULTS.md, "shared read sessions").
 //!
 //! A read goes to the first session with fewer than `depth` reads in flight, so a light load
 //! keeps to one session (the fewest wake-ups) and a heavier one spreads over more, up to
