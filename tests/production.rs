@@ -210,7 +210,7 @@ async fn metric(service: &Running, name: &str) -> Option<f64> {
 /// A writer whose database peer goes silent (a forwarding proxy frozen mid-commit: it forwards
 /// nothing and closes nothing, as a paused VM or a stalled middlebox does) while it holds the
 /// relay's lease. The lease expires on the server (its session's `idle_session_timeout`), and
-/// the other writer's standby relay takes over within the README's bound, publishing what is
+/// the other writer's standby relay takes over within the bound docs/operations.md gives, publishing what is
 /// placed meanwhile; the frozen writer's requests, its in-flight batch's included, are
 /// answered 503 within the answer deadline plus `ORDER_RESOLVE_TIMEOUT_MS`, never at the 30 s
 /// request deadline; after the thaw it serves again, and every order answered 200 is stored

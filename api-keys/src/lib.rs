@@ -39,6 +39,8 @@
 //! ```
 
 pub mod directory;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod identity;
 pub mod key;
 #[cfg(feature = "postgres")]

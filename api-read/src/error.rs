@@ -1,23 +1,8 @@
 //! The one place where the read side's errors become HTTP answers.
 
-use api_keys::IdentityError;
 use order_store::{ReadError, StoreError};
 use service_kit::ApiError;
 use warp::http::StatusCode;
-
-/// The HTTP answer for a caller who could not be identified (`X-Client-Id` is not read here, so
-/// only a missing or bad key is possible with authentication on).
-pub(crate) fn identity_error(err: IdentityError) -> ApiError {
-    match err {
-        IdentityError::KeysStale(_) => ApiError::new(
-            warp::http::StatusCode::SERVICE_UNAVAILABLE,
-            "keys_unavailable",
-            err.to_string(),
-        )
-        .retry_after(2),
-        _ => ApiError::unauthenticated(err.to_string()),
-    }
-}
 
 /// The HTTP answer for a failed read.
 pub(crate) fn to_api_error(err: ReadError) -> ApiError {

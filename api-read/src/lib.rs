@@ -8,7 +8,7 @@
 //! - `GET /healthcheck`.
 //!
 //! Built from an injected [`order_store::ReadModel`]. The read side is eventually consistent:
-//! an order appears here shortly after `PUT /buy_order` answers (see the README for the lag).
+//! an order appears here shortly after `PUT /buy_order` answers (the lag: docs/operations.md, and bench/RESULTS.md for figures).
 
 pub mod config;
 mod error;
@@ -65,17 +65,8 @@ impl ReadApi {
 
     /// Who calls, as a scope: the filter every order route starts with.
     fn scope(&self) -> impl Filter<Extract = (Scope,), Error = Rejection> + Clone {
-        let identity = self.identity.clone();
-        service_kit::access::caller(
-            move |bearer, client| {
-                identity
-                    .resolve(bearer, client)
-                    .map_err(error::identity_error)
-            },
-            |caller: &Caller| caller.client.as_str(),
-            self.limits.clone(),
-        )
-        .map(|caller: Caller| Scope::from(&caller))
+        api_keys::http::caller(self.identity.clone(), self.limits.clone())
+            .map(|caller: Caller| Scope::from(&caller))
     }
 
     /// `GET /buy_orders`, `GET /buy_orders/<id>` and `GET /healthcheck`. Rejections still need

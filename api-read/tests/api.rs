@@ -153,6 +153,22 @@ async fn status_422_for_bad_page_size_or_malformed_reference() {
     }
 }
 
+/// An `X-Client-Id` that is no client id (with `AUTH=off`) is the same 422 on both APIs
+/// (before, the read API answered 401 where the write API answered 422).
+#[tokio::test]
+async fn status_422_for_an_x_client_id_that_is_no_client_id() {
+    let (routes, _) = with_orders(1).await;
+    let response = warp::test::request()
+        .path("/buy_orders")
+        .header("x-client-id", "bad id")
+        .reply(&routes)
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["error"]["fields"][0]["field"], "X-Client-Id");
+}
+
 #[tokio::test]
 async fn status_404_for_unknown_reference_and_unknown_order() {
     let (routes, ids) = with_orders(2).await;

@@ -1,6 +1,5 @@
 //! The one place where the write side's errors become HTTP answers.
 
-use api_keys::IdentityError;
 use order_domain::BuyOrderError;
 use order_store::{PlaceError, StoreError};
 use service_kit::ApiError;
@@ -8,29 +7,6 @@ use warp::http::StatusCode;
 
 /// Seconds a client should wait before retrying after `price_unavailable`.
 const PRICE_RETRY_AFTER_SECS: u32 = 2;
-
-/// The HTTP answer for a caller who could not be identified.
-pub fn identity_error(err: IdentityError) -> ApiError {
-    let message = err.to_string();
-    match err {
-        IdentityError::BadClientId(_) => ApiError::validation(message.clone()).with(
-            "fields",
-            serde_json::json!([{ "field": "X-Client-Id", "message": message }]),
-        ),
-        IdentityError::KeysStale(_) => keys_unavailable(message),
-        _ => ApiError::unauthenticated(message),
-    }
-}
-
-/// 503 `keys_unavailable`: the API keys could not be refreshed for too long (the same answer on
-/// both APIs).
-pub fn keys_unavailable(message: String) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "keys_unavailable", message)
-        .retry_after(KEYS_RETRY_AFTER_SECS)
-}
-
-/// Seconds a client should wait before retrying after `keys_unavailable`.
-const KEYS_RETRY_AFTER_SECS: u32 = 2;
 
 /// The HTTP answer for a failed placement.
 pub fn to_api_error(err: PlaceError) -> ApiError {

@@ -145,16 +145,7 @@ impl WriteApi {
     /// [`service_kit::recover`] (done by [`service_kit::serve`]).
     pub fn routes(&self) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
         let api = self.clone();
-        let identity = self.identity.clone();
-        let caller = service_kit::access::caller(
-            move |bearer, client| {
-                identity
-                    .resolve(bearer, client)
-                    .map_err(error::identity_error)
-            },
-            |caller: &Caller| caller.client.as_str(),
-            self.limits.clone(),
-        );
+        let caller = api_keys::http::caller(self.identity.clone(), self.limits.clone());
         let place = warp::path!("buy_order")
             .and(warp::put())
             .and(caller)

@@ -256,7 +256,7 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
 }
 
 /// A database that stops answering (its path frozen: connections neither refused nor served)
-/// gives 503 `unavailable` within `DB_ACQUIRE_TIMEOUT_MS`, as the README says. Before, it took
+/// gives 503 `unavailable` within `DB_ACQUIRE_TIMEOUT_MS`, as docs/operations.md says. Before, it took
 /// twice that: the first attempt waited for a connection, then a load waited as long again.
 #[tokio::test]
 async fn a_silent_database_answers_503_within_the_acquire_timeout() {

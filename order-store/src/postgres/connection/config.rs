@@ -18,7 +18,7 @@ mod defaults {
     /// `DB_READ_SESSIONS`.
     pub const READ_SESSIONS: u32 = 4;
     /// `DB_READ_PIPELINE_DEPTH`: the benchmark's whole read load shares one session on two
-    /// cores, its fastest setting there (bench/RESULTS.md, "shared read sessions").
+    /// cores, its fastest setting there (bench/RESULTS.md, "Reads pipelined on shared sessions").
     pub const READ_PIPELINE_DEPTH: u32 = 16;
 }
 

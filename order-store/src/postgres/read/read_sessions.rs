@@ -6,7 +6,7 @@
 //! tokio-postgres pipelines the queries that tasks send concurrently on one `Client`: they go out
 //! together and the backend answers them one after another without sleeping in between. On two
 //! cores that cut PostgreSQL's and api-read's CPU per read and raised reads/s against a session
-//! per request (the figures: bench/RESULTS.md, "shared read sessions").
+//! per request (the figures: bench/RESULTS.md, "Reads pipelined on shared sessions").
 //!
 //! A read goes to the first session with fewer than `depth` reads in flight, so a light load
 //! keeps to one session (the fewest wake-ups) and a heavier one spreads over more, up to
