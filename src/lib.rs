@@ -130,7 +130,7 @@ pub enum StartError {
     #[error("PostgreSQL (READ_DATABASE_URL, else DATABASE_URL): {0}")]
     Store(#[from] StoreError),
     /// Who calls could not be learnt (`AUTH`).
-    #[error("{0}; the in-memory all-in-one runs with AUTH=off")]
+    #[error(transparent)]
     Identity(#[from] api_keys::IdentityStartError),
     /// A listening address could not be bound.
     #[error("cannot listen on {variable}={addr}: {source}")]
@@ -299,13 +299,9 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     } else {
         AuthMode::Off
     };
-    let identity = api_keys::start_identity(
-        config.access.mode(default_auth) == AuthMode::Required,
-        &config.db,
-        config.access.keys_max_staleness,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await?;
+    let stop = shutdown.clone().cancelled_owned();
+    let identity =
+        api_keys::http::identity_for(&config.access, default_auth, &config.db, stop).await?;
     let services = BuyOrderServices::new(prices);
     let side =
         api_write::start::open(&config.write, &config.db, &config.bus, services, &shutdown).await?;

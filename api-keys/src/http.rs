@@ -10,6 +10,19 @@ use warp::{Filter, Rejection};
 
 use crate::identity::{Caller, Identity, IdentityError};
 
+/// The identity a service binary starts with: `AUTH` from `access`, `default` when it is unset
+/// ([`crate::start_identity`]).
+#[cfg(feature = "postgres")]
+pub async fn identity_for(
+    access: &service_kit::AccessSettings,
+    default: service_kit::AuthMode,
+    db: &order_store::postgres::PgSettings,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Identity, crate::IdentityStartError> {
+    let required = access.mode(default) == service_kit::AuthMode::Required;
+    crate::start_identity(required, db, access.keys_max_staleness, stop).await
+}
+
 /// Seconds a client should wait before retrying after `keys_unavailable`.
 const KEYS_RETRY_AFTER_SECS: u32 = 2;
 

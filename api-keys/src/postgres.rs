@@ -157,11 +157,24 @@ impl ClientRegistry for PgClientRegistry {
 #[non_exhaustive]
 pub enum IdentityStartError {
     /// `AUTH=required` without `DATABASE_URL`, where the registry lives.
-    #[error("AUTH=required needs DATABASE_URL (API clients live there, see `buy-orders clients`)")]
+    #[error(
+        "AUTH=required needs DATABASE_URL (API clients live there, see `buy-orders clients`); \
+         AUTH=off runs without keys, for local use only"
+    )]
     NoRegistry,
     /// The registry could not be read.
     #[error("cannot read the API clients (DATABASE_URL): {0}")]
     Registry(#[from] StoreError),
+}
+
+impl IdentityStartError {
+    /// A setting is missing (exit status 2), rather than the registry unreachable (1).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            IdentityStartError::NoRegistry => 2,
+            IdentityStartError::Registry(_) => 1,
+        }
+    }
 }
 
 /// How a service learns who calls it, as `AUTH` asks: with `required`, the keys of the registry

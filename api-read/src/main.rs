@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use api_keys::http::identity_for;
 use api_read::config::ReadConfig;
 use api_read::ReadApi;
 use clap::Parser;
@@ -44,24 +45,12 @@ async fn main() -> ExitCode {
         eprintln!("api-read: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    let identity = match api_keys::start_identity(
-        config.access.mode(AuthMode::Required) == AuthMode::Required,
-        &config.db,
-        config.access.keys_max_staleness,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await
-    {
+    let stop = shutdown.clone().cancelled_owned();
+    let identity = match identity_for(&config.access, AuthMode::Required, &config.db, stop).await {
         Ok(identity) => identity,
-        Err(err @ api_keys::IdentityStartError::NoRegistry) => {
-            eprintln!(
-                "api-read: {err} (READ_DATABASE_URL may name another database for the read table)"
-            );
-            return ExitCode::from(2);
-        }
         Err(err) => {
             eprintln!("api-read: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     tracing::info!(addr = %config.read.read_addr, "api-read listening");

@@ -5,6 +5,7 @@
 
 use std::process::ExitCode;
 
+use api_keys::http::identity_for;
 use api_write::config::WriteConfig;
 use api_write::{start, WriteApi};
 use clap::Parser;
@@ -27,22 +28,12 @@ async fn main() -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    let identity = match api_keys::start_identity(
-        config.access.mode(AuthMode::Required) == AuthMode::Required,
-        &config.db,
-        config.access.keys_max_staleness,
-        shutdown.clone().cancelled_owned(),
-    )
-    .await
-    {
+    let stop = shutdown.clone().cancelled_owned();
+    let identity = match identity_for(&config.access, AuthMode::Required, &config.db, stop).await {
         Ok(identity) => identity,
-        Err(err @ api_keys::IdentityStartError::NoRegistry) => {
-            eprintln!("api-write: {err}; set AUTH=off to try the API alone in memory");
-            return ExitCode::from(2);
-        }
         Err(err) => {
             eprintln!("api-write: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     if config.db.database_url.is_none() {

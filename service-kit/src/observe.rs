@@ -344,14 +344,6 @@ mod tests {
         assert_eq!(wrong.status(), 405);
         assert_eq!(wrong.headers()["allow"], "GET");
 
-        let wrong = warp::test::request()
-            .method("DELETE")
-            .path("/hello")
-            .reply(&routes)
-            .await;
-        assert_eq!(wrong.status(), 405);
-        assert_eq!(wrong.headers()["allow"], "GET");
-
         let ready = warp::test::request().path("/readyz").reply(&routes).await;
         assert_eq!(ready.status(), 200);
         let metrics = warp::test::request().path("/metrics").reply(&routes).await;
