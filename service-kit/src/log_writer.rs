@@ -5,6 +5,7 @@
 //! lets the line through and draws the bar again below it.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -13,23 +14,64 @@ use parking_lot::RwLock;
 pub type Suspend = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 
 static SHARED_WITH: RwLock<Option<Suspend>> = RwLock::new(None);
+/// Whether [`SHARED_WITH`] holds anything: the services never share standard error, and their
+/// every log line then goes straight to it, unbuffered and unlocked, as before.
+static SHARED: AtomicBool = AtomicBool::new(false);
 
 /// From now on every log line is written inside `suspend` (a progress bar's, say), until
 /// [`release_stderr`].
 pub fn share_stderr_with(suspend: Suspend) {
     *SHARED_WITH.write() = Some(suspend);
+    SHARED.store(true, Ordering::Release);
 }
 
 /// Log lines go straight to standard error again.
 pub fn release_stderr() {
+    SHARED.store(false, Ordering::Release);
     *SHARED_WITH.write() = None;
 }
 
-/// The `tracing` writer of every binary: buffers one event and writes it whole when dropped.
-pub(crate) fn stderr_lines() -> LineWriter<std::io::Stderr> {
-    LineWriter {
-        line: Vec::new(),
-        sink: std::io::stderr(),
+/// The `tracing` writer of every binary: standard error itself, or, while something shares it,
+/// a [`LineWriter`] that writes each event whole inside the sharer's suspend.
+pub(crate) fn stderr_lines() -> LogWriter {
+    if SHARED.load(Ordering::Acquire) {
+        LogWriter::Shared(LineWriter {
+            line: Vec::new(),
+            sink: std::io::stderr(),
+        })
+    } else {
+        LogWriter::Direct(std::io::stderr())
+    }
+}
+
+/// Where one log event goes.
+pub(crate) enum LogWriter {
+    /// Nothing else draws on standard error: straight to it (the formatter writes a line at once).
+    Direct(std::io::Stderr),
+    /// Something does: buffered, then written whole inside its suspend.
+    Shared(LineWriter<std::io::Stderr>),
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LogWriter::Direct(stderr) => stderr.write(buf),
+            LogWriter::Shared(line) => line.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            LogWriter::Direct(stderr) => stderr.write_all(buf),
+            LogWriter::Shared(line) => line.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LogWriter::Direct(stderr) => stderr.flush(),
+            LogWriter::Shared(line) => line.flush(),
+        }
     }
 }
 
@@ -105,7 +147,12 @@ mod tests {
         );
         writer.write_all(b"\"x\"}\n").unwrap();
         drop(writer);
+        assert!(matches!(stderr_lines(), LogWriter::Shared(_)));
         release_stderr();
+        assert!(
+            matches!(stderr_lines(), LogWriter::Direct(_)),
+            "alone: straight to stderr"
+        );
         assert!(seen_inside.load(Ordering::SeqCst), "written inside suspend");
     }
 }
