@@ -285,6 +285,10 @@ pub async fn cap(db: &PgSettings, command: &CapCommand) -> Result<String, AdminE
 
 /// Starts the write API, the read API and the projector.
 pub async fn start(config: &Config) -> Result<System, StartError> {
+    // The recorder before anything records: the relay, started with the write side, sets
+    // `relay_active` once when it takes the lease, and a value set before the recorder exists
+    // is lost (an embedding application or a test may call this without `init_logging`).
+    service_kit::metrics_handle();
     let prices = config
         .prices
         .build(&config.prices.spec(PriceSourceSpec::Simulated))?;
