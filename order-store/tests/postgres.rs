@@ -530,7 +530,6 @@ async fn a_session_frozen_holding_the_ledger_stalls_writers_only_briefly() {
     while !proxy.commit_caught() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let started = std::time::Instant::now();
     let placed = tokio::time::timeout(Duration::from_secs(20), other.place(place("20")))
         .await
         .expect("the writer was stalled by the frozen transaction");
@@ -899,4 +898,26 @@ async fn a_page_after_an_order_being_projected_is_404_or_its_rows_never_an_empty
     }
     applier.await.unwrap();
     assert!(seen_unknown > 0, "the reads raced the projection");
+}
+
+/// Opening a store where nothing listens fails within the acquire timeout the settings give,
+/// for the write store (whose migrations run on a pool of their own) and the read table alike.
+#[tokio::test]
+async fn opening_a_store_where_nothing_listens_fails_within_the_acquire_timeout() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut settings = PgSettings::for_url(&format!("postgres://postgres@127.0.0.1:{port}/none"));
+    settings.acquire_timeout = Duration::from_millis(300);
+    let opened = tokio::time::timeout(
+        Duration::from_secs(10),
+        PgEventStore::open(&settings, BtcCap::DEFAULT),
+    )
+    .await
+    .expect("the write store's open gives up within its acquire timeout, not sqlx's 30 s");
+    assert!(matches!(opened, Err(StoreError::Unavailable(_))));
+    let read = tokio::time::timeout(Duration::from_secs(10), PgReadModel::open(&settings))
+        .await
+        .expect("the read table's open too");
+    assert!(read.is_err());
 }

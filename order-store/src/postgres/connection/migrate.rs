@@ -184,8 +184,11 @@ async fn on_own_connection(
     migrator: Migrator,
 ) -> Result<(), StoreError> {
     let schema = settings.schema.as_str();
+    // The caller's acquire timeout, like every other pool: sqlx's default (30 s) made opening a
+    // store against a closed port take 30 s whatever DB_ACQUIRE_TIMEOUT_MS said.
     let pool = PgPoolOptions::new()
         .max_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
         .connect_with(
             crate::postgres::connection::config::sqlx_url_options(url)?.options([
                 ("search_path", schema),
