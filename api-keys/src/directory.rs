@@ -18,7 +18,7 @@ use crate::registry::{ClientRegistry, Credential};
 /// revoked elsewhere takes effect here at the next refresh.
 ///
 /// When the registry cannot be read, the keys loaded last stay in force, but only for
-/// `max_staleness`: past it every key is refused ([`IdentityError::KeysStale`], 503), because a
+/// `max_staleness`: past it every key is refused ([`crate::IdentityError::KeysStale`], 503), because a
 /// key revoked meanwhile would otherwise keep working for as long as the outage lasts. It fails
 /// closed, after a bound: a short blip of the registry's database costs nothing, a long one
 /// stops the service from serving callers it can no longer vouch for.
@@ -106,7 +106,7 @@ impl KeyDirectory {
 
     /// The caller a presented key belongs to, or `None` (malformed, unknown, revoked). The
     /// secret's hash is compared in constant time. Does not look at staleness
-    /// ([`Identity::resolve`] does).
+    /// ([`crate::Identity::resolve`] does).
     pub fn authenticate(&self, presented: &str) -> Option<Caller> {
         let key = ApiKey::parse(presented)?;
         let keys = self.keys.read().clone();

@@ -25,7 +25,9 @@ mod serve;
 pub use access::{AccessSettings, AuthMode, RateLimits};
 pub use error::{recover, ApiError};
 pub use log_writer::{release_stderr, share_stderr_with, Suspend};
-pub use observe::{metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, REQUEST_ID};
+pub use observe::{
+    metrics_handle, seconds_since, NotReady, Ops, ReadyCheck, OPS_ROUTES, READY_WITHIN, REQUEST_ID,
+};
 pub use serve::{
     health_route, init_logging, serve, serve_with, shutdown_on_signal, HttpSettings, LogFormat,
     LogSettings, ServiceSettings,

@@ -19,7 +19,7 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
 
 /// Applies the write store's migrations (`migrations/write`) to `DATABASE_URL`, in `PG_SCHEMA`
 /// (created if missing), after bringing any migration applied in a superseded text up to date
-/// ([`SUPERSEDED`]).
+/// (the three edited before their checksums were pinned).
 pub async fn migrate_write(settings: &PgSettings) -> Result<(), StoreError> {
     let url = settings
         .database_url

@@ -44,7 +44,7 @@ pub(crate) const READ_LOG_AFTER: &str =
 /// `EventStore<BuyOrder>` on PostgreSQL, plus the [`EventLog`] of its events.
 ///
 /// Loads go through postgres-es unchanged. A commit of one event (every order) is appended with
-/// the others the process has ready, in one transaction ([`crate::postgres::write::group_commit`]): the ledger
+/// the others the process has ready, in one transaction (group commit, sized by [`Batching`]): the ledger
 /// row is locked once per batch, each order is decided on its own (placed, a conflict, or over
 /// the cap: `BuyOrderError::CapExceeded` with what remained, nothing stored), and its
 /// `placed_at` is stamped where its position is assigned. Any other commit goes through
