@@ -530,6 +530,7 @@ async fn a_session_frozen_holding_the_ledger_stalls_writers_only_briefly() {
     while !proxy.commit_caught() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let started = std::time::Instant::now();
     let placed = tokio::time::timeout(Duration::from_secs(20), other.place(place("20")))
         .await
         .expect("the writer was stalled by the frozen transaction");
