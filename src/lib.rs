@@ -261,7 +261,7 @@ pub async fn cap(db: &PgSettings, command: &CapCommand) -> Result<String, AdminE
     // `connect`, not `open`: an operator command must not seed or compare the cap.
     let store = PgEventStore::connect(db).await?;
     if let CapCommand::Set { btc } = command {
-        let change = store.set_cap(*btc).await?;
+        let change = store.set_cap(*btc, "set by `buy-orders cap set`").await?;
         let previous = change.previous.map_or("none".to_owned(), |p| p.to_string());
         eprintln!("cap set to {} BTC (was {previous})", change.cap);
     }

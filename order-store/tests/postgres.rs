@@ -76,12 +76,15 @@ async fn the_cap_is_seeded_once_and_changed_only_explicitly() {
     b.unwrap();
     assert_eq!(ledger().await.cap().limit(), Satoshis::from_btc(1));
     // Below what is sold: refused, nothing changes.
-    let refused = store.set_cap("0.5".parse().unwrap()).await;
+    let refused = store.set_cap("0.5".parse().unwrap(), "too low").await;
     assert!(
         matches!(refused, Err(CapError::BelowSold { sold, .. }) if sold == Satoshis::new(60_000_000)),
         "{refused:?}"
     );
-    let change = store.set_cap("2".parse().unwrap()).await.unwrap();
+    let change = store
+        .set_cap("2".parse().unwrap(), "raised by the treasury, ticket 42")
+        .await
+        .unwrap();
     assert_eq!(change.previous, Some(Satoshis::from_btc(1)));
     assert_eq!(ledger().await.cap().limit(), Satoshis::from_btc(2));
     let history = store.cap_history().await.unwrap();
@@ -94,6 +97,8 @@ async fn the_cap_is_seeded_once_and_changed_only_explicitly() {
         ]
     );
     assert!(history[0].reason.contains("MAX_TOTAL_BTC"));
+    // The caller's own words, not a command it did not run.
+    assert_eq!(history[1].reason, "raised by the treasury, ticket 42");
 }
 
 #[tokio::test]
@@ -524,7 +529,7 @@ async fn a_session_frozen_holding_the_ledger_stalls_writers_only_briefly() {
     proxy.cut_at_next_commit(order_store::testing::AtCommit::Freeze);
     let stuck = tokio::spawn(async move {
         frozen_store
-            .set_cap(BtcCap::new(Satoshis::from_btc(50)))
+            .set_cap(BtcCap::new(Satoshis::from_btc(50)), "frozen operator")
             .await
     });
     while !proxy.commit_caught() {

@@ -182,7 +182,10 @@ async fn two_schemas_in_one_database_are_two_independent_stores() {
     // commits first, so a shared channel would deliver A's position first).
     let mut listener = PgListener::connect(db.url()).await.unwrap();
     listener.listen("buy_order_events.shop_b").await.unwrap();
-    store_a.set_cap("3".parse().unwrap()).await.unwrap();
+    store_a
+        .set_cap("3".parse().unwrap(), "schema test")
+        .await
+        .unwrap();
     writer_a.place(order("1")).await.unwrap();
     writer_b.place(order("1")).await.unwrap();
     let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())

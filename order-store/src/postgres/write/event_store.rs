@@ -93,15 +93,16 @@ impl PgEventStore {
         Ok(store)
     }
 
-    /// Sets the cap, recording when and what it was before; refused below the BTC already sold.
-    /// Takes the ledger's row lock, so it is serialised with every commit.
-    pub async fn set_cap(&self, cap: BtcCap) -> Result<CapChange, CapError> {
+    /// Sets the cap, recording when, what it was before and `reason` (who changed it, and why:
+    /// the history is the audit trail of the rule); refused below the BTC already sold. Takes
+    /// the ledger's row lock, so it is serialised with every commit.
+    pub async fn set_cap(&self, cap: BtcCap, reason: &str) -> Result<CapChange, CapError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let (sold, previous) = lock_ledger(&mut tx).await?;
         if cap.limit() < sold {
             return Err(CapError::BelowSold { cap, sold });
         }
-        let change = write_cap(&mut tx, Some(previous), cap, "set by `buy-orders cap set`").await?;
+        let change = write_cap(&mut tx, Some(previous), cap, reason).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(change)
     }
