@@ -349,12 +349,18 @@ impl From<BtcRate> for String {
 
 /// An amount of bitcoin as a whole number of satoshis (1 BTC = 100,000,000 satoshis).
 ///
-/// Displayed as BTC with exactly 8 decimals (`0.00254647`); serialized in events as the integer.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+/// Displayed as BTC with exactly 8 decimals (`0.00254647`); serialized in events as the integer;
+/// debugged as both (`Satoshis(254647 = 0.00254647 BTC)`), so a test failure or a log line
+/// reads the same amount either way.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Satoshis(u64);
+
+impl std::fmt::Debug for Satoshis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Satoshis({} = {self} BTC)", self.0)
+    }
+}
 
 impl Satoshis {
     /// Satoshis in one bitcoin.
@@ -438,6 +444,18 @@ impl fmt::Display for Satoshis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn satoshis_debug_as_count_and_btc() {
+        assert_eq!(
+            format!("{:?}", Satoshis::new(254_647)),
+            "Satoshis(254647 = 0.00254647 BTC)"
+        );
+        assert_eq!(
+            format!("{:?}", Satoshis::new(u64::MAX)),
+            "Satoshis(18446744073709551615 = 184467440737.09551615 BTC)"
+        );
+    }
 
     #[test]
     fn currency_is_exact() {
