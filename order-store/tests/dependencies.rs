@@ -60,6 +60,20 @@ fn without_default_features_order_store_is_in_memory_only() {
     assert_none_of(&tree, &banned, "order-store");
 }
 
+/// With PostgreSQL (its default), order-store is a library: no CLI crate. Settings are built in
+/// code; only the `cli` feature, which the binaries turn on, reads them with clap.
+#[test]
+fn with_postgres_order_store_brings_no_cli_crate() {
+    let tree = tree("order-store", &["-e", "normal"]);
+    assert!(tree.contains("sqlx "), "{tree}");
+    for name in ["clap ", "clap_builder ", "clap_derive "] {
+        assert!(
+            !tree.contains(name),
+            "order-store with postgres brings {name}:\n{tree}"
+        );
+    }
+}
+
 /// order-store knows nothing of API keys (they are `api-keys`'): no hashing, constant-time
 /// comparison or key generation among its own dependencies, and no HTTP header in its code.
 #[test]

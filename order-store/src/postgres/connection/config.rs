@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::postgres::connection::tls::TlsUrl;
 use crate::postgres::PgSchema;
-use settings_kit::{parse_millis, SecretUrl, SecretUrlParser};
+#[cfg(feature = "cli")]
+use settings_kit::SecretUrlParser;
+use settings_kit::{parse_millis, SecretUrl};
 
 /// The defaults of the `DB_*` settings: the one source for the flags and
 /// [`PgSettings::for_url`] (durations as their flags take them, in milliseconds).
@@ -27,6 +29,7 @@ fn default_millis(ms: &str) -> Duration {
     parse_millis(ms).expect("a default is a valid setting")
 }
 
+#[cfg(feature = "cli")]
 fn check_url(s: &str) -> Result<(), String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
         return Err("must start with postgres:// or postgresql://".into());
@@ -39,10 +42,12 @@ fn check_url(s: &str) -> Result<(), String> {
         .map_err(|e| format!("not a PostgreSQL URL: {e}"))
 }
 
+#[cfg(feature = "cli")]
 fn parse_schema(s: &str) -> Result<PgSchema, String> {
     PgSchema::parse(s)
 }
 
+#[cfg(feature = "cli")]
 fn parse_url() -> SecretUrlParser {
     SecretUrlParser::new(check_url)
 }
@@ -53,72 +58,73 @@ fn parse_url() -> SecretUrlParser {
 /// `verify-full` (the certificate checked against the system's roots and the PEM file in
 /// `sslrootcert`, if any, and the host name). The default, `prefer`, encrypts when the server
 /// offers it. `verify-ca` is refused with a reason (see `connection::tls`).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct PgSettings {
     /// The write store (events, ledger). Unset: the in-memory store (all-in-one only).
     /// TLS: `?sslmode=require|verify-full[&sslrootcert=ca.pem]`.
-    #[arg(long = "database-url", global = true, env = "DATABASE_URL", value_name = "DATABASE_URL",
-          value_parser = parse_url(), hide_env_values = true)]
+    #[cfg_attr(feature = "cli", arg(long = "database-url", global = true, env = "DATABASE_URL", value_name = "DATABASE_URL",
+          value_parser = parse_url(), hide_env_values = true))]
     pub database_url: Option<SecretUrl>,
     /// The read table; defaults to DATABASE_URL. May be another database.
-    #[arg(long = "read-database-url", global = true, env = "READ_DATABASE_URL",
-          value_name = "READ_DATABASE_URL", value_parser = parse_url(), hide_env_values = true)]
+    #[cfg_attr(feature = "cli", arg(long = "read-database-url", global = true, env = "READ_DATABASE_URL",
+          value_name = "READ_DATABASE_URL", value_parser = parse_url(), hide_env_values = true))]
     pub read_database_url: Option<SecretUrl>,
     /// The PostgreSQL schema of every table of the store (write and read), created if missing:
     /// two stores, or a store and an application's own tables, can share one database.
-    #[arg(long = "pg-schema", global = true, env = "PG_SCHEMA", value_name = "PG_SCHEMA",
-          default_value = "public", value_parser = parse_schema)]
+    #[cfg_attr(feature = "cli", arg(long = "pg-schema", global = true, env = "PG_SCHEMA", value_name = "PG_SCHEMA",
+          default_value = "public", value_parser = parse_schema))]
     pub schema: PgSchema,
     /// Connections per pool.
-    #[arg(long = "db-pool-size", global = true, env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
-          default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[cfg_attr(feature = "cli", arg(long = "db-pool-size", global = true, env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
+          default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000)))]
     pub pool_size: u32,
     /// How long a request waits for a connection before answering 503.
-    #[arg(long = "db-acquire-timeout-ms", global = true, env = "DB_ACQUIRE_TIMEOUT_MS",
-          value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = defaults::ACQUIRE_TIMEOUT_MS, value_parser = parse_millis)]
+    #[cfg_attr(feature = "cli", arg(long = "db-acquire-timeout-ms", global = true, env = "DB_ACQUIRE_TIMEOUT_MS",
+          value_name = "DB_ACQUIRE_TIMEOUT_MS", default_value = defaults::ACQUIRE_TIMEOUT_MS, value_parser = parse_millis))]
     pub acquire_timeout: Duration,
     /// The longest one SQL statement may run (PostgreSQL's `statement_timeout`, set on every
     /// session the services open; migrations excepted).
-    #[arg(long = "db-statement-timeout-ms", global = true, env = "DB_STATEMENT_TIMEOUT_MS",
-          value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = defaults::STATEMENT_TIMEOUT_MS, value_parser = parse_millis)]
+    #[cfg_attr(feature = "cli", arg(long = "db-statement-timeout-ms", global = true, env = "DB_STATEMENT_TIMEOUT_MS",
+          value_name = "DB_STATEMENT_TIMEOUT_MS", default_value = defaults::STATEMENT_TIMEOUT_MS, value_parser = parse_millis))]
     pub statement_timeout: Duration,
     /// The longest a statement waits for a lock (`lock_timeout`): a writer waiting on the ledger
     /// row behind a stuck transaction gives up with 503 instead of waiting for it.
-    #[arg(long = "db-lock-timeout-ms", global = true, env = "DB_LOCK_TIMEOUT_MS",
-          value_name = "DB_LOCK_TIMEOUT_MS", default_value = defaults::LOCK_TIMEOUT_MS, value_parser = parse_millis)]
+    #[cfg_attr(feature = "cli", arg(long = "db-lock-timeout-ms", global = true, env = "DB_LOCK_TIMEOUT_MS",
+          value_name = "DB_LOCK_TIMEOUT_MS", default_value = defaults::LOCK_TIMEOUT_MS, value_parser = parse_millis))]
     pub lock_timeout: Duration,
     /// How long a session may sit idle inside a transaction before PostgreSQL ends it
     /// (`idle_in_transaction_session_timeout`): a writer that stops mid-commit (paused,
     /// partitioned) releases the ledger row's lock after this, not after hours.
-    #[arg(long = "db-idle-in-transaction-timeout-ms", global = true, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+    #[cfg_attr(feature = "cli", arg(long = "db-idle-in-transaction-timeout-ms", global = true, env = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
           value_name = "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
           default_value = defaults::IDLE_IN_TRANSACTION_TIMEOUT_MS,
-          value_parser = parse_millis)]
+          value_parser = parse_millis))]
     pub idle_in_transaction_timeout: Duration,
     /// Seconds of silence before TCP keepalive probes on each connection, both ways (the
     /// client's socket and the server's `tcp_keepalives_idle`; probes every 5 s, 3 of them, and
     /// `tcp_user_timeout` to match): a dead peer is noticed in about this plus 15 s, not the
     /// kernel's 2 hours (or 15 minutes of retransmissions).
-    #[arg(long = "db-keepalive-s", global = true, env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
-          default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(1..=7200))]
+    #[cfg_attr(feature = "cli", arg(long = "db-keepalive-s", global = true, env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
+          default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(1..=7200)))]
     pub keepalive_idle_s: u32,
     /// Group commit: how the orders a process has ready are committed together
     /// (`DB_COMMIT_BATCH_MAX`, `DB_COMMIT_LINGER_US`, `DB_COMMITS_IN_FLIGHT`).
-    #[command(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub batching: crate::postgres::Batching,
     /// Sessions that reads of the read table (pages, single orders) share, pipelined: a pool
     /// of their own, beside `DB_POOL_SIZE`'s. One session serves many concurrent reads with
     /// far fewer wake-ups than a session per read (see `DB_READ_PIPELINE_DEPTH`).
-    #[arg(long = "db-read-sessions", global = true, env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
+    #[cfg_attr(feature = "cli", arg(long = "db-read-sessions", global = true, env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
           default_value_t = defaults::READ_SESSIONS,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32).range(1..=1000)))]
     pub read_sessions: u32,
     /// Reads in flight on one shared session before the next session takes the rest: a light
     /// load stays on one session, a heavier one spreads, and a session that stops answering
     /// holds at most this many reads.
-    #[arg(long = "db-read-pipeline-depth", global = true, env = "DB_READ_PIPELINE_DEPTH",
+    #[cfg_attr(feature = "cli", arg(long = "db-read-pipeline-depth", global = true, env = "DB_READ_PIPELINE_DEPTH",
           value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = defaults::READ_PIPELINE_DEPTH,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32).range(1..=1000)))]
     pub read_pipeline_depth: u32,
 }
 
@@ -272,7 +278,7 @@ impl PgSettings {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::*;
 

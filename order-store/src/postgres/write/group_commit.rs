@@ -22,32 +22,34 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+#[cfg(feature = "cli")]
 use clap::builder::{RangedU64ValueParser, TypedValueParser};
 use order_domain::Satoshis;
 
 /// How the committer groups orders: a part of [`crate::postgres::PgSettings`], from the
 /// environment (or the matching `--flags`), under the same names in code and in settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Batching {
     /// The most orders one write transaction carries (group commit: the orders a process has
     /// ready are committed together, the ledger row locked once per batch).
-    #[arg(long = "db-commit-batch-max", global = true, env = "DB_COMMIT_BATCH_MAX",
+    #[cfg_attr(feature = "cli", arg(long = "db-commit-batch-max", global = true, env = "DB_COMMIT_BATCH_MAX",
           value_name = "DB_COMMIT_BATCH_MAX", default_value_t = Batching::DEFAULT.max_orders,
-          value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000)))]
     pub max_orders: usize,
     /// How long a batch waits for more orders once it has one, if fewer than `max_orders` are
     /// waiting, in microseconds (0: it takes what is ready; batches still form while the one
     /// before commits, so a lone order never waits).
-    #[arg(long = "db-commit-linger-us", global = true, env = "DB_COMMIT_LINGER_US",
+    #[cfg_attr(feature = "cli", arg(long = "db-commit-linger-us", global = true, env = "DB_COMMIT_LINGER_US",
           value_name = "DB_COMMIT_LINGER_US", default_value = "0",
-          value_parser = clap::value_parser!(u64).range(0..=100_000).map(Duration::from_micros))]
+          value_parser = clap::value_parser!(u64).range(0..=100_000).map(Duration::from_micros)))]
     pub linger: Duration,
     /// Write transactions in flight at once per process (each on a connection of its own; they
     /// queue on the ledger's lock, but the next one's network and parsing overlap the last
     /// one's flush).
-    #[arg(long = "db-commits-in-flight", global = true, env = "DB_COMMITS_IN_FLIGHT",
+    #[cfg_attr(feature = "cli", arg(long = "db-commits-in-flight", global = true, env = "DB_COMMITS_IN_FLIGHT",
           value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = Batching::DEFAULT.in_flight,
-          value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=64)))]
     pub in_flight: usize,
 }
 
