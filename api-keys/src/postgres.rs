@@ -31,9 +31,13 @@ pub struct PgClientRegistry {
 impl PgClientRegistry {
     /// Connects to `DATABASE_URL` and applies the write migrations (the table lives there).
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
-        let url = settings.database_url.as_deref().ok_or_else(|| {
-            StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
-        })?;
+        let url = settings
+            .database_url
+            .as_ref()
+            .map(|url| url.expose())
+            .ok_or_else(|| {
+                StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
+            })?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)

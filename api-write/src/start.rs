@@ -60,7 +60,7 @@ pub async fn open(
     services: BuyOrderServices,
     shutdown: &CancellationToken,
 ) -> Result<WriteSide, StartError> {
-    let address = match bus.amqp_url.as_deref() {
+    let address = match bus.amqp_url.as_ref().map(|url| url.expose()) {
         None => None,
         Some(_) if db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
         Some(url) => Some(event_bus::connection::parse(url)?),

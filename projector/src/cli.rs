@@ -146,7 +146,8 @@ async fn run(
     let broker = match config
         .bus
         .amqp_url
-        .as_deref()
+        .as_ref()
+        .map(|url| url.expose())
         .map(event_bus::connection::parse)
     {
         Some(Ok(address)) => Some(address),

@@ -2,7 +2,6 @@
 //! password as `***`, and parsed by clap value parsers whose errors never echo the input.
 
 use std::fmt;
-use std::ops::Deref;
 
 /// Query parameters whose values are shown: settings that are never secrets. Every other
 /// parameter's value (`password`, which both PostgreSQL drivers accept, `sslpassword`, a
@@ -59,9 +58,23 @@ pub fn redact_url(text: &str) -> String {
     }
 }
 
-/// A connection URL that may hold a password. Derefs to the real text for connecting; shows
-/// only the redacted form ([`redact_url`]) when printed, so a `{:?}` of a config, a log line or an
-/// error message cannot leak it.
+/// A connection URL that may hold a password. [`SecretUrl::expose`] gives the real text for
+/// connecting (on purpose, and greppable: it does not deref to `str`); it shows only the redacted
+/// form ([`redact_url`]) when printed, so a `{:?}` of a config, a log line or an error message
+/// cannot leak it.
+///
+/// ```
+/// let url = settings_kit::SecretUrl::new("postgres://app:S3cret@db/orders");
+/// assert_eq!(url.to_string(), "postgres://app:***@db/orders");
+/// assert_eq!(url.expose(), "postgres://app:S3cret@db/orders");
+/// ```
+///
+/// It is not a `str` by accident (no `Deref`), so the password is only ever reached by name:
+///
+/// ```compile_fail
+/// let url = settings_kit::SecretUrl::new("postgres://app:S3cret@db/orders");
+/// let text: &str = &url;
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
 
@@ -73,13 +86,6 @@ impl SecretUrl {
 
     /// The URL with its password, for connecting. Never print it.
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Deref for SecretUrl {
-    type Target = str;
-    fn deref(&self) -> &str {
         &self.0
     }
 }

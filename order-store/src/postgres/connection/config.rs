@@ -132,8 +132,9 @@ impl PgSettings {
     /// The read table's URL: `READ_DATABASE_URL`, else `DATABASE_URL`.
     pub fn read_url(&self) -> Option<&str> {
         self.read_database_url
-            .as_deref()
-            .or(self.database_url.as_deref())
+            .as_ref()
+            .map(|url| url.expose())
+            .or(self.database_url.as_ref().map(|url| url.expose()))
     }
 
     /// Settings for one URL (tests, tools).

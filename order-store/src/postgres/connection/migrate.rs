@@ -23,7 +23,8 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
 pub async fn migrate_write(settings: &PgSettings) -> Result<(), StoreError> {
     let url = settings
         .database_url
-        .as_deref()
+        .as_ref()
+        .map(|url| url.expose())
         .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
     on_own_connection(settings, url, sqlx::migrate!("./migrations/write")).await
 }

@@ -123,7 +123,8 @@ impl PgEventStore {
     pub async fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings
             .database_url
-            .as_deref()
+            .as_ref()
+            .map(|url| url.expose())
             .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
