@@ -31,13 +31,9 @@ pub struct PgClientRegistry {
 impl PgClientRegistry {
     /// Connects to `DATABASE_URL` and applies the write migrations (the table lives there).
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
-        let url = settings
-            .database_url
-            .as_ref()
-            .map(|url| url.expose())
-            .ok_or_else(|| {
-                StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
-            })?;
+        let url = settings.write_url().ok_or_else(|| {
+            StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
+        })?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
@@ -46,17 +42,6 @@ impl PgClientRegistry {
             .await
             .map_err(unavailable)?;
         Ok(PgClientRegistry { pool })
-    }
-
-    /// The identity of a service with `AUTH=required`: keys from this registry, refreshed in the
-    /// background until `stop`, refused once they could not be refreshed for `max_staleness`.
-    pub async fn identity(
-        settings: &PgSettings,
-        max_staleness: std::time::Duration,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<crate::Identity, StoreError> {
-        let registry = std::sync::Arc::new(Self::open(settings).await?);
-        crate::Identity::from_registry(registry, max_staleness, stop).await
     }
 
     /// A registry on an already migrated pool.
@@ -200,5 +185,6 @@ pub async fn start_identity(
     if settings.database_url.is_none() {
         return Err(IdentityStartError::NoRegistry);
     }
-    Ok(PgClientRegistry::identity(settings, max_staleness, stop).await?)
+    let registry = std::sync::Arc::new(PgClientRegistry::open(settings).await?);
+    Ok(crate::Identity::from_registry(registry, max_staleness, stop).await?)
 }

@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
         Ok(side) => side,
         Err(err) => {
             eprintln!("api-write: {err}");
-            return ExitCode::from(if err.is_usage() { 2 } else { 1 });
+            return ExitCode::from(err.exit_status());
         }
     };
     let (writer, relay) = (side.writer, side.relay);

@@ -45,9 +45,13 @@ pub enum StartError {
 }
 
 impl StartError {
-    /// A setting is wrong (exit status 2), rather than a service being unreachable (1).
-    pub fn is_usage(&self) -> bool {
-        matches!(self, StartError::Bus(_) | StartError::BusWithoutDatabase)
+    /// The process's exit status: 2 for a wrong setting, 1 for a service it cannot reach (as
+    /// `api_keys::IdentityStartError::exit_status`).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            StartError::Bus(_) | StartError::BusWithoutDatabase => 2,
+            StartError::Store(_) => 1,
+        }
     }
 }
 
@@ -60,7 +64,7 @@ pub async fn open(
     services: BuyOrderServices,
     shutdown: &CancellationToken,
 ) -> Result<WriteSide, StartError> {
-    let address = match bus.amqp_url.as_ref().map(|url| url.expose()) {
+    let address = match bus.url() {
         None => None,
         Some(_) if db.database_url.is_none() => return Err(StartError::BusWithoutDatabase),
         Some(url) => Some(event_bus::connection::parse(url)?),

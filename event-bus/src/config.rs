@@ -60,6 +60,11 @@ pub enum QueueType {
 }
 
 impl BusSettings {
+    /// `AMQP_URL` with its password: for connecting, never printing.
+    pub fn url(&self) -> Option<&str> {
+        self.amqp_url.as_ref().map(SecretUrl::expose)
+    }
+
     /// The topology these settings name.
     pub fn topology(&self) -> Topology {
         Topology::new(&self.exchange, &self.queue).with_queue_type(self.queue_type)

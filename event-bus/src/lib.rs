@@ -24,48 +24,54 @@ pub use config::{BusSettings, QueueType};
 pub use error::BusError;
 pub use message::Topology;
 
+/// Unlabelled counters of event-bus and their help.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "events_published_total",
+        "Events the active relay published",
+    ),
+    (
+        "relay_batches_abandoned_total",
+        "Publish batches abandoned because their caller was gone",
+    ),
+    (
+        "relay_log_rewinds_total",
+        "Times the relay found the log behind what it had published (a failover lost events)",
+    ),
+    (
+        "messages_dead_lettered_total",
+        "Queue messages dead-lettered (unreadable, or not the stored event)",
+    ),
+];
+
+/// Gauges of event-bus and their help.
+const GAUGES: &[(&str, &str)] = &[
+    ("relay_active", "1 while this process holds the relay lease"),
+    (
+        "relay_backlog_events",
+        "Events the active relay has still to publish",
+    ),
+    (
+        "relay_lag_seconds",
+        "Age of the newest event the active relay published",
+    ),
+    (
+        "relay_rewound_positions",
+        "Positions published before the last rewind that the log no longer holds",
+    ),
+    (
+        "dead_letter_queue_messages",
+        "Messages waiting in the projector's dead-letter queue",
+    ),
+];
+
 /// Describes event-bus's metrics (`# HELP`) and registers its counters at 0.
 pub fn describe_metrics() {
-    use metrics::{counter, describe_counter, describe_gauge};
-    describe_counter!(
-        "events_published_total",
-        "Events the active relay published"
-    );
-    describe_counter!(
-        "relay_batches_abandoned_total",
-        "Publish batches abandoned because their caller was gone"
-    );
-    describe_counter!(
-        "relay_log_rewinds_total",
-        "Times the relay found the log behind what it had published (a failover lost events)"
-    );
-    describe_counter!(
-        "messages_dead_lettered_total",
-        "Queue messages dead-lettered (unreadable, or not the stored event)"
-    );
-    describe_gauge!("relay_active", "1 while this process holds the relay lease");
-    describe_gauge!(
-        "relay_backlog_events",
-        "Events the active relay has still to publish"
-    );
-    describe_gauge!(
-        "relay_lag_seconds",
-        "Age of the newest event the active relay published"
-    );
-    describe_gauge!(
-        "relay_rewound_positions",
-        "Positions published before the last rewind that the log no longer holds"
-    );
-    describe_gauge!(
-        "dead_letter_queue_messages",
-        "Messages waiting in the projector's dead-letter queue"
-    );
-    for name in [
-        "events_published_total",
-        "relay_batches_abandoned_total",
-        "relay_log_rewinds_total",
-        "messages_dead_lettered_total",
-    ] {
-        counter!(name).increment(0);
+    for &(name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    for &(name, help) in GAUGES {
+        metrics::describe_gauge!(name, help);
     }
 }

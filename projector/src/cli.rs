@@ -143,13 +143,7 @@ async fn run(
         eprintln!("projector: cannot install signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    let broker = match config
-        .bus
-        .amqp_url
-        .as_ref()
-        .map(|url| url.expose())
-        .map(event_bus::connection::parse)
-    {
+    let broker = match config.bus.url().map(event_bus::connection::parse) {
         Some(Ok(address)) => Some(address),
         Some(Err(err)) => {
             eprintln!("projector: {err}");

@@ -133,8 +133,13 @@ impl PgSettings {
     pub fn read_url(&self) -> Option<&str> {
         self.read_database_url
             .as_ref()
-            .map(|url| url.expose())
-            .or(self.database_url.as_ref().map(|url| url.expose()))
+            .map(SecretUrl::expose)
+            .or(self.write_url())
+    }
+
+    /// The write store's URL, `DATABASE_URL`, with its password: for connecting, never printing.
+    pub fn write_url(&self) -> Option<&str> {
+        self.database_url.as_ref().map(SecretUrl::expose)
     }
 
     /// Settings for one URL (tests, tools).

@@ -22,9 +22,7 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
 /// (the three edited before their checksums were pinned).
 pub async fn migrate_write(settings: &PgSettings) -> Result<(), StoreError> {
     let url = settings
-        .database_url
-        .as_ref()
-        .map(|url| url.expose())
+        .write_url()
         .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
     on_own_connection(settings, url, sqlx::migrate!("./migrations/write")).await
 }

@@ -278,9 +278,7 @@ fn row_differs(row: &ReadRow, placed: &BuyOrderPlaced) -> Option<String> {
 /// findings.
 pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
     let write_url = settings
-        .database_url
-        .as_ref()
-        .map(|url| url.expose())
+        .write_url()
         .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
     let read_url = settings.read_url().unwrap_or(write_url);
     // The read table first: every event its checkpoint covers committed before it.

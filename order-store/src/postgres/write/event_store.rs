@@ -122,9 +122,7 @@ impl PgEventStore {
     /// cap as it is: what a process that only reads the log (the projector) opens.
     pub async fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings
-            .database_url
-            .as_ref()
-            .map(|url| url.expose())
+            .write_url()
             .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
