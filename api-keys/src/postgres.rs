@@ -14,9 +14,10 @@ use order_store::StoreError;
 use crate::key::{ApiKey, KeyHash};
 use crate::registry::{ClientError, ClientRecord, ClientRegistry, Credential};
 
-/// A database error as a store error: the registry is unavailable (503; the pool reconnects).
+/// A database error as a store error, classed by what it says and kept as the source (an outage
+/// is `Unavailable`: 503, and the pool reconnects).
 fn unavailable(err: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(err.to_string())
+    StoreError::from_database(err)
 }
 
 /// Connections the registry keeps: it is read every few seconds, written by operators.
@@ -32,7 +33,7 @@ impl PgClientRegistry {
     /// Connects to `DATABASE_URL` and applies the write migrations (the table lives there).
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings.write_url().ok_or_else(|| {
-            StoreError::Unavailable("DATABASE_URL is not set (API clients live there)".into())
+            StoreError::misconfigured("DATABASE_URL is not set (API clients live there)")
         })?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
@@ -51,7 +52,7 @@ impl PgClientRegistry {
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("api_clients.{what}: {e}"))
+    StoreError::corrupt(format!("api_clients.{what}: {e}"))
 }
 
 fn name_of(row: &sqlx::postgres::PgRow) -> Result<ClientId, StoreError> {

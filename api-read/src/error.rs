@@ -12,7 +12,11 @@ pub(crate) fn to_api_error(err: ReadError) -> ApiError {
             "unknown_reference",
             format!("last_reference {id} names no order of yours (it may not be projected yet)"),
         ),
-        ReadError::Store(StoreError::Unavailable(reason) | StoreError::OutcomeUnknown(reason)) => {
+        ReadError::Store(
+            StoreError::Unavailable(reason)
+            | StoreError::OutcomeUnknown(reason)
+            | StoreError::Misconfigured(reason),
+        ) => {
             tracing::error!(%reason, "read table unavailable");
             ApiError::unavailable("the read table is unavailable; retry shortly")
         }

@@ -33,9 +33,13 @@ pub fn to_api_error(err: PlaceError) -> ApiError {
                 format!("{message}; nothing was stored, retry shortly"),
             )
             .retry_after(PRICE_RETRY_AFTER_SECS),
-            PlaceError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(
-                "the order store is unavailable; nothing was stored, retry shortly",
-            ),
+            // A setting gone wrong under a running service (a password rotated, a database
+            // dropped) is, to the caller, an outage: nothing stored, the operator fixes it.
+            PlaceError::Store(StoreError::Unavailable(_) | StoreError::Misconfigured(_)) => {
+                ApiError::unavailable(
+                    "the order store is unavailable; nothing was stored, retry shortly",
+                )
+            }
             PlaceError::Store(StoreError::OutcomeUnknown(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "outcome_unknown",
@@ -86,6 +90,9 @@ pub fn log_refusal(err: &PlaceError) {
             tracing::error!(%reason, "order outcome unknown")
         }
         PlaceError::Store(StoreError::Corrupt(reason)) => tracing::error!(%reason, "store corrupt"),
+        PlaceError::Store(StoreError::Misconfigured(reason)) => {
+            tracing::error!(%reason, "store misconfigured")
+        }
         other => tracing::error!(error = %other, "placement failed"),
     }
 }

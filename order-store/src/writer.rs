@@ -12,7 +12,7 @@ use order_domain::{
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::error::{CommitInDoubt, PlaceError, StoreError};
+use crate::error::{Cause, CommitInDoubt, PlaceError, StoreError};
 
 /// A placed order, and whether this request placed it or replayed an earlier request's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +23,14 @@ pub struct Placement {
     pub replayed: bool,
 }
 
-/// The BTC cap as an event store sees it.
+/// What the writer asks of an event store besides its events: the BTC cap as the store sees it,
+/// and whether the store answers at all.
 #[async_trait]
 pub trait Ledger: Send + Sync {
+    /// Asks the backend itself (a round trip to the database, never a remembered answer), for a
+    /// readiness probe: `Ok` only if it answered now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// BTC that can still be sold, as committed.
     async fn remaining(&self) -> Result<Satoshis, StoreError>;
 
@@ -233,9 +238,9 @@ impl<ES: NewAggregate + Ledger + Clone> CqrsOrderWriter<ES> {
         let first = events
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError::Corrupt(format!("order {id} committed but not found")))?;
+            .ok_or_else(|| StoreError::corrupt(format!("order {id} committed but not found")))?;
         let Some(order) = first.payload.into_placed() else {
-            return Err(StoreError::Corrupt(format!("order {id} begins with no placement")).into());
+            return Err(StoreError::corrupt(format!("order {id} begins with no placement")).into());
         };
         let placed_by = first
             .metadata
@@ -356,11 +361,11 @@ where
             // Only an attempt whose own commit's outcome is unknown, or one after it, gets here.
             let doubted_for = doubt_since.map_or(Duration::ZERO, |since| since.elapsed());
             if doubted_for + pause > self.resolve_within {
-                return Err(StoreError::OutcomeUnknown(format!(
+                return Err(StoreError::OutcomeUnknown(Cause::new(format!(
                     "order {id}: the store failed during its commit and did not come back within \
                      {} ms ({failure})",
                     self.resolve_within.as_millis()
-                ))
+                )))
                 .into());
             }
             tokio::time::sleep(pause).await;
@@ -377,19 +382,17 @@ where
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        // Loading an aggregate that cannot exist reaches the backend and changes nothing.
-        self.store
-            .load_events(&Uuid::nil().to_string())
-            .await
-            .map(drop)
-            .map_err(store_error)
+        self.store.ping().await
     }
 }
 
 /// Maps a cqrs-es failure that is not the domain's to a store error.
 fn store_error(err: AggregateError<BuyOrderError>) -> StoreError {
     match err {
-        AggregateError::DeserializationError(e) => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Unavailable(other.to_string()),
+        AggregateError::DeserializationError(e) => StoreError::Corrupt(Cause::because_boxed(e)),
+        AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
+            StoreError::from_boxed(e)
+        }
+        other => StoreError::unavailable(other.to_string()),
     }
 }

@@ -115,6 +115,9 @@ impl NewAggregate for Counting {
 
 #[async_trait]
 impl Ledger for Counting {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
     async fn remaining(&self) -> Result<Satoshis, StoreError> {
         self.inner.remaining().await
     }

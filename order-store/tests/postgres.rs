@@ -491,7 +491,7 @@ async fn a_second_concurrent_rebuild_is_refused_and_the_first_loses_nothing() {
     }
     let second = model.rebuild(&store, 100, &|_, _| {}).await;
     assert!(
-        matches!(&second, Err(StoreError::Unavailable(m)) if m.contains("another")),
+        matches!(&second, Err(StoreError::Unavailable(m)) if m.message().contains("another")),
         "{second:?}"
     );
     assert_eq!(first.await.unwrap().unwrap(), Position(400));

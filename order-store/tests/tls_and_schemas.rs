@@ -125,10 +125,19 @@ async fn verify_full_checks_the_host_name_in_both_clients() {
         refused.to_string().contains("not valid for name"),
         "event store: {refused}"
     );
+    // A certificate that does not verify is a setting to fix, not an outage to wait out.
+    assert!(
+        matches!(refused, StoreError::Misconfigured(_)),
+        "{refused:?}"
+    );
     let refused = PgReadModel::open(&wrong_name).await.err().unwrap();
     assert!(
         refused.to_string().contains("not valid for name"),
         "read table: {refused}"
+    );
+    assert!(
+        matches!(refused, StoreError::Misconfigured(_)),
+        "{refused:?}"
     );
 
     // (An untrusted chain cannot be shown against this server: Debian links its self-signed

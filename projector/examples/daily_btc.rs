@@ -26,10 +26,6 @@ struct Sales {
     fiat: Decimal,
 }
 
-fn failed(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(err.to_string())
-}
-
 #[async_trait::async_trait]
 impl Projection for DailyBtc {
     fn name(&self) -> &str {
@@ -51,7 +47,7 @@ impl Projection for DailyBtc {
                  PRIMARY KEY (day, currency))",
         )
         .await
-        .map_err(failed)
+        .map_err(StoreError::from_database)
     }
 
     async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
@@ -61,12 +57,13 @@ impl Projection for DailyBtc {
             let sales = sums
                 .entry((placed.placed_at.date_naive(), placed.currency))
                 .or_default();
-            let satoshis = i64::try_from(placed.satoshis.count()).map_err(failed)?;
+            let satoshis = i64::try_from(placed.satoshis.count())
+                .map_err(|e| StoreError::corrupt(e.to_string()))?;
             sales.orders += 1;
             sales.satoshis = sales
                 .satoshis
                 .checked_add(satoshis)
-                .ok_or_else(|| failed("satoshis overflow"))?;
+                .ok_or_else(|| StoreError::corrupt("satoshis overflow"))?;
             sales.fiat += placed.amount.to_decimal();
         }
         let (mut days, mut currencies, mut orders, mut satoshis, mut fiat) =
@@ -88,7 +85,7 @@ impl Projection for DailyBtc {
             &[&days, &currencies, &orders, &satoshis, &fiat],
         )
         .await
-        .map_err(failed)?;
+        .map_err(StoreError::from_database)?;
         Ok(())
     }
 }

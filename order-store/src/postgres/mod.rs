@@ -59,7 +59,7 @@ mod ops;
 mod read;
 mod write;
 
-pub use connection::config::PgSettings;
+pub use connection::config::{PgSettings, SettingError};
 pub use connection::migrate::{migrate_read, migrate_write};
 pub use connection::schema::PgSchema;
 pub use ops::audit::{audit, AuditReport, Finding};
@@ -76,30 +76,14 @@ pub use write::group_commit::Batching;
 
 use crate::error::StoreError;
 
-/// A database error as a store error: the backend is unavailable (the caller answers 503 and
-/// the pool reconnects by itself when the database is back).
-pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(err.to_string())
-}
-
-/// [`unavailable`] with every cause in the chain: some clients (tokio-postgres, deadpool) keep
-/// the reason, a TLS certificate's say, out of their own message.
-pub(crate) fn unavailable_because(err: &(dyn std::error::Error + 'static)) -> StoreError {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let said = inner.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = inner.source();
-    }
-    StoreError::Unavailable(text)
+/// A database or driver error as a store error, classed by its SQLSTATE or kind and kept as the
+/// source ([`StoreError::from_database`]).
+pub(crate) fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::from_database(err)
 }
 
 /// A position as PostgreSQL's bigint; beyond it is a corrupt log, never a wrapped number.
 pub(crate) fn position_i64(position: crate::log::Position) -> Result<i64, StoreError> {
     i64::try_from(position.0)
-        .map_err(|_| StoreError::Corrupt(format!("position {position} beyond bigint")))
+        .map_err(|_| StoreError::corrupt(format!("position {position} beyond bigint")))
 }

@@ -14,7 +14,7 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
     migrator
         .run(pool)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+        .map_err(|e| StoreError::from_database(e).context("migration failed"))
 }
 
 /// Applies the write store's migrations (`migrations/write`) to `DATABASE_URL`, in `PG_SCHEMA`
@@ -23,7 +23,7 @@ async fn run(mut migrator: Migrator, pool: &PgPool) -> Result<(), StoreError> {
 pub async fn migrate_write(settings: &PgSettings) -> Result<(), StoreError> {
     let url = settings
         .write_url()
-        .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
+        .ok_or_else(|| StoreError::misconfigured("DATABASE_URL is not set"))?;
     on_own_connection(settings, url, sqlx::migrate!("./migrations/write")).await
 }
 
@@ -140,8 +140,8 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| {
-                    StoreError::Unavailable(format!(
-                        "migration {} applied with a superseded text could not be repaired: {e}",
+                    StoreError::from_database(e).context(format_args!(
+                        "migration {} applied with a superseded text could not be repaired",
                         superseded.version
                     ))
                 })?;
@@ -166,7 +166,7 @@ fn hex_decode(hex: &str) -> Vec<u8> {
 /// `DATABASE_URL`), in `PG_SCHEMA` (created if missing).
 pub async fn migrate_read(settings: &PgSettings) -> Result<(), StoreError> {
     let url = settings.read_url().ok_or_else(|| {
-        StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
+        StoreError::misconfigured("neither READ_DATABASE_URL nor DATABASE_URL is set")
     })?;
     on_own_connection(settings, url, sqlx::migrate!("./migrations/read")).await
 }

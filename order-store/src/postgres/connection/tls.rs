@@ -101,6 +101,13 @@ impl TlsUrl {
     /// Splits `url`. Errors name the parameter, never the URL (it may hold a password).
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
         let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            // sqlx would try any scheme as PostgreSQL, and fail on the wire.
+            return Err(format!(
+                "not a PostgreSQL URL: the scheme is {}, not postgres:// or postgresql://",
+                parsed.scheme()
+            ));
+        }
         let mut mode = SslMode::Prefer;
         let mut root_cert = None;
         let mut rest = Vec::new();
@@ -167,7 +174,7 @@ impl TlsUrl {
                 }
                 roots.add_parsable_certificates(native.certs);
                 if let Some(path) = &self.root_cert {
-                    for cert in read_certificates(path).map_err(StoreError::Unavailable)? {
+                    for cert in read_certificates(path).map_err(StoreError::misconfigured)? {
                         roots.add(cert).map_err(tls_error)?;
                     }
                 }
@@ -182,7 +189,7 @@ impl TlsUrl {
 }
 
 fn tls_error(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("TLS to PostgreSQL: {err}"))
+    StoreError::misconfigured(format!("TLS to PostgreSQL: {err}"))
 }
 
 /// The certificates in a PEM file; an error names the file (a path, not a secret).
@@ -289,5 +296,9 @@ mod tests {
         assert!(err.contains("use verify-full"), "{err}");
         let err = TlsUrl::parse("postgres://db/x?sslcert=/c.pem").unwrap_err();
         assert!(err.contains("client certificates"), "{err}");
+        let err = TlsUrl::parse("mysql://u:secret@db/x").unwrap_err();
+        assert!(err.contains("the scheme is mysql"), "{err}");
+        assert!(!err.contains("secret"));
+        assert!(TlsUrl::parse("postgresql://db/x").is_ok());
     }
 }

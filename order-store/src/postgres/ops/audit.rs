@@ -117,7 +117,7 @@ impl Problems {
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+    StoreError::corrupt(format!("{what}: {e}"))
 }
 
 /// A read-only snapshot on its own connection, without the services' statement and idle
@@ -279,7 +279,7 @@ fn row_differs(row: &ReadRow, placed: &BuyOrderPlaced) -> Option<String> {
 pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
     let write_url = settings
         .write_url()
-        .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
+        .ok_or_else(|| StoreError::misconfigured("DATABASE_URL is not set"))?;
     let read_url = settings.read_url().unwrap_or(write_url);
     // The read table first: every event its checkpoint covers committed before it.
     let mut read = snapshot(settings, read_url).await?;

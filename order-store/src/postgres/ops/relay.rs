@@ -176,10 +176,10 @@ impl PgEventStore {
             })
             .await?;
         Ok((
-            u32::try_from(epoch).map_err(|e| StoreError::Corrupt(format!("epoch: {e}")))?,
+            u32::try_from(epoch).map_err(|e| StoreError::corrupt(format!("epoch: {e}")))?,
             Position(
                 u64::try_from(first)
-                    .map_err(|e| StoreError::Corrupt(format!("first_position: {e}")))?,
+                    .map_err(|e| StoreError::corrupt(format!("first_position: {e}")))?,
             ),
         ))
     }
@@ -188,7 +188,7 @@ impl PgEventStore {
     pub async fn record_rewind(&self, rewind: &Rewind) -> Result<(), StoreError> {
         let first = crate::postgres::position_i64(rewind.first_position)?;
         let up_to = crate::postgres::position_i64(rewind.published_up_to)?;
-        let epoch = i32::try_from(rewind.epoch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let epoch = i32::try_from(rewind.epoch).map_err(|e| StoreError::corrupt(e.to_string()))?;
         let detail = rewind.detail.clone();
         self.answered(move |c| {
             Box::pin(async move {
@@ -270,7 +270,7 @@ impl PgEventStore {
 
 fn stored_event(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        StoreError::Corrupt(format!("stored event, {what}: {e}"))
+        StoreError::corrupt(format!("stored event, {what}: {e}"))
     };
     let position: i64 = row
         .try_get("position")

@@ -45,19 +45,19 @@
 //!              (currency text PRIMARY KEY, satoshis bigint NOT NULL)",
 //!         )
 //!         .await
-//!         .map_err(|e| StoreError::Unavailable(e.to_string()))
+//!         .map_err(StoreError::from_database)
 //!     }
 //!     async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
 //!         for placed in events.iter().filter_map(|e| e.event.as_placed()) {
 //!             let sats = i64::try_from(placed.satoshis.count())
-//!                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+//!                 .map_err(|e| StoreError::corrupt(e.to_string()))?;
 //!             tx.execute(
 //!                 "INSERT INTO sold_per_currency VALUES ($1, $2) ON CONFLICT (currency) \
 //!                  DO UPDATE SET satoshis = sold_per_currency.satoshis + excluded.satoshis",
 //!                 &[&placed.currency.code(), &sats],
 //!             )
 //!             .await
-//!             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+//!             .map_err(StoreError::from_database)?;
 //!         }
 //!         Ok(())
 //!     }
@@ -166,6 +166,16 @@ pub struct PgProjection<P> {
     answer_within: std::time::Duration,
 }
 
+impl<P: Projection> std::fmt::Debug for PgProjection<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgProjection")
+            .field("name", &self.projection.name())
+            .field("schema", &self.live)
+            .field("answer_within", &self.answer_within)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<P> Clone for PgProjection<P> {
     fn clone(&self) -> Self {
         PgProjection {
@@ -197,11 +207,7 @@ pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Poo
     let pool = read_sessions_pool(settings, plans, settings.pool_size as usize, &[])?;
     // One session now, before the migrations (which connect through sqlx): a URL whose TLS
     // this client cannot satisfy fails at start-up, with this client's own reason.
-    drop(
-        pool.get()
-            .await
-            .map_err(|e| crate::postgres::unavailable_because(&e))?,
-    );
+    drop(pool.get().await.map_err(crate::postgres::unavailable)?);
     migrate_read(settings).await?;
     Ok(pool)
 }
@@ -215,7 +221,7 @@ pub(crate) fn read_sessions_pool(
     extra: &[(&'static str, &str)],
 ) -> Result<Pool, StoreError> {
     let url = settings.read_url().ok_or_else(|| {
-        StoreError::Unavailable("neither READ_DATABASE_URL nor DATABASE_URL is set".into())
+        StoreError::misconfigured("neither READ_DATABASE_URL nor DATABASE_URL is set")
     })?;
     let planning: &[(&'static str, &str)] = match plans {
         Plans::Auto => &[],
@@ -246,7 +252,7 @@ fn check_name(name: &str) -> Result<(), StoreError> {
     if first && rest && name.len() <= MAX_NAME {
         Ok(())
     } else {
-        Err(StoreError::Corrupt(format!(
+        Err(StoreError::corrupt(format!(
             "projection name {name:?}: 1 to {MAX_NAME} of a-z, 0-9 and _, starting with a letter"
         )))
     }
@@ -267,7 +273,7 @@ impl<P: Projection> PgProjection<P> {
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 metrics::counter!("store_statements_unanswered_total").increment(1);
-                Err(StoreError::Unavailable(format!(
+                Err(StoreError::unavailable(format!(
                     "no answer from the read database within {} ms",
                     self.answer_within.as_millis()
                 )))
@@ -410,7 +416,7 @@ impl<P: Projection> PgProjection<P> {
             .map_err(unavailable)?
             .get(0);
         if !locked {
-            return Err(StoreError::Unavailable(format!(
+            return Err(StoreError::unavailable(format!(
                 "another `projector rebuild` of {} is running on this read database; wait \
                  for it to finish (nothing was changed)",
                 self.projection.name()

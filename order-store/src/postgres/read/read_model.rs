@@ -80,6 +80,14 @@ pub struct PgReadModel {
     writer: PgProjection<OrderViewProjection>,
 }
 
+impl std::fmt::Debug for PgReadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgReadModel")
+            .field("projection", &self.writer)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PgReadModel {
     /// Opens a pool on `READ_DATABASE_URL` (or `DATABASE_URL`), in `PG_SCHEMA`, and applies the
     /// read migrations there.
@@ -335,7 +343,7 @@ async fn insert_rows<'e>(
 
 fn to_view(row: &Row) -> Result<OrderView, StoreError> {
     let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+        |what: &str, e: &dyn std::fmt::Display| StoreError::corrupt(format!("{what}: {e}"));
     let id: Uuid = row.try_get("id").map_err(|e| corrupt("id", &e))?;
     let created_at: DateTime<Utc> = row
         .try_get("created_at")
@@ -449,7 +457,7 @@ impl ReadModel for PgReadModel {
         if let (Some(id), Some(last)) = (request.after, rows.last()) {
             let id_of_last: Option<Uuid> = last
                 .try_get(0)
-                .map_err(|e| StoreError::Corrupt(format!("id: {e}")))?;
+                .map_err(|e| StoreError::corrupt(format!("id: {e}")))?;
             if id_of_last.is_none() {
                 return Err(ReadError::UnknownReference(id));
             }

@@ -195,14 +195,14 @@ impl SharedSessions {
             }
             drop(counted);
             answer.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
+                Err(StoreError::unavailable(format!(
                     "the read database did not answer within {} ms",
                     answer_within.as_millis()
                 )))
             })
         });
         task.await
-            .map_err(|e| StoreError::Unavailable(format!("a read failed: {e}")))?
+            .map_err(|e| StoreError::from_database(e).context("a read failed"))?
     }
 
     /// A session to send one read on, counted as one of its reads in flight until dropped.

@@ -68,6 +68,17 @@ pub struct PgEventStore {
     answer_within: Duration,
 }
 
+impl std::fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No URL (it may hold a password): the pool's size and the deadlines.
+        f.debug_struct("PgEventStore")
+            .field("connections", &self.pool.size())
+            .field("batching", &self.batching)
+            .field("answer_within", &self.answer_within)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PgEventStore {
     /// Connects, applies the write migrations and starts listening for new events: what a
     /// process that places orders opens.
@@ -123,7 +134,7 @@ impl PgEventStore {
     pub async fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
         let url = settings
             .write_url()
-            .ok_or_else(|| StoreError::Unavailable("DATABASE_URL is not set".into()))?;
+            .ok_or_else(|| StoreError::misconfigured("DATABASE_URL is not set"))?;
         migrate_write(settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
@@ -234,7 +245,7 @@ impl PgEventStore {
         let sold = sats(row.get(0), "sold_sats")?;
         let mut ledger = BtcLedger::new(BtcCap::new(sats(row.get(1), "cap_sats")?));
         ledger.reserve(sold).map_err(|_| {
-            StoreError::Corrupt(format!("btc_ledger: {sold} BTC sold beyond the cap"))
+            StoreError::corrupt(format!("btc_ledger: {sold} BTC sold beyond the cap"))
         })?;
         Ok(ledger)
     }
@@ -274,13 +285,13 @@ pub enum CapError {
 fn sats(value: i64, column: &str) -> Result<Satoshis, StoreError> {
     u64::try_from(value)
         .map(Satoshis::new)
-        .map_err(|_| StoreError::Corrupt(format!("{column} is negative: {value}")))
+        .map_err(|_| StoreError::corrupt(format!("{column} is negative: {value}")))
 }
 
 /// Satoshis as a `bigint` parameter (caps are at most 21,000,000 BTC, far below i64::MAX).
 fn sats_param(value: Satoshis) -> Result<i64, StoreError> {
     i64::try_from(value.count())
-        .map_err(|_| StoreError::Unavailable(format!("{value} BTC does not fit the ledger")))
+        .map_err(|_| StoreError::unavailable(format!("{value} BTC does not fit the ledger")))
 }
 
 /// [`READ_LOG_AFTER`]'s `bigint` parameters. Positions come from the `bigint` column, so one
@@ -334,7 +345,7 @@ async fn write_cap(
 }
 
 fn cap_change(row: &sqlx::postgres::PgRow) -> Result<CapChange, StoreError> {
-    let corrupt = |e: sqlx::Error| StoreError::Corrupt(format!("btc_cap_changes: {e}"));
+    let corrupt = |e: sqlx::Error| StoreError::corrupt(format!("btc_cap_changes: {e}"));
     Ok(CapChange {
         changed_at: row.try_get("changed_at").map_err(corrupt)?,
         previous: row
@@ -360,7 +371,7 @@ async fn seed_cap(pool: &PgPool, seed: BtcCap) -> Result<BtcCap, StoreError> {
         return Ok(BtcCap::new(stored));
     }
     if seed.limit() < sold {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "MAX_TOTAL_BTC={seed} is below the {sold} BTC already sold"
         )));
     }
@@ -620,6 +631,19 @@ fn in_doubt(err: Box<dyn std::error::Error + Send + Sync>) -> AggregateError<Buy
 
 #[async_trait]
 impl Ledger for PgEventStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A round trip on a pooled session, bounded as a commit's answer is: a database that
+        // went silent fails the probe, whatever the last commit said.
+        let round_trip = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(self.answer_within, round_trip).await {
+            Ok(answer) => answer.map(drop).map_err(crate::postgres::unavailable),
+            Err(_) => Err(StoreError::unavailable(format!(
+                "the database did not answer within {} ms",
+                self.answer_within.as_millis()
+            ))),
+        }
+    }
+
     async fn remaining(&self) -> Result<Satoshis, StoreError> {
         Ok(self.ledger().await?.remaining())
     }
@@ -711,7 +735,7 @@ fn logged_event(
     reader: &EventReader,
 ) -> Result<Result<LoggedEvent, UnreadableLogged>, StoreError> {
     let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+        |what: &str, e: &dyn std::fmt::Display| StoreError::corrupt(format!("{what}: {e}"));
     let position: i64 = row
         .try_get("position")
         .map_err(|e| corrupt("position", &e))?;

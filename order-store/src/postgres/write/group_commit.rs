@@ -23,6 +23,8 @@ use sqlx::{PgPool, Row as _};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 #[cfg(feature = "cli")]
+use crate::postgres::connection::config::limits;
+#[cfg(feature = "cli")]
 use clap::builder::{RangedU64ValueParser, TypedValueParser};
 use order_domain::Satoshis;
 
@@ -35,21 +37,21 @@ pub struct Batching {
     /// ready are committed together, the ledger row locked once per batch).
     #[cfg_attr(feature = "cli", arg(long = "db-commit-batch-max", global = true, env = "DB_COMMIT_BATCH_MAX",
           value_name = "DB_COMMIT_BATCH_MAX", default_value_t = Batching::DEFAULT.max_orders,
-          value_parser = RangedU64ValueParser::<usize>::new().range(1..=10_000)))]
+          value_parser = RangedU64ValueParser::<usize>::new().range(limits::COMMIT_BATCH_MAX)))]
     pub max_orders: usize,
     /// How long a batch waits for more orders once it has one, if fewer than `max_orders` are
     /// waiting, in microseconds (0: it takes what is ready; batches still form while the one
     /// before commits, so a lone order never waits).
     #[cfg_attr(feature = "cli", arg(long = "db-commit-linger-us", global = true, env = "DB_COMMIT_LINGER_US",
           value_name = "DB_COMMIT_LINGER_US", default_value = "0",
-          value_parser = clap::value_parser!(u64).range(0..=100_000).map(Duration::from_micros)))]
+          value_parser = clap::value_parser!(u64).range(limits::COMMIT_LINGER_US).map(Duration::from_micros)))]
     pub linger: Duration,
     /// Write transactions in flight at once per process (each on a connection of its own; they
     /// queue on the ledger's lock, but the next one's network and parsing overlap the last
     /// one's flush).
     #[cfg_attr(feature = "cli", arg(long = "db-commits-in-flight", global = true, env = "DB_COMMITS_IN_FLIGHT",
           value_name = "DB_COMMITS_IN_FLIGHT", default_value_t = Batching::DEFAULT.in_flight,
-          value_parser = RangedU64ValueParser::<usize>::new().range(1..=64)))]
+          value_parser = RangedU64ValueParser::<usize>::new().range(limits::COMMITS_IN_FLIGHT)))]
     pub in_flight: usize,
 }
 
@@ -100,14 +102,28 @@ pub(crate) enum Appended {
 }
 
 /// Why a row's batch failed as a whole.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug, Clone)]
 pub(crate) struct Failed {
     /// The outcome is unknown: the statement was sent and no answer came back.
     pub in_doubt: bool,
     /// Nothing was sent: no connection could be had (the database unreachable).
     pub unsent: bool,
     message: Arc<str>,
+    /// The driver's error, kept as the source (its SQLSTATE included).
+    error: Option<Arc<sqlx::Error>>,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The driver's error itself (not the Arc, whose `source` would skip it).
+        self.error.as_deref().map(|e| e as _)
+    }
 }
 
 struct Pending {
@@ -157,6 +173,7 @@ impl Failed {
             in_doubt: false,
             unsent: false,
             message: message.into(),
+            error: None,
         }
     }
 
@@ -165,19 +182,22 @@ impl Failed {
             in_doubt: true,
             unsent: false,
             message: message.into(),
+            error: None,
         }
     }
 
-    pub(crate) fn from_sqlx(err: &sqlx::Error) -> Self {
-        Failed::caused_by(err, !is_definite(err))
+    pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
+        let in_doubt = !is_definite(&err);
+        Failed::caused_by("batch commit failed", err, in_doubt)
     }
 
-    /// `err`, with its outcome in doubt or not.
-    fn caused_by(err: &sqlx::Error, in_doubt: bool) -> Self {
+    /// `err` after `what`, with its outcome in doubt or not.
+    pub(crate) fn caused_by(what: &str, err: sqlx::Error, in_doubt: bool) -> Self {
         Failed {
             in_doubt,
             unsent: false,
-            message: format!("batch commit failed: {err}").into(),
+            message: format!("{what}: {err}").into(),
+            error: Some(Arc::new(err)),
         }
     }
 }
@@ -308,9 +328,9 @@ impl From<AppendError> for Failed {
         match err {
             Unsent(err) => Failed {
                 unsent: true,
-                ..Failed::caused_by(&err, false)
+                ..Failed::caused_by("batch commit failed", err, false)
             },
-            Sent(err) => Failed::from_sqlx(&err),
+            Sent(err) => Failed::from_sqlx(err),
         }
     }
 }

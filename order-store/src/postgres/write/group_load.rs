@@ -102,7 +102,7 @@ async fn load(pool: &PgPool, batch: Vec<Pending>, answer_within: std::time::Dura
         Err(err) => Some(err),
     };
     // A load changes nothing: whatever broke, nothing is in doubt.
-    let failed = failed.map(|err| Failed::definite(format!("load failed: {err}")));
+    let failed = failed.map(|err| Failed::caused_by("load failed", err, false));
     for pending in batch {
         let answer = match &failed {
             Some(failed) => Err(failed.clone()),
