@@ -74,6 +74,7 @@
 //! ```
 
 mod error;
+mod follow;
 mod log;
 pub mod memory;
 mod metrics;
@@ -85,7 +86,8 @@ pub mod testing;
 mod view;
 mod writer;
 
-pub use error::{CommitInDoubt, PlaceError, ReadError, StoreError};
+pub use error::{Cause, CommitInDoubt, PlaceError, ReadError, SqlClass, SqlState, StoreError};
+pub use follow::{Follower, Step};
 pub use log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
 pub use metrics::describe_metrics;
 pub use read_model::{ReadModel, ReadModelWriter};

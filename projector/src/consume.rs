@@ -64,7 +64,9 @@ impl Projector {
     /// change nothing.
     async fn catch_up_if_silent(&self) {
         let behind = async {
-            Ok::<bool, StoreError>(self.log.head().await? > self.model.checkpoint().await?)
+            Ok::<bool, StoreError>(
+                self.follower.log().head().await? > self.follower.model().checkpoint().await?,
+            )
         };
         match behind.await {
             Ok(true) => match self.catch_up().await {
@@ -144,11 +146,12 @@ impl Projector {
         let wanted: BTreeSet<Position> = claimed.iter().copied().collect();
         let (before, _, mut stored) = self.catch_up_keeping(&wanted).await?;
         let passed: Vec<Position> = wanted.range(..=before).copied().collect();
-        for run in runs(&passed, self.batch) {
+        for run in runs(&passed, self.follower.batch()) {
             let (first, last) = (run[0], run[run.len() - 1]);
             let span = usize::try_from(last.0 - first.0 + 1).unwrap_or(usize::MAX);
             let read = self
-                .log
+                .follower
+                .log()
                 .read_after(Position(first.0.saturating_sub(1)), span)
                 .await?;
             stored.extend(

@@ -18,7 +18,7 @@ mod consume;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_store::{EventLog, LoggedEvent, Position, ReadModelWriter, StoreError};
+use order_store::{EventLog, Follower, LoggedEvent, Position, ReadModelWriter, StoreError};
 use service_kit::CancellationToken;
 
 /// How long the projector sleeps on an idle log before checking again even without a wake-up.
@@ -109,9 +109,8 @@ pub fn ops(
 /// Folds the event log into a read table.
 #[derive(Clone)]
 pub struct Projector {
-    log: Arc<dyn EventLog>,
-    model: Arc<dyn ReadModelWriter>,
-    batch: usize,
+    /// The log, the table and the order of applying and parking: order-store's loop.
+    follower: Follower,
     /// How messages from the queue are read (the log reads with the store's own reader).
     reader: order_domain::EventReader,
     /// Whether it sets the process's projector gauges (the main projection's; the others are
@@ -123,9 +122,7 @@ impl Projector {
     /// A projector reading `batch` events at a time (at least 1).
     pub fn new(log: Arc<dyn EventLog>, model: Arc<dyn ReadModelWriter>, batch: usize) -> Self {
         Projector {
-            log,
-            model,
-            batch: batch.max(1),
+            follower: Follower::new(log, model, batch),
             reader: order_domain::EventReader::new(),
             gauges: true,
         }
@@ -166,38 +163,25 @@ impl Projector {
         ),
         StoreError,
     > {
-        let start = self.model.checkpoint().await?;
+        let start = self.follower.model().checkpoint().await?;
         let mut checkpoint = start;
         let mut kept = std::collections::HashMap::new();
-        loop {
-            let read = self
-                .log
-                .read_after_with_unreadable(checkpoint, self.batch)
-                .await?;
-            let Some(reached) = read.reached() else {
-                return Ok((start, checkpoint, kept));
-            };
+        while let Some(step) = self.follower.step(checkpoint).await? {
             kept.extend(
-                read.events
+                step.read
+                    .events
                     .iter()
                     .filter(|e| wanted.contains(&e.position))
                     .map(|e| (e.position, e.clone())),
             );
-            if !read.events.is_empty() {
-                self.model.apply(&read.events).await?;
-                self.record(&read.events).await;
-            }
-            if !read.unreadable.is_empty() {
-                self.model.park(&read.unreadable).await?;
+            self.record(&step.read.events).await;
+            if !step.read.unreadable.is_empty() {
                 metrics::counter!("projector_events_parked_total")
-                    .increment(read.unreadable.len() as u64);
-                for event in &read.unreadable {
-                    tracing::error!(position = %event.position, aggregate_id = %event.aggregate_id,
-                                    reason = %event.reason, "unreadable event parked");
-                }
+                    .increment(step.read.unreadable.len() as u64);
             }
-            checkpoint = reached;
+            checkpoint = step.reached;
         }
+        Ok((start, checkpoint, kept))
     }
 
     /// Logs and measures a batch just applied: count, lag in positions behind the log's head,
@@ -214,7 +198,7 @@ impl Projector {
             .set(service_kit::seconds_since(last.event.placed_at()));
         // The log's head unknown (store down): the positions gauge keeps its last value rather
         // than claiming the projector is caught up; the timer (`watch_lag`) refreshes it.
-        match self.log.head().await {
+        match self.follower.log().head().await {
             Ok(head) => {
                 let behind = head.0.saturating_sub(last.position.0);
                 metrics::gauge!("projector_lag_positions").set(behind as f64);
@@ -229,13 +213,13 @@ impl Projector {
     /// How far behind the log the read table is, from the store: (positions, seconds the oldest
     /// event not yet applied has waited). `(0, 0.0)` when caught up.
     pub async fn lag(&self) -> Result<(u64, f64), StoreError> {
-        let checkpoint = self.model.checkpoint().await?;
-        let head = self.log.head().await?;
+        let checkpoint = self.follower.model().checkpoint().await?;
+        let head = self.follower.log().head().await?;
         let behind = head.0.saturating_sub(checkpoint.0);
         if behind == 0 {
             return Ok((0, 0.0));
         }
-        let oldest = self.log.read_after(checkpoint, 1).await?;
+        let oldest = self.follower.log().read_after(checkpoint, 1).await?;
         let waited = oldest.first().map_or(0.0, |logged| {
             service_kit::seconds_since(logged.event.placed_at())
         });
@@ -275,7 +259,10 @@ impl Projector {
         while !shutdown.is_cancelled() {
             let step = async {
                 let checkpoint = self.catch_up().await?;
-                self.log.wait_for_events_after(checkpoint, IDLE_WAIT).await
+                self.follower
+                    .log()
+                    .wait_for_events_after(checkpoint, IDLE_WAIT)
+                    .await
             };
             let outcome = tokio::select! {
                 outcome = step => outcome,

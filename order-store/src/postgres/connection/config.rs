@@ -24,12 +24,95 @@ mod defaults {
     pub const READ_PIPELINE_DEPTH: u32 = 16;
 }
 
+/// A setting that could not be read: which variable, and why (never its value, which may be a
+/// secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {reason}")]
+#[non_exhaustive]
+pub struct SettingError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+impl SettingError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        SettingError {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reads variables for [`PgSettings::from_vars`]: an unset or empty variable keeps the default.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|value| !value.is_empty())
+    }
+
+    /// A whole number within `range`, into `into`.
+    fn number<T: TryFrom<i128>, R: Copy + Into<i128> + std::fmt::Display>(
+        &self,
+        name: &'static str,
+        range: std::ops::RangeInclusive<R>,
+        into: &mut T,
+    ) -> Result<(), SettingError> {
+        let Some(value) = self.get(name) else {
+            return Ok(());
+        };
+        let out_of_range = || {
+            SettingError::new(
+                name,
+                format!(
+                    "must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        };
+        let number: i128 = value.trim().parse().map_err(|_| out_of_range())?;
+        if !((*range.start()).into()..=(*range.end()).into()).contains(&number) {
+            return Err(out_of_range());
+        }
+        *into = T::try_from(number).map_err(|_| out_of_range())?;
+        Ok(())
+    }
+
+    fn millis(&self, name: &'static str, into: &mut Duration) -> Result<(), SettingError> {
+        if let Some(value) = self.get(name) {
+            *into = parse_millis(value.trim()).map_err(|_| {
+                SettingError::new(
+                    name,
+                    "must be a whole number of milliseconds greater than 0",
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The ranges of the numeric `DB_*` settings: one source for the flags and
+/// [`PgSettings::from_env`].
+pub(crate) mod limits {
+    use std::ops::RangeInclusive;
+
+    pub const POOL_SIZE: RangeInclusive<i64> = 1..=1000;
+    pub const KEEPALIVE_S: RangeInclusive<i64> = 1..=7200;
+    pub const READ_SESSIONS: RangeInclusive<i64> = 1..=1000;
+    pub const READ_PIPELINE_DEPTH: RangeInclusive<i64> = 1..=1000;
+    pub const COMMIT_BATCH_MAX: RangeInclusive<u64> = 1..=10_000;
+    pub const COMMIT_LINGER_US: RangeInclusive<u64> = 0..=100_000;
+    pub const COMMITS_IN_FLIGHT: RangeInclusive<u64> = 1..=64;
+}
+
 /// A default duration as its setting would read it.
 fn default_millis(ms: &str) -> Duration {
     parse_millis(ms).expect("a default is a valid setting")
 }
 
-#[cfg(feature = "cli")]
 fn check_url(s: &str) -> Result<(), String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
         return Err("must start with postgres:// or postgresql://".into());
@@ -77,7 +160,7 @@ pub struct PgSettings {
     pub schema: PgSchema,
     /// Connections per pool.
     #[cfg_attr(feature = "cli", arg(long = "db-pool-size", global = true, env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE",
-          default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(1..=1000)))]
+          default_value_t = defaults::POOL_SIZE, value_parser = clap::value_parser!(u32).range(limits::POOL_SIZE)))]
     pub pool_size: u32,
     /// How long a request waits for a connection before answering 503.
     #[cfg_attr(feature = "cli", arg(long = "db-acquire-timeout-ms", global = true, env = "DB_ACQUIRE_TIMEOUT_MS",
@@ -106,7 +189,7 @@ pub struct PgSettings {
     /// `tcp_user_timeout` to match): a dead peer is noticed in about this plus 15 s, not the
     /// kernel's 2 hours (or 15 minutes of retransmissions).
     #[cfg_attr(feature = "cli", arg(long = "db-keepalive-s", global = true, env = "DB_KEEPALIVE_S", value_name = "DB_KEEPALIVE_S",
-          default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(1..=7200)))]
+          default_value_t = defaults::KEEPALIVE_S, value_parser = clap::value_parser!(u32).range(limits::KEEPALIVE_S)))]
     pub keepalive_idle_s: u32,
     /// Group commit: how the orders a process has ready are committed together
     /// (`DB_COMMIT_BATCH_MAX`, `DB_COMMIT_LINGER_US`, `DB_COMMITS_IN_FLIGHT`).
@@ -117,14 +200,14 @@ pub struct PgSettings {
     /// far fewer wake-ups than a session per read (see `DB_READ_PIPELINE_DEPTH`).
     #[cfg_attr(feature = "cli", arg(long = "db-read-sessions", global = true, env = "DB_READ_SESSIONS", value_name = "DB_READ_SESSIONS",
           default_value_t = defaults::READ_SESSIONS,
-          value_parser = clap::value_parser!(u32).range(1..=1000)))]
+          value_parser = clap::value_parser!(u32).range(limits::READ_SESSIONS)))]
     pub read_sessions: u32,
     /// Reads in flight on one shared session before the next session takes the rest: a light
     /// load stays on one session, a heavier one spreads, and a session that stops answering
     /// holds at most this many reads.
     #[cfg_attr(feature = "cli", arg(long = "db-read-pipeline-depth", global = true, env = "DB_READ_PIPELINE_DEPTH",
           value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = defaults::READ_PIPELINE_DEPTH,
-          value_parser = clap::value_parser!(u32).range(1..=1000)))]
+          value_parser = clap::value_parser!(u32).range(limits::READ_PIPELINE_DEPTH)))]
     pub read_pipeline_depth: u32,
 }
 
@@ -160,6 +243,91 @@ impl PgSettings {
         }
     }
 
+    /// Settings from the process's environment, under the names the binaries' flags read
+    /// (`DATABASE_URL`, `READ_DATABASE_URL`, `PG_SCHEMA`, `DB_*`), with the same defaults and
+    /// ranges, and no CLI crate: for an application that configures itself from its
+    /// environment. An error names the variable, never its value.
+    ///
+    /// ```
+    /// use order_store::postgres::PgSettings;
+    ///
+    /// let env = [("DATABASE_URL", "postgres://app@db/orders"), ("DB_POOL_SIZE", "0")];
+    /// let err = PgSettings::from_vars(|name| {
+    ///     env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+    /// })
+    /// .unwrap_err();
+    /// assert_eq!(err.variable, "DB_POOL_SIZE");
+    /// ```
+    pub fn from_env() -> Result<Self, SettingError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`PgSettings::from_env`] from any source of variables (`var(name)` answers a value or
+    /// `None` when unset): a map in tests, a secrets manager's values.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let vars = Vars(&var);
+        let url = |name: &'static str| {
+            vars.get(name)
+                .map(|url| {
+                    check_url(&url)
+                        .map(|()| SecretUrl::new(url))
+                        .map_err(|reason| SettingError::new(name, reason))
+                })
+                .transpose()
+        };
+        let mut settings = PgSettings {
+            database_url: url("DATABASE_URL")?,
+            read_database_url: url("READ_DATABASE_URL")?,
+            ..PgSettings::for_url("postgres://")
+        };
+        if let Some(schema) = vars.get("PG_SCHEMA") {
+            settings.schema = PgSchema::parse(&schema)
+                .map_err(|reason| SettingError::new("PG_SCHEMA", reason))?;
+        }
+        vars.number("DB_POOL_SIZE", limits::POOL_SIZE, &mut settings.pool_size)?;
+        vars.millis("DB_ACQUIRE_TIMEOUT_MS", &mut settings.acquire_timeout)?;
+        vars.millis("DB_STATEMENT_TIMEOUT_MS", &mut settings.statement_timeout)?;
+        vars.millis("DB_LOCK_TIMEOUT_MS", &mut settings.lock_timeout)?;
+        vars.millis(
+            "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+            &mut settings.idle_in_transaction_timeout,
+        )?;
+        vars.number(
+            "DB_KEEPALIVE_S",
+            limits::KEEPALIVE_S,
+            &mut settings.keepalive_idle_s,
+        )?;
+        vars.number(
+            "DB_READ_SESSIONS",
+            limits::READ_SESSIONS,
+            &mut settings.read_sessions,
+        )?;
+        vars.number(
+            "DB_READ_PIPELINE_DEPTH",
+            limits::READ_PIPELINE_DEPTH,
+            &mut settings.read_pipeline_depth,
+        )?;
+        let batching = &mut settings.batching;
+        vars.number(
+            "DB_COMMIT_BATCH_MAX",
+            limits::COMMIT_BATCH_MAX,
+            &mut batching.max_orders,
+        )?;
+        let mut linger_us = 0u64;
+        vars.number(
+            "DB_COMMIT_LINGER_US",
+            limits::COMMIT_LINGER_US,
+            &mut linger_us,
+        )?;
+        batching.linger = Duration::from_micros(linger_us);
+        vars.number(
+            "DB_COMMITS_IN_FLIGHT",
+            limits::COMMITS_IN_FLIGHT,
+            &mut batching.in_flight,
+        )?;
+        Ok(settings)
+    }
+
     /// The same settings in another schema.
     pub fn in_schema(mut self, schema: PgSchema) -> Self {
         self.schema = schema;
@@ -174,7 +342,7 @@ impl PgSettings {
 pub(crate) fn sqlx_url_options(
     url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
-    TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
+    TlsUrl::parse(url).map_err(crate::error::StoreError::misconfigured)?;
     url.parse().map_err(crate::postgres::unavailable)
 }
 
@@ -256,9 +424,10 @@ impl PgSettings {
         ),
         crate::error::StoreError,
     > {
-        let tls = TlsUrl::parse(url).map_err(crate::error::StoreError::Unavailable)?;
-        let mut config: tokio_postgres::Config =
-            tls.rest.parse().map_err(crate::postgres::unavailable)?;
+        let tls = TlsUrl::parse(url).map_err(crate::error::StoreError::misconfigured)?;
+        let mut config: tokio_postgres::Config = tls.rest.parse().map_err(|e| {
+            crate::error::StoreError::Misconfigured(crate::error::Cause::because(e))
+        })?;
         config.ssl_mode(tls.tokio_mode());
         let options: Vec<String> = self
             .session_settings()
@@ -306,5 +475,169 @@ mod tests {
             format!("{:?}", PgSettings::for_url(url))
         );
         assert_eq!(parsed.batching, crate::postgres::Batching::DEFAULT);
+    }
+
+    /// The flags and [`PgSettings::from_vars`] read every setting alike, and refuse alike at
+    /// the edges of its range.
+    #[test]
+    fn the_flags_and_the_environment_reader_agree() {
+        let values = [
+            ("DATABASE_URL", "postgres://app@db/orders"),
+            ("READ_DATABASE_URL", "postgres://app@replica/orders"),
+            ("PG_SCHEMA", "shop"),
+            ("DB_POOL_SIZE", "7"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "123"),
+            ("DB_STATEMENT_TIMEOUT_MS", "4567"),
+            ("DB_LOCK_TIMEOUT_MS", "89"),
+            ("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "1011"),
+            ("DB_KEEPALIVE_S", "12"),
+            ("DB_READ_SESSIONS", "3"),
+            ("DB_READ_PIPELINE_DEPTH", "5"),
+            ("DB_COMMIT_BATCH_MAX", "64"),
+            ("DB_COMMIT_LINGER_US", "250"),
+            ("DB_COMMITS_IN_FLIGHT", "2"),
+        ];
+        let flag = |name: &str| format!("--{}", name.to_lowercase().replace('_', "-"));
+        let flags = |values: &[(&str, &str)]| {
+            let mut args = vec!["x".to_owned()];
+            for (name, value) in values {
+                args.push(flag(name));
+                args.push((*value).to_owned());
+            }
+            <Cli as clap::Parser>::try_parse_from(args).map(|cli| cli.db)
+        };
+        let vars = |values: &[(&str, &str)]| {
+            let values = values.to_vec();
+            PgSettings::from_vars(move |name| {
+                values
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert_eq!(
+            format!("{:?}", flags(&values).unwrap()),
+            format!("{:?}", vars(&values).unwrap())
+        );
+        for (name, low, high) in [
+            ("DB_POOL_SIZE", "1", "1000"),
+            ("DB_KEEPALIVE_S", "1", "7200"),
+            ("DB_READ_SESSIONS", "1", "1000"),
+            ("DB_READ_PIPELINE_DEPTH", "1", "1000"),
+            ("DB_COMMIT_BATCH_MAX", "1", "10000"),
+            ("DB_COMMIT_LINGER_US", "0", "100000"),
+            ("DB_COMMITS_IN_FLIGHT", "1", "64"),
+        ] {
+            let below = (low.parse::<i64>().unwrap() - 1).to_string();
+            let above = (high.parse::<i64>().unwrap() + 1).to_string();
+            for value in [low, high] {
+                assert!(flags(&[(name, value)]).is_ok() && vars(&[(name, value)]).is_ok());
+            }
+            for value in [below.as_str(), above.as_str()] {
+                assert!(flags(&[(name, value)]).is_err(), "{name}={value}");
+                assert!(vars(&[(name, value)]).is_err(), "{name}={value}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod from_env {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<PgSettings, SettingError> {
+        PgSettings::from_vars(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn nothing_set_is_the_defaults_with_no_database() {
+        let settings = from(&[]).unwrap();
+        assert!(settings.write_url().is_none() && settings.read_url().is_none());
+        let mut defaults = PgSettings::for_url("postgres://");
+        defaults.database_url = None;
+        assert_eq!(format!("{settings:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn every_variable_is_read_at_the_edges_of_its_range() {
+        let settings = from(&[
+            ("DATABASE_URL", "postgres://app:pw@db/orders"),
+            (
+                "READ_DATABASE_URL",
+                "postgresql://reader@replica/orders?sslmode=require",
+            ),
+            ("PG_SCHEMA", "shop_orders"),
+            ("DB_POOL_SIZE", "1000"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "1"),
+            ("DB_STATEMENT_TIMEOUT_MS", "18446744073709551615"),
+            ("DB_LOCK_TIMEOUT_MS", "250"),
+            ("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", "7000"),
+            ("DB_KEEPALIVE_S", "7200"),
+            ("DB_READ_SESSIONS", "1"),
+            ("DB_READ_PIPELINE_DEPTH", "1000"),
+            ("DB_COMMIT_BATCH_MAX", "10000"),
+            ("DB_COMMIT_LINGER_US", "100000"),
+            ("DB_COMMITS_IN_FLIGHT", "64"),
+        ])
+        .unwrap();
+        assert_eq!(settings.write_url(), Some("postgres://app:pw@db/orders"));
+        assert_eq!(
+            settings.read_url(),
+            Some("postgresql://reader@replica/orders?sslmode=require")
+        );
+        assert_eq!(settings.schema.as_str(), "shop_orders");
+        assert_eq!(settings.pool_size, 1000);
+        assert_eq!(settings.acquire_timeout, Duration::from_millis(1));
+        assert_eq!(settings.statement_timeout, Duration::from_millis(u64::MAX));
+        assert_eq!(settings.lock_timeout, Duration::from_millis(250));
+        assert_eq!(
+            settings.idle_in_transaction_timeout,
+            Duration::from_millis(7000)
+        );
+        assert_eq!(settings.keepalive_idle_s, 7200);
+        assert_eq!(
+            (settings.read_sessions, settings.read_pipeline_depth),
+            (1, 1000)
+        );
+        assert_eq!(
+            settings.batching,
+            crate::postgres::Batching {
+                max_orders: 10_000,
+                linger: Duration::from_micros(100_000),
+                in_flight: 64,
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_and_never_the_value() {
+        for (name, value) in [
+            ("DB_POOL_SIZE", "0"),
+            ("DB_POOL_SIZE", "1001"),
+            ("DB_POOL_SIZE", "-1"),
+            ("DB_POOL_SIZE", "99999999999999999999999999999999999999999"),
+            ("DB_KEEPALIVE_S", "7201"),
+            ("DB_COMMIT_LINGER_US", "100001"),
+            ("DB_COMMITS_IN_FLIGHT", "0"),
+            ("DB_COMMIT_BATCH_MAX", "ten"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "0"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "18446744073709551616"),
+            ("DB_STATEMENT_TIMEOUT_MS", "1.5"),
+            ("PG_SCHEMA", "Robert'); DROP TABLE events;--"),
+            ("DATABASE_URL", "mysql://root:s3cret@db/x"),
+            (
+                "READ_DATABASE_URL",
+                "postgres://u:s3cret@db/x?sslmode=verify-ca",
+            ),
+        ] {
+            let err = from(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name, "{value}: {err}");
+            assert!(err.to_string().starts_with(name), "{err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
     }
 }

@@ -1,0 +1,173 @@
+//! Keeping a read model current from the log: the loop the projector runs, for any
+//! [`ReadModelWriter`] (the order table, a [`Projection`](crate::postgres::Projection) of yours,
+//! an in-memory model) on any [`EventLog`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::log::{EventLog, LogRead, Position};
+use crate::read_model::ReadModelWriter;
+
+/// How long [`Follower::run`] waits for the log to grow before it looks again anyway.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The first pause after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Tails an [`EventLog`] into a [`ReadModelWriter`] from the writer's own checkpoint: every
+/// committed event applied once, in position order, whatever stops and restarts in between.
+///
+/// Each step reads a batch after the checkpoint, applies the readable events, then parks the
+/// unreadable ones. The order matters: parking moves the checkpoint past the batch, and a
+/// writer skips what is at or below its checkpoint, so parking first would skip the batch's
+/// readable events.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use order_domain::*;
+/// use order_store::memory::{MemEventStore, MemReadModel};
+/// use order_store::{CqrsOrderWriter, Follower, OrderWriter, PageRequest, ReadModel, Scope};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemEventStore::new(BtcCap::DEFAULT);
+/// let prices = FixedSource::uniform(BtcRate::parse("50000")?);
+/// let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
+/// writer
+///     .place(PlaceBuyOrder {
+///         client_id: ClientId::parse("shop-1")?,
+///         idempotency_key: IdempotencyKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301")?,
+///         currency: Currency::EUR,
+///         amount: FiatAmount::parse("100.00")?,
+///     })
+///     .await?;
+///
+/// let model = Arc::new(MemReadModel::new());
+/// let follower = Follower::new(Arc::new(store), model.clone(), 500);
+/// follower.catch_up().await?; // or `follower.run(shutdown)` in a task of its own
+/// let page = model.page(PageRequest::default(), &Scope::All).await?;
+/// assert_eq!(page.rows.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Follower {
+    log: Arc<dyn EventLog>,
+    model: Arc<dyn ReadModelWriter>,
+    batch: usize,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step of a [`Follower`]: what it read after `from` and has applied (or parked).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Step {
+    /// The checkpoint the step started from.
+    pub from: Position,
+    /// The batch: the events applied, and the unreadable ones parked.
+    pub read: LogRead,
+    /// The checkpoint now.
+    pub reached: Position,
+}
+
+impl Follower {
+    /// A follower applying up to `batch` events at a time (at least 1).
+    pub fn new(log: Arc<dyn EventLog>, model: Arc<dyn ReadModelWriter>, batch: usize) -> Self {
+        Follower {
+            log,
+            model,
+            batch: batch.max(1),
+        }
+    }
+
+    /// The log it reads.
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// The most events it applies at a time.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The read model it keeps.
+    pub fn model(&self) -> &Arc<dyn ReadModelWriter> {
+        &self.model
+    }
+
+    /// Applies the next batch after `checkpoint`, then parks its unreadable events; `None`
+    /// when nothing follows `checkpoint` yet.
+    pub async fn step(&self, checkpoint: Position) -> Result<Option<Step>, StoreError> {
+        let read = self
+            .log
+            .read_after_with_unreadable(checkpoint, self.batch)
+            .await?;
+        let Some(reached) = read.reached() else {
+            return Ok(None);
+        };
+        if !read.events.is_empty() {
+            self.model.apply(&read.events).await?;
+        }
+        if !read.unreadable.is_empty() {
+            self.model.park(&read.unreadable).await?;
+            for event in &read.unreadable {
+                tracing::error!(position = %event.position, aggregate_id = %event.aggregate_id,
+                                reason = %event.reason, "unreadable event parked");
+            }
+        }
+        Ok(Some(Step {
+            from: checkpoint,
+            read,
+            reached,
+        }))
+    }
+
+    /// Applies everything committed so far, from the model's checkpoint; returns the
+    /// checkpoint reached.
+    pub async fn catch_up(&self) -> Result<Position, StoreError> {
+        let mut checkpoint = self.model.checkpoint().await?;
+        while let Some(step) = self.step(checkpoint).await? {
+            checkpoint = step.reached;
+        }
+        Ok(checkpoint)
+    }
+
+    /// Keeps the model current until `stop` completes: catches up, then waits for the log to
+    /// grow (the store notifies; it looks again every second anyway). A failing backend is
+    /// logged and retried with backoff (50 ms doubling to 5 s); it never gives up on its own.
+    pub async fn run(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let step = async {
+                let checkpoint = self.catch_up().await?;
+                self.log.wait_for_events_after(checkpoint, IDLE_WAIT).await
+            };
+            let outcome = tokio::select! {
+                outcome = step => outcome,
+                () = &mut stop => return,
+            };
+            match outcome {
+                Ok(_) => backoff = FIRST_BACKOFF,
+                Err(err) => {
+                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "following the log failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut stop => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
