@@ -51,6 +51,16 @@
 /// The cqrs-es this crate is built on, so that users name the same version (`order_domain::cqrs_es`).
 pub use cqrs_es;
 
+/// The crates this one's public types are made of, re-exported so that an application names
+/// the same versions without adding them itself: `async_trait` (for [`PriceSource`] and
+/// cqrs-es's traits), `chrono` ([`Quote::quoted_at`], `placed_at`), `rust_decimal`
+/// ([`FiatAmount::to_decimal`]) and `uuid` (the ids). A major version of any of them is a major
+/// version of this crate.
+pub use async_trait::async_trait;
+pub use chrono;
+pub use rust_decimal;
+pub use uuid;
+
 mod aggregate;
 mod commands;
 mod conversion;

@@ -73,6 +73,10 @@
 //! # }
 //! ```
 
+/// async-trait's attribute, for implementing the store's traits (`Projection`, `EventLog`,
+/// `ReadModelWriter`) without adding the crate yourself.
+pub use async_trait::async_trait;
+
 mod error;
 mod follow;
 mod log;

@@ -54,6 +54,25 @@
 //! This module keeps the helpers all of them share: database errors as [`StoreError`]s and
 //! positions as `bigint`. The API-key registry is not here: it is the `api-keys` crate's.
 
+/// The drivers under the store, re-exported on purpose: [`Transaction`] (your projection's
+/// statements) and [`Session`] are deadpool-postgres's, rows and parameters tokio-postgres's,
+/// and `PgEventStore::pool` hands sqlx's pool to tests. Name them through these paths and the
+/// versions always match the store's. They are part of this crate's semver surface: a major
+/// version of any of them is a major version of order-store.
+///
+/// The store turns on, and keeps on, tokio-postgres's `chrono`, `uuid` and `serde_json`
+/// support and rust_decimal's `db-tokio-postgres`: `DateTime<Utc>`, `Uuid`, JSON and `Decimal`
+/// (NUMERIC, exactly) bind as parameters and read from rows in your projection's SQL.
+pub mod drivers {
+    pub use deadpool_postgres;
+    pub use sqlx;
+    pub use tokio_postgres;
+}
+
+/// A pooled session on the read database, in the store's schema: to read a projection's own
+/// tables ([`PgProjection::session`]). deadpool-postgres's `Object` (see [`drivers`]).
+pub type Session = deadpool_postgres::Object;
+
 mod connection;
 mod ops;
 mod read;

@@ -349,6 +349,13 @@ impl<P: Projection> PgProjection<P> {
         Self::on_pool(pool, settings, projection).await
     }
 
+    /// A session of this projection's pool, in the store's schema (its `search_path`), with the
+    /// session settings and TLS of every other: to read the projection's own tables by their
+    /// unqualified names. Give it back (drop it) soon; the pool is shared with the projection.
+    pub async fn session(&self) -> Result<crate::postgres::Session, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
     /// `projection` on an open, migrated pool of the read database whose sessions resolve
     /// names in `live`.
     pub(crate) async fn on_pool(
