@@ -134,3 +134,62 @@ async fn an_unreadable_last_event_still_moves_a_reader_past_it() {
     model.park(&read.unreadable).await.unwrap();
     assert_eq!(model.checkpoint().await.unwrap(), Position(2));
 }
+
+/// The case: the live table applied an old-shape event through an upcaster registered
+/// on the settings; a rebuild through a handle opened without it is refused, changing nothing,
+/// where it used to park the event and drop its row.
+#[tokio::test]
+async fn a_rebuild_that_cannot_read_what_the_live_table_applied_is_refused() {
+    let db = TestDb::create().await;
+    let with_upcaster = PgSettings::for_url(db.url()).with_upcaster(rate_source_upcaster());
+    let store = PgEventStore::open(&with_upcaster, BtcCap::DEFAULT)
+        .await
+        .unwrap();
+    let model = PgReadModel::open(&with_upcaster).await.unwrap();
+    writer(&store).place(order("1")).await.unwrap();
+    store_versioned(store.pool(), &order("2"), "0.9.0", without_rate_source).await;
+    // A newer shape no build reads: parked by the live table too, so no reason to refuse.
+    store_versioned(store.pool(), &order("4"), "2.0.0", |_| {}).await;
+    writer(&store).place(order("3")).await.unwrap();
+    let follower = Follower::new(Arc::new(store.clone()), Arc::new(model.clone()), 10);
+    assert_eq!(follower.catch_up().await.unwrap(), Position(4));
+    assert_eq!(every_row(&model, &Scope::All).await.len(), 3);
+    assert_eq!(model.parked().await.unwrap().len(), 1);
+
+    let forgot = PgEventStore::connect(&PgSettings::for_url(db.url()))
+        .await
+        .unwrap();
+    let refused = model.rebuild(&forgot, 10, &|_, _| {}).await.unwrap_err();
+
+    assert!(
+        matches!(refused, StoreError::Misconfigured(_)),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("position 2"), "{refused}");
+    assert!(refused.to_string().contains("with_upcaster"), "{refused}");
+    assert_eq!(
+        every_row(&model, &Scope::All).await.len(),
+        3,
+        "nothing dropped"
+    );
+    assert_eq!(model.checkpoint().await.unwrap(), Position(4));
+    let scratch: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'public_rb_%'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(scratch, 0, "the scratch tables are gone");
+
+    // Every handle opened from the settings reads alike: the rebuild through them is fine.
+    let same = PgEventStore::connect(&with_upcaster).await.unwrap();
+    assert_eq!(
+        model.rebuild(&same, 10, &|_, _| {}).await.unwrap(),
+        Position(4)
+    );
+    assert_eq!(every_row(&model, &Scope::All).await.len(), 3);
+    assert_eq!(
+        model.parked().await.unwrap().len(),
+        1,
+        "the 2.0.0 event stays parked"
+    );
+}

@@ -209,6 +209,12 @@ pub struct PgSettings {
           value_name = "DB_READ_PIPELINE_DEPTH", default_value_t = defaults::READ_PIPELINE_DEPTH,
           value_parser = clap::value_parser!(u32).range(limits::READ_PIPELINE_DEPTH)))]
     pub read_pipeline_depth: u32,
+    /// How every handle opened from these settings reads stored events: order-domain's
+    /// upcasters and those registered with [`PgSettings::with_upcaster`]. One registration for
+    /// the store, so a tool opened for a rebuild cannot read the log differently from the
+    /// process that wrote the read model.
+    #[cfg_attr(feature = "cli", arg(skip = order_domain::EventReader::new()))]
+    pub event_reader: order_domain::EventReader,
 }
 
 impl PgSettings {
@@ -240,7 +246,21 @@ impl PgSettings {
             batching: crate::postgres::Batching::DEFAULT,
             read_sessions: defaults::READ_SESSIONS,
             read_pipeline_depth: defaults::READ_PIPELINE_DEPTH,
+            event_reader: order_domain::EventReader::new(),
         }
+    }
+
+    /// The same settings with `upcaster` registered for every handle opened from them (the
+    /// event store's loads and log, and so rebuilds and the follower): for events of a shape
+    /// order-domain never wrote, say history imported from elsewhere. A rebuild through a
+    /// handle that cannot read what the live read model has applied is refused
+    /// ([`PgProjection::rebuild`](crate::postgres::PgProjection::rebuild)).
+    pub fn with_upcaster(
+        mut self,
+        upcaster: impl order_domain::cqrs_es::persist::EventUpcaster + 'static,
+    ) -> Self {
+        self.event_reader = self.event_reader.with_upcaster(upcaster);
+        self
     }
 
     /// Settings from the process's environment, under the names the binaries' flags read

@@ -410,6 +410,12 @@ impl<P: Projection> PgProjection<P> {
     ///
     /// One rebuild of a projection at a time: it holds a session advisory lock for its whole
     /// run, and a second is refused at once, changing nothing.
+    ///
+    /// A rebuild through a `log` that cannot read an event the live tables have applied (a
+    /// handle opened without the upcaster the live projector had) is refused with
+    /// [`StoreError::Misconfigured`], changing nothing: it would otherwise park the event and
+    /// silently drop its rows. Register upcasters once, on the settings
+    /// ([`PgSettings::with_upcaster`]).
     pub async fn rebuild(
         &self,
         log: &dyn EventLog,
@@ -430,6 +436,12 @@ impl<P: Projection> PgProjection<P> {
             )));
         }
         let rebuilt = self.rebuild_locked(&mut client, log, batch, progress).await;
+        if rebuilt.is_err() {
+            // Refused or failed: the live tables are untouched; the scratch ones go.
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.scratch()))
+                .await;
+        }
         // On a broken connection the session, and so the lock, is gone already.
         let _ = client
             .execute("SELECT pg_advisory_unlock($1)", &[&self.rebuild_lock])
@@ -445,7 +457,8 @@ impl<P: Projection> PgProjection<P> {
         progress: &(dyn Fn(Position, Position) + Sync),
     ) -> Result<Position, StoreError> {
         let (live, name) = (self.live.as_str(), self.projection.name());
-        let scratch = format!("{live}_rb_{name}");
+        let scratch = self.scratch();
+        let applied = self.applied_live(client).await?;
         client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch};"
@@ -466,6 +479,7 @@ impl<P: Projection> PgProjection<P> {
         // rebuild drops anyway), the next step read from the log while this one is written.
         let mut next = log.read_after_with_unreadable(done, REBUILD_STEP).await?;
         while let Some(last) = next.reached() {
+            applied.refuse_unread(name, &next.unreadable)?;
             let step = async {
                 let tx = client.transaction().await.map_err(unavailable)?;
                 tx.batch_execute(&format!(
@@ -500,6 +514,7 @@ impl<P: Projection> PgProjection<P> {
         loop {
             let read: LogRead = log.read_after_with_unreadable(done, batch.max(1)).await?;
             let Some(last) = read.reached() else { break };
+            applied.refuse_unread(name, &read.unreadable)?;
             if !read.events.is_empty() {
                 self.projection.apply(&tx, &read.events).await?;
             }
@@ -536,6 +551,34 @@ impl<P: Projection> PgProjection<P> {
             .map_err(unavailable)?;
         progress(done, done);
         Ok(done)
+    }
+
+    /// The scratch schema a rebuild fills.
+    fn scratch(&self) -> String {
+        format!("{}_rb_{}", self.live, self.projection.name())
+    }
+
+    /// What the live tables cover: their checkpoint and the positions they parked.
+    async fn applied_live(
+        &self,
+        client: &deadpool_postgres::Object,
+    ) -> Result<AppliedLive, StoreError> {
+        let live = &self.live;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT c.position, coalesce((SELECT array_agg(p.position) FROM \
+                     {live}.parked_events p WHERE p.projection = c.name), '{{}}') \
+                     FROM {live}.projector_checkpoint c WHERE c.name = $1"
+                ),
+                &[&self.projection.name()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(AppliedLive {
+            checkpoint: row.get(0),
+            parked: row.get::<_, Vec<i64>>(1).into_iter().collect(),
+        })
     }
 
     /// Where the projection stands against `log`.
@@ -678,4 +721,29 @@ async fn insert_parked(
         .await
         .map_err(unavailable)?;
     Ok(())
+}
+
+/// What the live tables of a projection cover, for a rebuild to check its reader against.
+struct AppliedLive {
+    checkpoint: i64,
+    parked: std::collections::HashSet<i64>,
+}
+
+impl AppliedLive {
+    /// Refuses a rebuild that cannot read an event the live tables applied.
+    fn refuse_unread(&self, name: &str, unreadable: &[UnreadableLogged]) -> Result<(), StoreError> {
+        for event in unreadable {
+            let position = position_i64(event.position)?;
+            if position <= self.checkpoint && !self.parked.contains(&position) {
+                return Err(StoreError::misconfigured(format!(
+                    "rebuild of {name} refused, nothing changed: the live tables applied the \
+                     event at position {} (aggregate {}), which this rebuild's log cannot read \
+                     ({}); open the store with the upcasters the projector has \
+                     (PgSettings::with_upcaster)",
+                    event.position, event.aggregate_id, event.reason
+                )));
+            }
+        }
+        Ok(())
+    }
 }

@@ -142,9 +142,11 @@ impl PgEventStore {
             .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(unavailable)?;
-        Ok(Self::with_pool(pool)
+        let mut store = Self::with_pool(pool)
             .with_batching(settings.batching)
-            .with_answer_deadline(settings.answer_deadline()))
+            .with_answer_deadline(settings.answer_deadline());
+        store.reader = settings.event_reader.clone();
+        Ok(store)
     }
 
     /// A store on an already migrated pool, committing with the default [`Batching`].
@@ -174,9 +176,11 @@ impl PgEventStore {
         self
     }
 
-    /// The same store reading stored events through `upcaster` too (after order-domain's own):
-    /// for events of a shape order-domain never wrote, say history imported from elsewhere.
-    /// Loads and the log (and so the relay, the projector and rebuilds) use it.
+    /// The same store reading stored events through `upcaster` too (after order-domain's own
+    /// and those of its settings): for events of a shape order-domain never wrote, say history
+    /// imported from elsewhere. Loads and the log (and so the relay, the projector and
+    /// rebuilds) use it. Prefer [`PgSettings::with_upcaster`]: registered once, every handle
+    /// opened from the settings reads alike.
     pub fn with_upcaster(mut self, upcaster: impl EventUpcaster + 'static) -> Self {
         self.reader = self.reader.with_upcaster(upcaster);
         self
