@@ -73,6 +73,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 /// async-trait's attribute, for implementing the store's traits (`Projection`, `EventLog`,
 /// `ReadModelWriter`) without adding the crate yourself.
 pub use async_trait::async_trait;
