@@ -43,8 +43,8 @@ pub enum BuyOrderEvent {
 
 impl BuyOrderEvent {
     /// The version of this aggregate's events' JSON, written as `event_version` with each one
-    /// (one version for the enum while it has one variant). Bumped by the rule in
-    /// `docs/events.md`, which describes every field.
+    /// (one version for the enum while it has one variant). Bumped by the rule on
+    /// [`EventVersion`]; the fields are described on [`BuyOrderPlaced`].
     pub const VERSION: EventVersion = EventVersion::new(1, 0, 0);
 
     /// The order placed, if this event places one (the only kind today; more may come, which

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use crate::error::ValueError;
 use crate::money::Satoshis;
 
-/// The most BTC that may ever be sold, over all orders together (`MAX_TOTAL_BTC`).
+/// The most BTC that may ever be sold, over all orders together (100 BTC by default; the
+/// services read it from `MAX_TOTAL_BTC`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BtcCap(Satoshis);
 

@@ -46,6 +46,39 @@
 //! assert_eq!(ledger.remaining(), Satoshis::new(40_000_000), "nothing taken by the refusal");
 //! # Ok::<(), order_domain::CapExceeded>(())
 //! ```
+//!
+//! The aggregate on the stock cqrs-es framework, with cqrs-es's own in-memory store (a store
+//! of order-store's adds the cap and the log): the order id derived from the client and its
+//! key, a retry of the same key changing nothing:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use order_domain::cqrs_es::mem_store::MemStore;
+//! use order_domain::cqrs_es::{CqrsFramework, EventStore};
+//! use order_domain::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemStore::<BuyOrder>::default();
+//! let prices = FixedSource::uniform(BtcRate::parse("50000")?);
+//! let cqrs = CqrsFramework::new(store.clone(), vec![], BuyOrderServices::new(Arc::new(prices)));
+//! let order = PlaceBuyOrder {
+//!     client_id: ClientId::parse("shop-1")?,
+//!     idempotency_key: IdempotencyKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301")?,
+//!     currency: Currency::USD,
+//!     amount: FiatAmount::parse("25.00")?,
+//! };
+//! let id = order.order_id().to_string();
+//! cqrs.execute(&id, order.clone().into()).await?;
+//! cqrs.execute(&id, order.into()).await?; // the same key: nothing new
+//! let events = store.load_events(&id).await?;
+//! assert_eq!(events.len(), 1);
+//! let placed = events[0].payload.as_placed().unwrap();
+//! assert_eq!(placed.satoshis, Satoshis::new(50_000)); // 25 / 50,000 BTC
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 /// The cqrs-es this crate is built on, so that users name the same version (`order_domain::cqrs_es`).

@@ -41,7 +41,7 @@ pub enum UnreadableEvent {
 ///
 /// # Adding a version
 ///
-/// When a change to the JSON needs one (`docs/events.md` says when), the upcaster from the
+/// When a change to the JSON needs one ([`crate::EventVersion`] says when), the upcaster from the
 /// shape before is a cqrs-es `SemanticVersionEventUpcaster`: it rewrites every stored event
 /// below its version. Here, events of a 0.9 shape without `rate_source`:
 ///
@@ -91,7 +91,7 @@ impl std::fmt::Debug for EventReader {
 
 impl EventReader {
     /// A reader with this crate's own upcasters: one per past shape of its events (none yet:
-    /// every `BuyOrderPlaced` ever written is 1.0.0; `docs/events.md` keeps the history).
+    /// every `BuyOrderPlaced` ever written is 1.0.0).
     pub fn new() -> Self {
         EventReader::default()
     }

@@ -1,11 +1,21 @@
 //! The semantic version of an event type's JSON (`event_version`), and the rule by which a
-//! reader decides whether it can read an event: `docs/events.md` is the contract.
+//! reader decides whether it can read an event ([`EventVersion`] has the rule).
 
 use std::fmt;
 
 /// `MAJOR.MINOR.PATCH` of an event type's JSON. A reader reads every version of the major it
 /// knows (fields it does not know are ignored) and refuses a newer major, so a changed shape is
 /// never read into the old one with what changed dropped.
+///
+/// | change to an event type's JSON | bump |
+/// |---|---|
+/// | none (documentation, a field's description made precise) | PATCH |
+/// | a field **added**, which a reader of the previous version may ignore | MINOR |
+/// | a field removed, renamed or retyped, a value's meaning or format changed | MAJOR |
+///
+/// Events are never rewritten in a store: a change that old events cannot be read into ships
+/// with an upcaster from the shape before ([`crate::EventReader`] shows one). `1.0`, the
+/// spelling written before versions were semantic, is read as `1.0.0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventVersion {
     major: u32,

@@ -48,7 +48,7 @@ pub struct LoggedEvent {
 }
 
 /// An event of the log that this reader cannot read: a newer major version, an older one with
-/// no upcaster, or JSON that is not the shape its version promises (`docs/events.md`). It is
+/// no upcaster, or JSON that is not the shape its version promises ([`order_domain::EventVersion`]). It is
 /// reported, counted and passed over, never misread, and it never stalls the events after it:
 /// the projector parks it ([`crate::ReadModelWriter::park`]), the relay does not publish it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -156,6 +156,39 @@ const MAX_ATTEMPTS: usize = 3;
 /// exact: if the first attempt committed, the aggregate exists and the retry answers its order
 /// (the commit id in its metadata says it was this call's); if it did not, the retry places
 /// the order once. Only if the store stays away is the answer `StoreError::OutcomeUnknown`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use order_domain::*;
+/// use order_store::memory::MemEventStore;
+/// use order_store::{CqrsOrderWriter, OrderWriter};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = MemEventStore::new(BtcCap::new(Satoshis::from_btc(1)));
+/// let prices = FixedSource::uniform(BtcRate::parse("100")?);
+/// let writer = CqrsOrderWriter::new(store, BuyOrderServices::new(Arc::new(prices)))
+///     .with_resolve_within(Duration::from_secs(5)); // how long an unknown outcome is pursued
+/// let order = PlaceBuyOrder {
+///     client_id: ClientId::parse("shop-1")?,
+///     idempotency_key: IdempotencyKey::parse("3f2504e0-4f89-11d3-9a0c-0305e82c3301")?,
+///     currency: Currency::GBP,
+///     amount: FiatAmount::parse("60")?,
+/// };
+/// writer.place(order.clone()).await?;
+/// assert_eq!(writer.remaining_btc().await?, Satoshis::new(40_000_000));
+/// let too_much = PlaceBuyOrder {
+///     idempotency_key: IdempotencyKey::parse("9a0c0305-4f89-11d3-9a0c-0305e82c3301")?,
+///     amount: FiatAmount::parse("50")?, // 0.5 BTC: more than the 0.4 left
+///     ..order
+/// };
+/// assert!(writer.place(too_much).await.is_err(), "over the cap: refused, nothing stored");
+/// assert_eq!(writer.remaining_btc().await?, Satoshis::new(40_000_000));
+/// # Ok(())
+/// # }
+/// ```
 pub struct CqrsOrderWriter<ES: NewAggregate + Ledger + Clone> {
     /// Every attempt after the first: the aggregate loaded from the store.
     cqrs: CqrsFramework<BuyOrder, ES>,

@@ -38,7 +38,7 @@
 //! Applied migrations never change (their checksums are pinned in `migration-checksums.txt`),
 //! so a table stays where it was first created; later migrations alter it. The current form of
 //! the write side, every function and trigger as it stands, is `schema/write.sql`, generated
-//! and checked by `tests/migrations.rs`.
+//! and checked by the crate's migration tests.
 //!
 //! | table | database | created by | used by |
 //! |---|---|---|---|

@@ -45,6 +45,14 @@ impl SettingError {
     }
 }
 
+/// A setting read wrong is a configuration mistake: `?` from [`PgSettings::from_env`] in a
+/// function that answers store errors.
+impl From<SettingError> for crate::error::StoreError {
+    fn from(err: SettingError) -> Self {
+        crate::error::StoreError::Misconfigured(crate::error::Cause::because(err))
+    }
+}
+
 /// Reads variables for [`PgSettings::from_vars`]: an unset or empty variable keeps the default.
 struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
 
@@ -140,7 +148,21 @@ fn parse_url() -> SecretUrlParser {
 /// TLS is asked for in the URLs as libpq reads it: `?sslmode=require` (encrypted),
 /// `verify-full` (the certificate checked against the system's roots and the PEM file in
 /// `sslrootcert`, if any, and the host name). The default, `prefer`, encrypts when the server
-/// offers it. `verify-ca` is refused with a reason (see `connection::tls`).
+/// offers it. `verify-ca` is refused with a reason (sqlx 0.8 would accept it, then fail it).
+///
+/// Built in code, from the environment ([`PgSettings::from_env`]), or, with feature `cli`,
+/// as clap arguments (the services' flags):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use order_store::postgres::{PgSchema, PgSettings};
+///
+/// let mut settings = PgSettings::for_url("postgres://app@db.internal/shop?sslmode=verify-full")
+///     .in_schema(PgSchema::parse("buy_orders").unwrap());
+/// settings.acquire_timeout = Duration::from_millis(500); // honoured by every pool it opens
+/// assert_eq!(settings.read_url(), settings.write_url(), "one database unless told otherwise");
+/// ```
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct PgSettings {

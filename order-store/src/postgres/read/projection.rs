@@ -1,76 +1,8 @@
 //! Checkpointed projections on PostgreSQL: read models of your own, kept from the log with the
 //! guarantees `buy_order_view` has (it is one of them).
 //!
-//! You write [`Projection`]: your tables, and "apply these events to them inside this
-//! transaction". [`PgProjection`] does the rest:
-//!
-//! - the checkpoint (a row of `projector_checkpoint` named after the projection) moves in the
-//!   same transaction as your rows, under its row lock, so a batch is applied whole or not at
-//!   all, and one projector applies at a time;
-//! - events at or below the checkpoint never reach you: redelivery and replay change nothing;
-//! - it is a [`ReadModelWriter`], so `projector::Projector` feeds it from the log (catching up
-//!   after any gap) or from RabbitMQ, exactly as it feeds `buy_order_view`;
-//! - events no reader can read are parked in `parked_events` under its name, the checkpoint
-//!   moved past them;
-//! - [`PgProjection::rebuild`] replays the log from position 0 into fresh tables in a scratch
-//!   schema while the live ones keep serving, then swaps them in atomically, with progress; one
-//!   rebuild of a projection at a time.
-//!
-//! Your SQL names your tables unqualified: the session's `search_path` places them in the
-//! store's schema, or in the scratch schema during a rebuild.
-//!
-//! # Example
-//!
-//! BTC sold per currency (the workspace's `projector/examples/daily_btc.rs` is a fuller one,
-//! per day, with its test):
-//!
-//! ```no_run
-//! use order_store::postgres::{PgProjection, PgSettings, Projection};
-//! use order_store::{LoggedEvent, StoreError};
-//! use order_store::postgres::Transaction;
-//!
-//! struct SoldPerCurrency;
-//!
-//! #[async_trait::async_trait]
-//! impl Projection for SoldPerCurrency {
-//!     fn name(&self) -> &str {
-//!         "sold_per_currency"
-//!     }
-//!     fn tables(&self) -> Vec<String> {
-//!         vec!["sold_per_currency".into()]
-//!     }
-//!     async fn create(&self, tx: &Transaction<'_>, _live: &str) -> Result<(), StoreError> {
-//!         tx.batch_execute(
-//!             "CREATE TABLE IF NOT EXISTS sold_per_currency \
-//!              (currency text PRIMARY KEY, satoshis bigint NOT NULL)",
-//!         )
-//!         .await
-//!         .map_err(StoreError::from_database)
-//!     }
-//!     async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
-//!         for placed in events.iter().filter_map(|e| e.event.as_placed()) {
-//!             let sats = i64::try_from(placed.satoshis.count())
-//!                 .map_err(|e| StoreError::corrupt(e.to_string()))?;
-//!             tx.execute(
-//!                 "INSERT INTO sold_per_currency VALUES ($1, $2) ON CONFLICT (currency) \
-//!                  DO UPDATE SET satoshis = sold_per_currency.satoshis + excluded.satoshis",
-//!                 &[&placed.currency.code(), &sats],
-//!             )
-//!             .await
-//!             .map_err(StoreError::from_database)?;
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//!
-//! # async fn run() -> Result<(), StoreError> {
-//! let settings = PgSettings::for_url("postgres://postgres@127.0.0.1:5432/orders");
-//! let log = order_store::postgres::PgEventStore::connect(&settings).await?;
-//! let projection = PgProjection::open(&settings, SoldPerCurrency).await?;
-//! projection.rebuild(&log, 500, &|done, head| println!("{done}/{head}")).await?;
-//! # Ok(())
-//! # }
-//! ```
+//! The guarantees, and an example, are on [`Projection`] (this module is private: its items
+//! are re-exported by `order_store::postgres`).
 
 use std::sync::Arc;
 
@@ -93,10 +25,95 @@ const REBUILD_LOCK: i64 = 0x626f_5f72_6562_7569;
 const MAX_NAME: usize = 19;
 
 /// A read model of your own, kept from the log by [`PgProjection`].
+///
+/// You write [`Projection`]: your tables, and "apply these events to them inside this
+/// transaction". [`PgProjection`] does the rest:
+///
+/// - the checkpoint (a row of `projector_checkpoint` named after the projection) moves in the
+///   same transaction as your rows, under its row lock, so a batch is applied whole or not at
+///   all, and one projector applies at a time;
+/// - events at or below the checkpoint never reach you: redelivery and replay change nothing;
+/// - it is a [`ReadModelWriter`], so [`Follower`](crate::Follower) keeps it current from the
+///   log (catching up after any gap), exactly as the services' projector keeps `buy_order_view`;
+/// - events no reader can read are parked in `parked_events` under its name, the checkpoint
+///   moved past them;
+/// - [`PgProjection::rebuild`] replays the log from position 0 into fresh tables in a scratch
+///   schema while the live ones keep serving, then swaps them in atomically, with progress; one
+///   rebuild of a projection at a time.
+///
+/// Your SQL names your tables unqualified: the session's `search_path` places them in the
+/// store's schema, or in the scratch schema during a rebuild.
+///
+/// # Example
+///
+/// BTC sold per currency, kept current by a [`Follower`](crate::Follower) and read back:
+///
+/// ```no_run
+/// use std::sync::Arc;
+///
+/// use order_store::postgres::{PgProjection, PgSettings, Projection, Transaction};
+/// use order_store::{async_trait, Follower, LoggedEvent, StoreError};
+///
+/// struct SoldPerCurrency;
+///
+/// #[async_trait]
+/// impl Projection for SoldPerCurrency {
+///     fn name(&self) -> &str {
+///         "sold_per_currency"
+///     }
+///     fn tables(&self) -> Vec<String> {
+///         vec!["sold_per_currency".into()]
+///     }
+///     async fn create(&self, tx: &Transaction<'_>, _live: &str) -> Result<(), StoreError> {
+///         tx.batch_execute(
+///             "CREATE TABLE IF NOT EXISTS sold_per_currency \
+///              (currency text PRIMARY KEY, satoshis bigint NOT NULL)",
+///         )
+///         .await
+///         .map_err(StoreError::from_database)
+///     }
+///     async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
+///         for placed in events.iter().filter_map(|e| e.event.as_placed()) {
+///             let sats = i64::try_from(placed.satoshis.count())
+///                 .map_err(|e| StoreError::corrupt(e.to_string()))?;
+///             tx.execute(
+///                 "INSERT INTO sold_per_currency VALUES ($1, $2) ON CONFLICT (currency) \
+///                  DO UPDATE SET satoshis = sold_per_currency.satoshis + excluded.satoshis",
+///                 &[&placed.currency.code(), &sats],
+///             )
+///             .await
+///             .map_err(StoreError::from_database)?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), StoreError> {
+/// let settings = PgSettings::from_env()?;
+/// let log = Arc::new(order_store::postgres::PgEventStore::connect(&settings).await?);
+/// let projection = Arc::new(PgProjection::open(&settings, SoldPerCurrency).await?);
+///
+/// // Kept current in a task of its own, until the application stops.
+/// let follower = Follower::new(log.clone(), projection.clone(), 500);
+/// tokio::spawn(async move { follower.run(std::future::pending()).await });
+///
+/// // Read back through a session in the store's schema.
+/// let session = projection.session().await?;
+/// let usd: Option<i64> = session
+///     .query_opt("SELECT satoshis FROM sold_per_currency WHERE currency = 'USD'", &[])
+///     .await
+///     .map_err(StoreError::from_database)?
+///     .map(|row| row.get(0));
+///
+/// // A new shape of the table: rebuilt from the log while the old one serves, then swapped.
+/// projection.rebuild(log.as_ref(), 500, &|done, head| println!("{done}/{head}")).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// Its name: 1 to 19 of `a-z 0-9 _`, starting with a letter. Keys its checkpoint and its
-    /// parked events; what `projector rebuild NAME` and `projector list` call it. Never rename
+    /// parked events; what the services' projector tool calls it. Never rename
     /// a projection that has run (it would start again from position 0).
     fn name(&self) -> &str;
 
@@ -153,8 +170,8 @@ pub trait ManagedProjection: ReadModelWriter {
     async fn status(&self, log: &dyn EventLog) -> Result<ProjectionStatus, StoreError>;
 }
 
-/// A [`Projection`] on PostgreSQL with its checkpoint, parking and rebuild. Cloning shares the
-/// pool.
+/// A [`Projection`] on PostgreSQL with its checkpoint, parking and rebuild; [`Projection`]'s
+/// page has the example.
 pub struct PgProjection<P> {
     projection: Arc<P>,
     pool: Pool,

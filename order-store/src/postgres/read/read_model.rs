@@ -69,7 +69,30 @@ const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_
      btc_amount FROM buy_order_view WHERE id = $1 AND client_id = $2";
 
 /// `buy_order_view` and its checkpoint. Reads (pages, single orders) are pipelined on a few
-/// shared sessions (`DB_READ_SESSIONS`, see `read_sessions.rs`); writes and tools use a pool.
+/// shared sessions (`DB_READ_SESSIONS`, [`PgSettings::read_sessions`]); writes and tools use a pool.
+///
+/// ```no_run
+/// use std::sync::Arc;
+///
+/// use order_domain::ClientId;
+/// use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+/// use order_store::{Follower, PageRequest, ReadModel, Scope};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = PgSettings::from_env()?;
+/// let log = Arc::new(PgEventStore::connect(&settings).await?);
+/// let model = Arc::new(PgReadModel::open(&settings).await?);
+/// let follower = Follower::new(log, model.clone(), 500);
+/// tokio::spawn(async move { follower.run(std::future::pending()).await });
+///
+/// // A client's newest orders, then the page after them.
+/// let mine = Scope::Client(ClientId::parse("shop-1")?);
+/// let first = model.page(PageRequest::default(), &mine).await?;
+/// let next = PageRequest { after: first.last_reference, ..PageRequest::default() };
+/// let second = model.page(next, &mine).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PgReadModel {
     pool: Pool,

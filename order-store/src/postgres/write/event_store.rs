@@ -50,6 +50,32 @@ pub(crate) const READ_LOG_AFTER: &str =
 /// `placed_at` is stamped where its position is assigned. Any other commit goes through
 /// postgres-es, and the trigger on `events` does the ledger's work in its transaction. Cloning
 /// shares the pool and the committer.
+///
+/// ```no_run
+/// use std::sync::Arc;
+///
+/// use order_domain::*;
+/// use order_store::postgres::{PgEventStore, PgSettings};
+/// use order_store::{CqrsOrderWriter, OrderWriter, PlaceError};
+///
+/// # async fn run(order: PlaceBuyOrder) -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = PgSettings::from_env()?;
+/// // The cap seeds a new store only; later changes are recorded, with a reason.
+/// let store = PgEventStore::open(&settings, BtcCap::DEFAULT).await?;
+/// let prices = FixedSource::uniform(BtcRate::parse("50000")?);
+/// let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(prices)));
+/// match writer.place(order).await {
+///     Ok(placed) => println!("{} BTC", placed.order.satoshis),
+///     Err(PlaceError::Refused(BuyOrderError::CapExceeded { remaining, .. })) => {
+///         println!("only {remaining} BTC left")
+///     }
+///     Err(PlaceError::Store(err)) if err.is_retryable() => println!("retry later: {err}"),
+///     Err(other) => return Err(other.into()),
+/// }
+/// store.set_cap(BtcCap::new(Satoshis::from_btc(150)), "board decision 2026-12").await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct PgEventStore {
     events: Arc<PersistedEventStore<PostgresEventRepository, BuyOrder>>,
@@ -83,9 +109,9 @@ impl PgEventStore {
     /// Connects, applies the write migrations and starts listening for new events: what a
     /// process that places orders opens.
     ///
-    /// `configured` (`MAX_TOTAL_BTC`) only seeds the cap of a store that has never had one (the
+    /// `configured` only seeds the cap of a store that has never had one (the
     /// default, 100 BTC, when `None`). A store's cap changes only through [`PgEventStore::set_cap`]
-    /// (`buy-orders cap set`), so one process started with a wrong value cannot move it for
+    /// (the services' `cap set` command calls it), so one process started with a wrong value cannot move it for
     /// everyone: it logs a warning and uses the stored cap.
     pub async fn open(
         settings: &PgSettings,
