@@ -1,6 +1,7 @@
 //! Test support (feature `test-support`): a fresh PostgreSQL database per test, so tests run
 //! in parallel against the real server without seeing each other's data.
 
+pub use crate::postgres::read::read_model::SHARED_READS;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Executor;
 

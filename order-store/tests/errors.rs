@@ -266,3 +266,28 @@ async fn ping_asks_the_database_now_not_the_last_commit() {
     }
     back.expect("the database is back");
 }
+
+/// A peer that accepts connections and then says nothing (a frozen host): every way of
+/// opening the store gives up within the acquire timeout the settings give, as an outage.
+#[tokio::test]
+async fn every_open_honours_the_acquire_timeout_against_a_silent_peer() {
+    let db = TestDb::create().await;
+    let proxy = OutageProxy::start(pg_addr()).await;
+    let settings = quick(&proxy.url_for(db.url()));
+    proxy.freeze();
+    let within = Duration::from_secs(10);
+
+    let write = tokio::time::timeout(within, PgEventStore::open(&settings, BtcCap::DEFAULT))
+        .await
+        .expect("the write store's open gives up");
+    let read = tokio::time::timeout(within, PgReadModel::open(&settings))
+        .await
+        .expect("the read table's open gives up");
+    let audit = tokio::time::timeout(within, order_store::postgres::audit(&settings))
+        .await
+        .expect("the audit's connection gives up");
+    for err in [write.unwrap_err(), read.unwrap_err(), audit.unwrap_err()] {
+        assert!(err.is_retryable(), "{err:?}");
+    }
+    proxy.thaw();
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use order_domain::*;
-use order_store::postgres::{PgEventStore, PgReadModel, PgSettings, SHARED_READS};
+use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
+use order_store::testing::SHARED_READS;
 use order_store::testing::TestDb;
 use order_store::*;
 use price_feed::FixedSource;

@@ -16,43 +16,46 @@
 //!   set as the `search_path` of every session, and every connection speaks TLS as its URL's
 //!   `sslmode` asks.
 //!
-//! # Layout: the modules by job
-//!
-//! | job | module | what is there |
-//! |---|---|---|
-//! | write | `write::event_store` | [`PgEventStore`]: loads, commits, the log, the cap |
-//! | write | `write::group_commit` | one transaction for the orders a process has ready; [`Batching`]; `settle`, the bounded wait of every call |
-//! | write | `write::group_load` | one query for the aggregates wanted at once |
-//! | read | `read::read_model` | [`PgReadModel`]: `buy_order_view` pages and orders; [`OrderViewProjection`], its projection |
-//! | read | `read::projection` | [`Projection`], [`PgProjection`]: checkpointed projections, park, rebuild |
-//! | read | `read::read_sessions` | the pipelined sessions reads share |
-//! | connection | `connection::config` | [`PgSettings`] and every session's settings |
-//! | connection | `connection::tls` | `sslmode` / `sslrootcert` for both drivers |
-//! | connection | `connection::schema` | [`PgSchema`] and the names that carry it |
-//! | connection | `connection::migrate` | [`migrate_write`], [`migrate_read`], superseded repairs |
-//! | operator tools | `ops::audit` | [`audit`]: the books re-checked |
-//! | operator tools | `ops::relay` | the relay's lease and checkpoint (feature `relay`) |
-//!
-//! # Tables, and the migration that creates each
-//!
-//! Applied migrations never change (their checksums are pinned in `migration-checksums.txt`),
-//! so a table stays where it was first created; later migrations alter it. The current form of
-//! the write side, every function and trigger as it stands, is `schema/write.sql`, generated
-//! and checked by the crate's migration tests.
-//!
-//! | table | database | created by | used by |
-//! |---|---|---|---|
-//! | `events`, `snapshots` | write | `1001_event_store.sql` (postgres-es's schema; `position` added there) | `write::event_store` |
-//! | `btc_ledger` (sold, cap, last position) | write | `1001_event_store.sql`; the append function in `1005`, the duplicate-first order in `1004`, the epoch in `1010` | `write::group_commit`, `ops::audit` |
-//! | `relay_checkpoint` | write | `1002_relay.sql` | `ops::relay` |
-//! | `api_clients` | write | `1003_clients.sql` | the `api-keys` crate |
-//! | `btc_cap_changes` (the cap's history) | write | `1003_clients.sql` | `write::event_store` (`set_cap`, `cap_history`) |
-//! | `log_epochs`, `log_rewinds` | write | `1010_log_epochs.sql` | `ops::relay`, `ops::audit` |
-//! | `buy_order_view`, `projector_checkpoint` | read | `2001_read_table.sql` (`client_id` in `2002`) | `read::read_model`, `read::projection` |
-//! | `parked_events` | read | `2003_parked_events.sql` | `read::projection` |
-//!
 //! This module keeps the helpers all of them share: database errors as [`StoreError`]s and
 //! positions as `bigint`. The API-key registry is not here: it is the `api-keys` crate's.
+
+// For contributors (not on the docs page):
+//
+// # Layout: the modules by job
+//
+// | job | module | what is there |
+// |---|---|---|
+// | write | `write::event_store` | `PgEventStore`: loads, commits, the log, the cap |
+// | write | `write::group_commit` | one transaction for the orders a process has ready; [`Batching`]; `settle`, the bounded wait of every call |
+// | write | `write::group_load` | one query for the aggregates wanted at once |
+// | read | `read::read_model` | [`PgReadModel`]: `buy_order_view` pages and orders; [`OrderViewProjection`], its projection |
+// | read | `read::projection` | [`Projection`], [`PgProjection`]: checkpointed projections, park, rebuild |
+// | read | `read::read_sessions` | the pipelined sessions reads share |
+// | connection | `connection::config` | [`PgSettings`] and every session's settings |
+// | connection | `connection::tls` | `sslmode` / `sslrootcert` for both drivers |
+// | connection | `connection::schema` | [`PgSchema`] and the names that carry it |
+// | connection | `connection::migrate` | [`migrate_write`], [`migrate_read`], superseded repairs |
+// | operator tools | `ops::audit` | `audit`: the books re-checked |
+// | operator tools | `ops::relay` | the relay's lease and checkpoint (feature `relay`) |
+//
+// # Tables, and the migration that creates each
+//
+// Applied migrations never change (their checksums are pinned in `migration-checksums.txt`),
+// so a table stays where it was first created; later migrations alter it. The current form of
+// the write side, every function and trigger as it stands, is `schema/write.sql`, generated
+// and checked by the crate's migration tests.
+//
+// | table | database | created by | used by |
+// |---|---|---|---|
+// | `events`, `snapshots` | write | `1001_event_store.sql` (postgres-es's schema; `position` added there) | `write::event_store` |
+// | `btc_ledger` (sold, cap, last position) | write | `1001_event_store.sql`; the append function in `1005`, the duplicate-first order in `1004`, the epoch in `1010` | `write::group_commit`, `ops::audit` |
+// | `relay_checkpoint` | write | `1002_relay.sql` | `ops::relay` |
+// | `api_clients` | write | `1003_clients.sql` | the `api-keys` crate |
+// | `btc_cap_changes` (the cap's history) | write | `1003_clients.sql` | `write::event_store` (`set_cap`, `cap_history`) |
+// | `log_epochs`, `log_rewinds` | write | `1010_log_epochs.sql` | `ops::relay`, `ops::audit` |
+// | `buy_order_view`, `projector_checkpoint` | read | `2001_read_table.sql` (`client_id` in `2002`) | `read::read_model`, `read::projection` |
+// | `parked_events` | read | `2003_parked_events.sql` | `read::projection` |
+//
 
 /// The drivers under the store, re-exported on purpose: [`Transaction`] (your projection's
 /// statements) and [`Session`] are deadpool-postgres's, rows and parameters tokio-postgres's,
@@ -75,12 +78,13 @@ pub type Session = deadpool_postgres::Object;
 
 mod connection;
 mod ops;
-mod read;
+pub(crate) mod read;
 mod write;
 
 pub use connection::config::{PgSettings, SettingError};
 pub use connection::migrate::{migrate_read, migrate_write};
 pub use connection::schema::PgSchema;
+#[cfg(feature = "ops")]
 pub use ops::audit::{audit, AuditReport, Finding};
 #[cfg(feature = "relay")]
 pub use ops::relay::{
@@ -89,7 +93,7 @@ pub use ops::relay::{
 pub use read::projection::{
     ManagedProjection, PgProjection, Projection, ProjectionStatus, Transaction,
 };
-pub use read::read_model::{OrderViewProjection, PgReadModel, SHARED_READS};
+pub use read::read_model::{OrderViewProjection, PgReadModel};
 pub use write::event_store::{CapChange, CapError, PgEventStore};
 pub use write::group_commit::Batching;
 

@@ -123,8 +123,17 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// A read-only snapshot on its own connection, without the services' statement and idle
 /// timeouts (an audit scans every event), so nothing it reads can change under it.
 async fn snapshot(settings: &PgSettings, url: &str) -> Result<PgConnection, StoreError> {
-    let mut connection = PgConnection::connect_with(&settings.sqlx_options(url)?)
+    // Connecting is bounded by the acquire timeout, as every pool's is: a silent peer fails it.
+    let options = settings.sqlx_options(url)?;
+    let connect = PgConnection::connect_with(&options);
+    let mut connection = tokio::time::timeout(settings.acquire_timeout, connect)
         .await
+        .map_err(|_| {
+            StoreError::unavailable(format!(
+                "no connection to the database within {} ms",
+                settings.acquire_timeout.as_millis()
+            ))
+        })?
         .map_err(unavailable)?;
     sqlx::raw_sql(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use order_domain::{BtcRate, Currency, FiatAmount, OrderId, Satoshis};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
@@ -22,7 +22,7 @@ use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
 /// The `application_name` of the sessions reads share: they can be told apart in
-/// `pg_stat_activity`.
+/// `pg_stat_activity` (tests find them by it: `order_store::testing::SHARED_READS`).
 pub const SHARED_READS: &str = "buy-orders-shared-reads";
 /// The checkpoint row of this table in `projector_checkpoint`.
 const CHECKPOINT: &str = "buy_order_view";
@@ -95,9 +95,9 @@ const CLIENT_ONE: &str = "SELECT id, created_at, currency, currency_amount, btc_
 /// ```
 #[derive(Clone)]
 pub struct PgReadModel {
-    pool: Pool,
     /// The sessions that pages, single orders and readiness checks are read on, pipelined
-    /// (`DB_READ_SESSIONS`); `pool` serves the rest (the projector's writes, rebuilds, tools).
+    /// (`DB_READ_SESSIONS`); the projection's pool serves the rest (the projector's writes,
+    /// rebuilds, tools).
     shared: Arc<SharedSessions>,
     /// The table as a projection: its checkpoint, parking and rebuild.
     writer: PgProjection<OrderViewProjection>,
@@ -116,7 +116,7 @@ impl PgReadModel {
     /// read migrations there.
     pub async fn open(settings: &PgSettings) -> Result<Self, StoreError> {
         let pool = read_pool(settings, Plans::Generic).await?;
-        let writer = PgProjection::on_pool(pool.clone(), settings, OrderViewProjection).await?;
+        let writer = PgProjection::on_pool(pool, settings, OrderViewProjection).await?;
         let sessions = settings.read_sessions as usize;
         let shared = Arc::new(SharedSessions::new(
             read_sessions_pool(
@@ -130,7 +130,6 @@ impl PgReadModel {
             settings.answer_deadline(),
         ));
         Ok(PgReadModel {
-            pool,
             shared,
             writer,
         })
@@ -154,14 +153,16 @@ impl PgReadModel {
         self.writer.rebuild(log, batch, progress).await
     }
 
-    /// The query plan of a page after the order `after` (for tests of the index use).
+    /// The query plan of a page after the order `after`, for tests of the index use (feature
+    /// `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn explain_page_after(
         &self,
         after: OrderId,
         size: i64,
         scope: &Scope,
     ) -> Result<String, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.writer.session().await?;
         let rows = match scope {
             Scope::All => {
                 client
@@ -186,10 +187,11 @@ impl PgReadModel {
     }
 
     /// How this table's sessions plan prepared statements (`plan_cache_mode`): each page query
-    /// is planned once per session, `force_generic_plan` (see `Plans::Generic`). For tests and
-    /// operators.
+    /// is planned once per session, `force_generic_plan` (see `Plans::Generic`). For tests
+    /// (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn plan_cache_mode(&self) -> Result<String, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.writer.session().await?;
         let row = client
             .query_one("SHOW plan_cache_mode", &[])
             .await
@@ -225,13 +227,15 @@ impl PgReadModel {
 
     /// Gives rows projected before the read table had a `client_id` (migration 2002) their
     /// client, from the event log, in batches; until then only admins see them. Returns how
-    /// many rows it filled. Safe to run at any time, from any number of processes.
+    /// many rows it filled. Safe to run at any time, from any number of processes. An
+    /// operator's tool (feature `ops`).
+    #[cfg(feature = "ops")]
     pub async fn backfill_clients(
         &self,
         log: &dyn EventLog,
         batch: usize,
     ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.writer.session().await?;
         let bounds = client
             .query_one(
                 "SELECT min(position), max(position) FROM buy_order_view WHERE client_id IS NULL",

@@ -243,13 +243,22 @@ impl PgEventStore {
             .map_err(unavailable)
     }
 
-    /// The pool (for tools and tests).
+    /// The pool, for tests that write what no writer of this build would (feature
+    /// `test-support`; not part of the store's API).
+    #[cfg(feature = "test-support")]
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// The query plan of [`EventLog::read_after_with_unreadable`] as PostgreSQL would run it now (for tests
-    /// of the index it uses).
+    /// The pool, within the crate (the relay's session is opened like its connections).
+    #[cfg(feature = "relay")]
+    pub(crate) fn sqlx_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The query plan of [`EventLog::read_after_with_unreadable`] as PostgreSQL would run it
+    /// now, for tests of the index it uses (feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub async fn explain_read_log_after(
         &self,
         after: Position,
