@@ -382,6 +382,8 @@ enum Class {
     Outage,
     Setting,
     Statement,
+    /// Only the drivers' decoding errors are data errors.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Data,
 }
 
