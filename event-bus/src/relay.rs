@@ -98,10 +98,8 @@ impl Relay {
         settings: &order_store::postgres::PgSettings,
         publisher: Publisher,
     ) -> Result<Self, StoreError> {
-        let settings = order_store::postgres::PgSettings {
-            pool_size: POOL_SIZE,
-            ..settings.clone()
-        };
+        let mut settings = settings.clone();
+        settings.pool_size = POOL_SIZE;
         Ok(Relay::new(
             PgEventStore::connect(&settings).await?,
             publisher,

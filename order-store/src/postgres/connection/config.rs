@@ -163,8 +163,12 @@ fn parse_url() -> SecretUrlParser {
 /// settings.acquire_timeout = Duration::from_millis(500); // honoured by every pool it opens
 /// assert_eq!(settings.read_url(), settings.write_url(), "one database unless told otherwise");
 /// ```
+///
+/// Non-exhaustive: start from [`PgSettings::for_url`] or [`PgSettings::from_env`] and set the
+/// fields you change, so a setting added later breaks no one.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
+#[non_exhaustive]
 pub struct PgSettings {
     /// The write store (events, ledger). Unset: the in-memory store (all-in-one only).
     /// TLS: `?sslmode=require|verify-full[&sslrootcert=ca.pem]`.

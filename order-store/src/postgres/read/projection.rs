@@ -139,7 +139,7 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// Where a projection stands: what `projector list` shows.
+/// Where a projection stands: its checkpoint, its lag behind the log, what it parked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionStatus {
     /// The projection's name.

@@ -135,7 +135,7 @@ impl PgReadModel {
         })
     }
 
-    /// The table as a projection ([`PgProjection`]): what `projector list` and `rebuild` use.
+    /// The table as a projection ([`PgProjection`]): its status, parked events and rebuild.
     pub fn projection(&self) -> &PgProjection<OrderViewProjection> {
         &self.writer
     }
