@@ -17,6 +17,16 @@ fn pg_addr() -> std::net::SocketAddr {
     "127.0.0.1:5432".parse().unwrap()
 }
 
+/// A writer on `store` at 100 fiat per BTC in every currency.
+fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
+    CqrsOrderWriter::new(
+        store.clone(),
+        BuyOrderServices::new(Arc::new(FixedSource::uniform(
+            BtcRate::parse("100").unwrap(),
+        ))),
+    )
+}
+
 fn quick(url: &str) -> PgSettings {
     let mut settings = PgSettings::for_url(url);
     settings.acquire_timeout = Duration::from_millis(500);
@@ -120,12 +130,7 @@ async fn a_unique_violation_in_a_projection_of_yours_is_rejected_with_its_sqlsta
     let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
         .await
         .unwrap();
-    let writer = CqrsOrderWriter::new(
-        store.clone(),
-        BuyOrderServices::new(Arc::new(FixedSource::uniform(
-            BtcRate::parse("100").unwrap(),
-        ))),
-    );
+    let writer = writer(&store);
     writer
         .place(order_domain::testing::order("1.00"))
         .await
@@ -166,12 +171,7 @@ async fn an_event_of_a_newer_version_read_through_place_keeps_its_typed_cause() 
     let order = order_domain::testing::order("5.00");
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
     order_store::testing::store_versioned(&pool, &order, "2.0.0", |_| {}).await;
-    let writer = CqrsOrderWriter::new(
-        store,
-        BuyOrderServices::new(Arc::new(FixedSource::uniform(
-            BtcRate::parse("100").unwrap(),
-        ))),
-    );
+    let writer = writer(&store);
 
     let err = writer.place(order).await.unwrap_err();
 
@@ -228,12 +228,7 @@ async fn ping_asks_the_database_now_not_the_last_commit() {
     let store = PgEventStore::open(&settings, BtcCap::DEFAULT)
         .await
         .unwrap();
-    let writer = CqrsOrderWriter::new(
-        store,
-        BuyOrderServices::new(Arc::new(FixedSource::uniform(
-            BtcRate::parse("100").unwrap(),
-        ))),
-    );
+    let writer = writer(&store);
     writer
         .place(order_domain::testing::order("1.00"))
         .await
