@@ -84,7 +84,7 @@ fn cargo_tree_shows_no_postgres_crate_and_no_arbitrary_precision() {
 fn order(amount: &str) -> PlaceBuyOrder {
     PlaceBuyOrder {
         client_id: ClientId::parse("shop-1").unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+        idempotency_key: IdempotencyKey::from_uuid(order_domain::uuid::Uuid::new_v4()),
         currency: Currency::EUR,
         amount: FiatAmount::parse(amount).unwrap(),
     }

@@ -43,7 +43,7 @@ async fn orders_in_a_schema_of_their_own_over_tls_next_to_the_application_s_aggr
     let placed = writer
         .place(PlaceBuyOrder {
             client_id: ClientId::parse("shop-1").unwrap(),
-            idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+            idempotency_key: IdempotencyKey::from_uuid(order_domain::uuid::Uuid::new_v4()),
             currency: Currency::GBP,
             amount: FiatAmount::parse("50").unwrap(),
         })
@@ -86,7 +86,7 @@ async fn orders_in_a_schema_of_their_own_over_tls_next_to_the_application_s_aggr
 fn order(client: &str, currency: Currency, amount: &str) -> PlaceBuyOrder {
     PlaceBuyOrder {
         client_id: ClientId::parse(client).unwrap(),
-        idempotency_key: IdempotencyKey::from_uuid(uuid::Uuid::new_v4()),
+        idempotency_key: IdempotencyKey::from_uuid(order_domain::uuid::Uuid::new_v4()),
         currency,
         amount: FiatAmount::parse(amount).unwrap(),
     }
@@ -241,7 +241,7 @@ async fn the_store_s_errors_say_what_to_do() {
         .execute(pool)
         .await
         .unwrap();
-    let id = uuid::Uuid::new_v4();
+    let id = order_domain::uuid::Uuid::new_v4();
     let insert = || {
         sqlx::query("INSERT INTO public.receipts VALUES ($1)")
             .bind(id)
