@@ -99,6 +99,7 @@ mod commands;
 mod conversion;
 mod error;
 mod events;
+pub mod exact_json;
 mod fixed_price;
 mod ids;
 mod ledger;

@@ -64,7 +64,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mine = Scope::Client(shop);
     let two = PageSize::new(2).expect("1 to 100");
     let first = model
-        .page(PageRequest { after: None, size: two }, &mine)
+        .page(
+            PageRequest {
+                after: None,
+                size: two,
+            },
+            &mine,
+        )
         .await?;
     let second = model
         .page(
@@ -75,7 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &mine,
         )
         .await?;
-    let ids: Vec<_> = first.rows.iter().chain(&second.rows).map(|row| row.id).collect();
+    let ids: Vec<_> = first
+        .rows
+        .iter()
+        .chain(&second.rows)
+        .map(|row| row.id)
+        .collect();
     let newest_first: Vec<_> = placed.iter().rev().map(|order| order.order_id).collect();
     assert_eq!(ids, newest_first);
     println!("read back {} orders, newest first", ids.len());

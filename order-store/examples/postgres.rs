@@ -82,7 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             amount: FiatAmount::parse("12.34")?,
         };
         let placed = writer.place(order).await?;
-        println!("placed {} BTC as order {}", placed.order.satoshis, placed.order.order_id);
+        println!(
+            "placed {} BTC as order {}",
+            placed.order.satoshis, placed.order.order_id
+        );
     }
 
     // Read back: the follower applies them within moments of their commit.

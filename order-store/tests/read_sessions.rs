@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use order_domain::*;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
-use order_store::testing::SHARED_READS;
 use order_store::testing::TestDb;
+use order_store::testing::SHARED_READS;
 use order_store::*;
 use price_feed::FixedSource;
 

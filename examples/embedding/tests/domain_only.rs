@@ -34,6 +34,28 @@ fn the_application_s_own_f64_json_still_works() {
     assert_eq!(parsed, serde_json::json!(1.1), "numbers compare by value");
 }
 
+/// The application's own request, with money as a JSON number next to its own floats: the
+/// amount read exactly (never through f64), the floats as ever.
+#[test]
+fn money_in_our_own_json_is_read_exactly_next_to_our_floats() {
+    #[derive(serde::Deserialize)]
+    struct Checkout {
+        #[serde(deserialize_with = "order_domain::exact_json::fiat_amount")]
+        amount: order_domain::FiatAmount,
+        discount: f64,
+    }
+    // The amount is parsed from its text as written; the discount is an f64 as before.
+    let checkout: Checkout =
+        serde_json::from_str(r#"{"amount": 999999999.99, "discount": 0.1}"#).unwrap();
+    assert_eq!(
+        checkout.amount,
+        order_domain::FiatAmount::parse("999999999.99").unwrap()
+    );
+    assert_eq!(checkout.discount, 0.1);
+    let too_precise = serde_json::from_str::<Checkout>(r#"{"amount": 0.001, "discount": 0}"#);
+    assert!(too_precise.is_err());
+}
+
 /// What `cargo tree` says this application depends on, with its default features.
 fn tree(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO"))

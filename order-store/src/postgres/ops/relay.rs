@@ -230,10 +230,15 @@ impl PgEventStore {
         // The checkpoint's updates need not wait for their WAL flush: one lost in a crash only
         // moves the checkpoint back, and the relay publishes again from there (consumers are
         // idempotent by position, as after any failover).
-        let options = self.sqlx_pool().connect_options().as_ref().clone().options([
-            ("synchronous_commit", "off".to_owned()),
-            ("idle_session_timeout", LEASE_TTL.as_millis().to_string()),
-        ]);
+        let options = self
+            .sqlx_pool()
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([
+                ("synchronous_commit", "off".to_owned()),
+                ("idle_session_timeout", LEASE_TTL.as_millis().to_string()),
+            ]);
         let open = async {
             let mut connection = PgConnection::connect_with(&options)
                 .await

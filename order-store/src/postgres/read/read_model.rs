@@ -129,10 +129,7 @@ impl PgReadModel {
             settings.read_pipeline_depth as usize,
             settings.answer_deadline(),
         ));
-        Ok(PgReadModel {
-            shared,
-            writer,
-        })
+        Ok(PgReadModel { shared, writer })
     }
 
     /// The table as a projection ([`PgProjection`]): its status, parked events and rebuild.
