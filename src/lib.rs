@@ -144,6 +144,19 @@ pub enum StartError {
     },
 }
 
+impl StartError {
+    /// The process's exit status: 2 when a setting is wrong (restarting will not help), 1
+    /// otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            StartError::Prices(_) | StartError::Bind { .. } => 1,
+            StartError::Write(err) => err.exit_status(),
+            StartError::Store(err) => err.exit_status(),
+            StartError::Identity(err) => err.exit_status(),
+        }
+    }
+}
+
 /// The running system.
 pub struct System {
     /// Where the write API listens.

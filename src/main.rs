@@ -51,7 +51,7 @@ async fn main() -> ExitCode {
         Ok(system) => system,
         Err(err) => {
             eprintln!("buy-orders: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     if let Err(err) = service_kit::shutdown_on_signal(system.shutdown_token()) {

@@ -171,3 +171,40 @@ fn the_cap_commands_show_and_set_it_and_record_each_change() {
         "seed and one change: {shown}"
     );
 }
+
+/// Every binary tells a setting to fix (exit 2: restarting will not help) from an outage (exit
+/// 1: a supervisor may restart it): a database that does not exist, then nothing listening.
+#[tokio::test]
+async fn each_binary_exits_2_for_a_missing_database_and_1_when_nothing_listens() {
+    let db = TestDb::create().await;
+    let missing = format!("{}_missing", db.url());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = format!("postgres://postgres@{}/x", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    for name in ["buy-orders", "api-write", "api-read", "projector"] {
+        for (url, code) in [(&missing, 2), (&nothing, 1)] {
+            let output = tokio::process::Command::new(dir.join(name))
+                .env("DATABASE_URL", url)
+                .env_remove("READ_DATABASE_URL")
+                .env_remove("AMQP_URL")
+                .env("DB_ACQUIRE_TIMEOUT_MS", "300")
+                .env("AUTH", "off")
+                .env("PRICE_SOURCE", "simulated")
+                .env("WRITE_ADDR", "127.0.0.1:0")
+                .env("READ_ADDR", "127.0.0.1:0")
+                .env("PROJECTOR_ADDR", "127.0.0.1:0")
+                .kill_on_drop(true)
+                .output();
+            let output = tokio::time::timeout(Duration::from_secs(30), output)
+                .await
+                .unwrap_or_else(|_| panic!("{name} with {url} did not stop"))
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(code), "{name} {url}: {stderr}");
+        }
+    }
+}

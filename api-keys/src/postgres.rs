@@ -162,7 +162,7 @@ impl IdentityStartError {
     pub fn exit_status(&self) -> u8 {
         match self {
             IdentityStartError::NoRegistry => 2,
-            IdentityStartError::Registry(_) => 1,
+            IdentityStartError::Registry(err) => err.exit_status(),
         }
     }
 }

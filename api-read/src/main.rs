@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         Ok(model) => model,
         Err(err) => {
             eprintln!("api-read: cannot open the read table (READ_DATABASE_URL): {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     let listener = match tokio::net::TcpListener::bind(config.read.read_addr).await {

@@ -50,7 +50,7 @@ impl StartError {
     pub fn exit_status(&self) -> u8 {
         match self {
             StartError::Bus(_) | StartError::BusWithoutDatabase => 2,
-            StartError::Store(_) => 1,
+            StartError::Store(err) => err.exit_status(),
         }
     }
 }

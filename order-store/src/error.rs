@@ -97,6 +97,17 @@ impl StoreError {
         matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_))
     }
 
+    /// The exit status of a process that could not start because of this error, as the
+    /// services use them: 2 when a setting is wrong (restarting with the same settings fails
+    /// the same way, so a supervisor should not loop on it), 1 otherwise (an outage a restart
+    /// may outlive).
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Self::Misconfigured(_) => 2,
+            _ => 1,
+        }
+    }
+
     /// A driver's or the database's error as a store error, classed by what it says: its
     /// SQLSTATE when the database answered, otherwise its kind (a refused connection, a timeout
     /// and a broken socket are [`StoreError::Unavailable`]; a bad URL and a certificate that

@@ -64,14 +64,14 @@ pub async fn main(projections: Projections) -> ExitCode {
         Ok(log) => log,
         Err(err) => {
             eprintln!("projector: cannot open the event store (DATABASE_URL): {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     let model = match PgReadModel::open(&config.db).await {
         Ok(model) => Arc::new(model),
         Err(err) => {
             eprintln!("projector: cannot open the read table (READ_DATABASE_URL): {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(err.exit_status());
         }
     };
     let mut all: Vec<Arc<dyn ManagedProjection>> = vec![Arc::new(model.projection().clone())];
@@ -80,7 +80,7 @@ pub async fn main(projections: Projections) -> ExitCode {
             Ok(projection) => all.push(projection),
             Err(err) => {
                 eprintln!("projector: cannot open a projection (READ_DATABASE_URL): {err}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(err.exit_status());
             }
         }
     }
@@ -211,7 +211,7 @@ async fn rebuild(projection: &dyn ManagedProjection, log: &PgEventStore, batch: 
         }
         Err(err) => {
             eprintln!("projector: rebuild of {} failed: {err}", projection.name());
-            ExitCode::FAILURE
+            ExitCode::from(err.exit_status())
         }
     }
 }
