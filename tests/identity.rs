@@ -165,6 +165,32 @@ async fn clients_see_only_their_own_orders_and_an_admin_sees_all() {
         assert_eq!(body["error"]["code"], "unauthenticated");
         assert_eq!(api.get(key, "/buy_orders").await.0, 401);
     }
+    // Two Authorization headers are two identities: refused whichever comes first, and
+    // nothing stored (the first used to win).
+    for pair in [[shop_a.as_str(), "garbage"], ["garbage", shop_a.as_str()]] {
+        let mut put = api
+            .http
+            .put(format!("{}/buy_order", api.write))
+            .header("content-type", "application/json")
+            .body(order("10", &k).to_string());
+        let mut get = api.http.get(format!("{}/buy_orders", api.read));
+        for key in pair {
+            put = put.header("authorization", format!("Bearer {key}"));
+            get = get.header("authorization", format!("Bearer {key}"));
+        }
+        for response in [put.send().await.unwrap(), get.send().await.unwrap()] {
+            assert_eq!(response.status(), 400, "{pair:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "ambiguous_credentials", "{pair:?}");
+        }
+    }
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing stored for an ambiguous request");
+
     // The operational routes stay open.
     for path in ["/healthcheck", "/readyz", "/metrics", "/openapi.json"] {
         let status = api

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
     ),
     responses(
         (status = 200, description = "A page of the caller's orders (an admin's: every order), newest first", body = Page),
+        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`unknown_reference`: no order of the caller's has that id", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
@@ -32,6 +33,7 @@ fn get_buy_orders() {}
     params(("id" = String, Path, format = Uuid, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order, or another client's", body = ErrorBody),
         (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),

@@ -35,7 +35,7 @@ pub struct PlaceRequest {
     request_body(content = PlaceRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Placed, or replayed (header `Idempotent-Replayed: true`)", body = PlaceResponse),
-        (status = 400, description = "`invalid_json`, `invalid_header`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `invalid_header`, `ambiguous_credentials` (more than one `Authorization` or `X-Client-Id` header)", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 409, description = "`btc_cap_exceeded`: nothing stored", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over 16 KiB", body = ErrorBody),

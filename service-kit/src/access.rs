@@ -155,26 +155,65 @@ where
     R: Fn(Option<&str>, Option<&str>) -> Result<C, ApiError> + Clone + Send + Sync + 'static,
     B: Fn(&C) -> &str + Clone + Send + Sync + 'static,
 {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("x-client-id"))
-        .and_then(
-            move |authorization: Option<String>, client: Option<String>| {
-                let (resolve, bucket, limits) = (resolve.clone(), bucket.clone(), limits.clone());
-                async move {
-                    let caller = resolve(bearer(authorization.as_deref()), client.as_deref())
-                        .map_err(warp::reject::custom)?;
-                    limits
-                        .check(bucket(&caller))
-                        .map_err(warp::reject::custom)?;
-                    Ok::<C, Rejection>(caller)
-                }
-            },
+    warp::header::headers_cloned().and_then(move |headers: warp::http::HeaderMap| {
+        let (resolve, bucket, limits) = (resolve.clone(), bucket.clone(), limits.clone());
+        async move {
+            let authorization = one(&headers, "Authorization").map_err(warp::reject::custom)?;
+            let client = one(&headers, "X-Client-Id").map_err(warp::reject::custom)?;
+            let caller = resolve(bearer(authorization), client).map_err(warp::reject::custom)?;
+            limits
+                .check(bucket(&caller))
+                .map_err(warp::reject::custom)?;
+            Ok::<C, Rejection>(caller)
+        }
+    })
+}
+
+/// The one value of the header `name`, if any. A request carries one identity: two values of
+/// an identity header are refused with 400 `ambiguous_credentials` (taking the first would let
+/// a proxy that appends one, or a client that sends two, be identified by whichever came first).
+fn one<'a>(headers: &'a warp::http::HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_credentials",
+            format!("more than one {name} header: send one identity per request"),
+        ));
+    }
+    first.to_str().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            format!("{name} is not valid text"),
         )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_header_is_read_once_or_refused() {
+        use warp::http::{HeaderMap, HeaderValue};
+        let mut headers = HeaderMap::new();
+        assert_eq!(one(&headers, "Authorization").unwrap(), None);
+        headers.append("authorization", HeaderValue::from_static("Bearer a"));
+        assert_eq!(one(&headers, "Authorization").unwrap(), Some("Bearer a"));
+        headers.append("authorization", HeaderValue::from_static("Bearer b"));
+        let two = one(&headers, "Authorization").unwrap_err();
+        assert_eq!(
+            (two.status.as_u16(), two.code),
+            (400, "ambiguous_credentials")
+        );
+        headers.insert("x-client-id", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let bytes = one(&headers, "X-Client-Id").unwrap_err();
+        assert_eq!((bytes.status.as_u16(), bytes.code), (400, "invalid_header"));
+    }
 
     #[test]
     fn bearer_tokens_are_read_strictly() {
