@@ -208,3 +208,94 @@ async fn each_binary_exits_2_for_a_missing_database_and_1_when_nothing_listens()
         }
     }
 }
+
+/// Three ports free now (each bound by the OS, then let go).
+fn free_ports() -> [u16; 3] {
+    let listeners: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port())
+}
+
+/// `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY` in the environment mean the same on
+/// the write side (sqlx reads them) and the read side (tokio-postgres does not: the store reads
+/// them for it), in every binary: with `PGSSLMODE=verify-full` and no `sslmode` in the URL, a
+/// server reached by a name its certificate does not carry is refused everywhere (the read side
+/// used to accept any certificate), the right name is accepted, and a client certificate is
+/// refused with the reason.
+#[tokio::test]
+async fn the_pgssl_variables_mean_the_same_on_every_side_of_every_binary() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let cert: String = sqlx::query_scalar("SHOW ssl_cert_file")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let by_name = db.url().replacen("@127.0.0.1:", "@localhost:", 1);
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let run = |name: &str, url: &str, env: &[(&str, &str)], port: [u16; 3]| {
+        let mut command = tokio::process::Command::new(dir.join(name));
+        command
+            .env("DATABASE_URL", url)
+            .env_remove("READ_DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .env("AUTH", "off")
+            .env("PRICE_SOURCE", "simulated")
+            .env("WRITE_ADDR", format!("127.0.0.1:{}", port[0]))
+            .env("READ_ADDR", format!("127.0.0.1:{}", port[1]))
+            .env("PROJECTOR_ADDR", format!("127.0.0.1:{}", port[2]))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().unwrap()
+    };
+    let verify = [
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", cert.as_str()),
+    ];
+    for name in ["api-write", "api-read", "projector"] {
+        let port = free_ports();
+        // The wrong name: refused as a setting to fix, naming why.
+        for env in [&verify[..], &[("PGSSLCERT", "/tmp/client.pem")][..]] {
+            let child = run(name, db.url(), env, port);
+            let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+                .await
+                .unwrap_or_else(|_| panic!("{name} with {env:?} started; it must refuse"))
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{name} {env:?}: {stderr}");
+            let says = if env[0].0 == "PGSSLCERT" {
+                "client certificates are not supported"
+            } else {
+                "not valid for name"
+            };
+            assert!(stderr.contains(says), "{name} {env:?}: {stderr}");
+        }
+        // The name the certificate carries: it starts, and answers its health check.
+        let mut child = run(name, &by_name, &verify, port);
+        let health_port = match name {
+            "api-write" => port[0],
+            "api-read" => port[1],
+            _ => port[2],
+        };
+        let mut healthy = false;
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{name} stopped ({status}) with the right name");
+            }
+            let answer = reqwest::get(format!("http://127.0.0.1:{health_port}/healthcheck")).await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                healthy = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().await.unwrap();
+        assert!(healthy, "{name} verified the right name and serves");
+    }
+}

@@ -14,6 +14,11 @@
 //! | `require`     | yes, or no connection | not checked                           |
 //! | `verify-full` | yes, or no connection | chain to a trusted root, and the host |
 //!
+//! A parameter the URL does not give is taken from the environment, as libpq and sqlx take it:
+//! `PGSSLMODE`, `PGSSLROOTCERT`. Read here once for both drivers, so the read side verifies
+//! exactly when the write side does (tokio-postgres reads neither). `PGSSLCERT` and `PGSSLKEY`
+//! (client certificates, which sqlx alone would use) are refused, as `sslcert` and `sslkey` are.
+//!
 //! `verify-ca` (the chain without the host name) is refused with a reason: sqlx 0.8.6 fails it
 //! against current rustls (launchbadge/sqlx#3793: its verifier does not recognise rustls's
 //! `NotValidForNameContext`), so it cannot mean the same on every connection.
@@ -98,8 +103,17 @@ pub(crate) struct TlsUrl {
 }
 
 impl TlsUrl {
-    /// Splits `url`. Errors name the parameter, never the URL (it may hold a password).
+    /// Splits `url`, with the process's `PGSSL*` variables for what it does not say. Errors
+    /// name the parameter, never the URL (it may hold a password).
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        Self::parse_with(url, |name| std::env::var(name).ok())
+    }
+
+    /// [`TlsUrl::parse`] with `env` for the environment.
+    pub(crate) fn parse_with(
+        url: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             // sqlx would try any scheme as PostgreSQL, and fail on the wire.
@@ -109,11 +123,15 @@ impl TlsUrl {
             ));
         }
         let mut mode = SslMode::Prefer;
+        let mut given_mode = false;
         let mut root_cert = None;
         let mut rest = Vec::new();
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
-                "sslmode" => mode = SslMode::parse(&value)?,
+                "sslmode" => {
+                    mode = SslMode::parse(&value)?;
+                    given_mode = true;
+                }
                 "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
                 "sslcert" | "sslkey" => {
                     return Err(format!("{key}: client certificates are not supported"))
@@ -129,6 +147,20 @@ impl TlsUrl {
                     ))
                 }
             }
+        }
+        let env = |name: &str| env(name).filter(|value| !value.is_empty());
+        for name in ["PGSSLCERT", "PGSSLKEY"] {
+            if env(name).is_some() {
+                return Err(format!("{name}: client certificates are not supported"));
+            }
+        }
+        if !given_mode {
+            if let Some(value) = env("PGSSLMODE") {
+                mode = SslMode::parse(&value).map_err(|reason| format!("PGSSLMODE: {reason}"))?;
+            }
+        }
+        if root_cert.is_none() {
+            root_cert = env("PGSSLROOTCERT").map(PathBuf::from);
         }
         if rest.is_empty() {
             parsed.set_query(None);
@@ -281,6 +313,47 @@ mod tests {
         let plain = TlsUrl::parse("postgres://db/orders").unwrap();
         assert_eq!(plain.mode, SslMode::Prefer);
         assert_eq!(plain.rest, "postgres://db/orders");
+    }
+
+    #[test]
+    fn the_environment_fills_in_what_the_url_does_not_say() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let from_env = TlsUrl::parse_with("postgres://db/x", env(&[("PGSSLMODE", "verify-full")]));
+        assert_eq!(from_env.unwrap().mode, SslMode::VerifyFull);
+        let url_wins = TlsUrl::parse_with(
+            "postgres://db/x?sslmode=require",
+            env(&[("PGSSLMODE", "verify-full")]),
+        );
+        assert_eq!(url_wins.unwrap().mode, SslMode::Require);
+        let empty = TlsUrl::parse_with("postgres://db/x", env(&[("PGSSLMODE", "")]));
+        assert_eq!(empty.unwrap().mode, SslMode::Prefer);
+        let refused = TlsUrl::parse_with("postgres://db/x", env(&[("PGSSLMODE", "verify-ca")]));
+        assert!(refused.unwrap_err().starts_with("PGSSLMODE: "));
+        let missing = TlsUrl::parse_with(
+            "postgres://db/x",
+            env(&[("PGSSLROOTCERT", "/nonexistent.pem")]),
+        );
+        assert!(missing
+            .unwrap_err()
+            .starts_with("sslrootcert /nonexistent.pem"));
+        for name in ["PGSSLCERT", "PGSSLKEY"] {
+            let vars: &'static [(&'static str, &'static str)] = if name == "PGSSLCERT" {
+                &[("PGSSLCERT", "/c.pem")]
+            } else {
+                &[("PGSSLKEY", "/k.pem")]
+            };
+            let err = TlsUrl::parse_with("postgres://db/x", env(vars)).unwrap_err();
+            assert!(
+                err.contains("client certificates are not supported"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
