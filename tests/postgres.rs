@@ -226,12 +226,7 @@ fn free_ports() -> [u16; 3] {
 #[tokio::test]
 async fn the_pgssl_variables_mean_the_same_on_every_side_of_every_binary() {
     let db = TestDb::create().await;
-    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-    let cert: String = sqlx::query_scalar("SHOW ssl_cert_file")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let cert = order_store::testing::server_certificate(db.url()).await;
     let by_name = db.url().replacen("@127.0.0.1:", "@localhost:", 1);
     let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
         .parent()

@@ -653,3 +653,21 @@ impl Drop for PrivateServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The file of the certificate the server at `url` presents: trusting it is how a test client
+/// verifies this machine's self-signed server (issued for `localhost`).
+pub async fn server_certificate(url: &str) -> String {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable ({e})"));
+    let path: String = sqlx::query_scalar("SHOW ssl_cert_file")
+        .fetch_one(&pool)
+        .await
+        .expect("the server names its certificate");
+    pool.close().await;
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "the server's certificate {path} is readable here"
+    );
+    path
+}

@@ -30,17 +30,7 @@ fn url(db: &TestDb, host: &str, query: &str) -> String {
 
 /// The server's own certificate file: trusting it is how a client verifies a self-signed server.
 async fn server_certificate(db: &TestDb) -> String {
-    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-    let path: String = sqlx::query_scalar("SHOW ssl_cert_file")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "the server's certificate {path} is readable here"
-    );
-    path
+    order_store::testing::server_certificate(db.url()).await
 }
 
 /// (encrypted, plain) sessions on the test's database, other than the asking one.
