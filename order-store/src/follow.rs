@@ -12,9 +12,6 @@ use crate::read_model::ReadModelWriter;
 
 /// How long [`Follower::run`] waits for the log to grow before it looks again anyway.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
-/// The first pause after a failure; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Tails an [`EventLog`] into a [`ReadModelWriter`] from the writer's own checkpoint: every
 /// committed event applied once, in position order, whatever stops and restarts in between.
@@ -81,6 +78,12 @@ pub struct Step {
 }
 
 impl Follower {
+    /// The first pause of [`Follower::run`] after a failure; it doubles up to
+    /// [`Follower::MAX_BACKOFF`].
+    pub const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    /// The longest pause of [`Follower::run`] after repeated failures.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
     /// A follower applying up to `batch` events at a time (at least 1).
     pub fn new(log: Arc<dyn EventLog>, model: Arc<dyn ReadModelWriter>, batch: usize) -> Self {
         Follower {
@@ -146,26 +149,40 @@ impl Follower {
     /// grow (the store notifies; it looks again every second anyway). A failing backend is
     /// logged and retried with backoff (50 ms doubling to 5 s); it never gives up on its own.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
+        self.run_with(stop, || self.catch_up()).await
+    }
+
+    /// [`Follower::run`] catching up through `catch_up` (which should end in
+    /// [`Follower::catch_up`] or its steps): for a caller that records each batch, as the
+    /// projector does.
+    pub async fn run_with<F, C>(&self, stop: impl Future<Output = ()>, catch_up: C)
+    where
+        C: Fn() -> F,
+        F: Future<Output = Result<Position, StoreError>>,
+    {
         tokio::pin!(stop);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Self::FIRST_BACKOFF;
         loop {
             let step = async {
-                let checkpoint = self.catch_up().await?;
+                let checkpoint = catch_up().await?;
                 self.log.wait_for_events_after(checkpoint, IDLE_WAIT).await
             };
+            // Stop first: a follower stopped already does no more work.
             let outcome = tokio::select! {
-                outcome = step => outcome,
+                biased;
                 () = &mut stop => return,
+                outcome = step => outcome,
             };
             match outcome {
-                Ok(_) => backoff = FIRST_BACKOFF,
+                Ok(_) => backoff = Self::FIRST_BACKOFF,
                 Err(err) => {
-                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "following the log failed");
+                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "projection failed");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        biased;
                         () = &mut stop => return,
+                        () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(Self::MAX_BACKOFF);
                 }
             }
         }

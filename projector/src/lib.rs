@@ -21,12 +21,10 @@ use std::time::Duration;
 use order_store::{EventLog, Follower, LoggedEvent, Position, ReadModelWriter, StoreError};
 use service_kit::CancellationToken;
 
-/// How long the projector sleeps on an idle log before checking again even without a wake-up.
-const IDLE_WAIT: Duration = Duration::from_secs(1);
-/// The longest pause after repeated failures.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest pause after repeated failures (the follower's, for the queue's loop too).
+pub(crate) const MAX_BACKOFF: Duration = Follower::MAX_BACKOFF;
 /// The first pause after a failure.
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_BACKOFF: Duration = Follower::FIRST_BACKOFF;
 /// How often the lag gauges are refreshed from the store, and how often a projector fed by the
 /// queue checks that the log is not moving without it.
 pub(crate) const HEAD_CHECK: Duration = Duration::from_secs(2);
@@ -255,31 +253,9 @@ impl Projector {
         if self.gauges {
             tokio::spawn(self.clone().watch_lag(shutdown.clone()));
         }
-        let mut backoff = FIRST_BACKOFF;
-        while !shutdown.is_cancelled() {
-            let step = async {
-                let checkpoint = self.catch_up().await?;
-                self.follower
-                    .log()
-                    .wait_for_events_after(checkpoint, IDLE_WAIT)
-                    .await
-            };
-            let outcome = tokio::select! {
-                outcome = step => outcome,
-                _ = shutdown.cancelled() => break,
-            };
-            match outcome {
-                Ok(_) => backoff = FIRST_BACKOFF,
-                Err(err) => {
-                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "projection failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        self.follower
+            .run_with(shutdown.cancelled(), || self.catch_up())
+            .await;
         tracing::info!("projector stopped");
     }
 }
