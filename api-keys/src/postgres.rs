@@ -14,12 +14,6 @@ use order_store::StoreError;
 use crate::key::{ApiKey, KeyHash};
 use crate::registry::{ClientError, ClientRecord, ClientRegistry, Credential};
 
-/// A database error as a store error, classed by what it says and kept as the source (an outage
-/// is `Unavailable`: 503, and the pool reconnects).
-fn unavailable(err: sqlx::Error) -> StoreError {
-    StoreError::from_database(err)
-}
-
 /// Connections the registry keeps: it is read every few seconds, written by operators.
 const POOL_SIZE: u32 = 2;
 
@@ -41,7 +35,7 @@ impl PgClientRegistry {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(settings.sqlx_options(url)?)
             .await
-            .map_err(unavailable)?;
+            .map_err(StoreError::from_database)?;
         Ok(PgClientRegistry { pool })
     }
 
@@ -74,7 +68,7 @@ impl ClientRegistry for PgClientRegistry {
         .bind(key.hash().as_slice())
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(StoreError::from_database)?;
         if inserted.rows_affected() == 0 {
             return Err(ClientError::Exists(name.clone()));
         }
@@ -87,7 +81,7 @@ impl ClientRegistry for PgClientRegistry {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(StoreError::from_database)?;
         let record = |row: &sqlx::postgres::PgRow| -> Result<ClientRecord, StoreError> {
             Ok(ClientRecord {
                 name: name_of(row)?,
@@ -111,7 +105,7 @@ impl ClientRegistry for PgClientRegistry {
         .bind(name.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(unavailable)?
+        .map_err(StoreError::from_database)?
         .ok_or_else(|| ClientError::NotFound(name.clone()))?;
         Ok(row
             .try_get("revoked_now")
@@ -124,7 +118,7 @@ impl ClientRegistry for PgClientRegistry {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(StoreError::from_database)?;
         rows.iter()
             .map(|row| {
                 let hash: Vec<u8> = row

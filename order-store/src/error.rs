@@ -126,9 +126,9 @@ impl StoreError {
         match err.downcast::<StoreError>() {
             Ok(store) => *store,
             Err(err) => {
-                let class = classify(&*err);
+                // The chain's SQLSTATE is found once, by the cause; the class is read off it.
                 let cause = Cause::because_boxed(err);
-                match class {
+                match classify(&cause) {
                     Class::Outage => Self::Unavailable(cause),
                     Class::Setting => Self::Misconfigured(cause),
                     Class::Statement => Self::Rejected(cause),
@@ -198,11 +198,7 @@ impl Cause {
     /// A cause that is `err`: its text is the chain's, its SQLSTATE the database's, its source
     /// `err` itself.
     pub fn because(err: impl Error + Send + Sync + 'static) -> Self {
-        Self {
-            message: chain_text(&err),
-            sql_state: find_sql_state(&err),
-            source: Some(Arc::new(err)),
-        }
+        Self::because_boxed(Box::new(err))
     }
 
     /// [`Cause::because`] for an error already boxed (cqrs-es hands them so).
@@ -398,8 +394,9 @@ enum Class {
     Data,
 }
 
-fn classify(err: &(dyn Error + 'static)) -> Class {
-    if let Some(state) = find_sql_state(err) {
+/// What a cause built from an error means: by its SQLSTATE, else by the kind of its source.
+fn classify(cause: &Cause) -> Class {
+    if let Some(state) = cause.sql_state {
         return match state.class() {
             _ if state == SqlState::INSUFFICIENT_PRIVILEGE => Class::Setting,
             SqlClass::InvalidCredentials
@@ -411,7 +408,7 @@ fn classify(err: &(dyn Error + 'static)) -> Class {
             _ => Class::Outage,
         };
     }
-    let mut link = Some(err);
+    let mut link = cause.source();
     while let Some(err) = link {
         #[cfg(feature = "postgres")]
         if let Some(err) = err.downcast_ref::<sqlx::Error>() {

@@ -101,7 +101,7 @@ use crate::error::StoreError;
 
 /// A database or driver error as a store error, classed by its SQLSTATE or kind and kept as the
 /// source ([`StoreError::from_database`]).
-pub(crate) fn unavailable(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(crate) fn db_error(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::from_database(err)
 }
 

@@ -122,9 +122,6 @@ fn default_millis(ms: &str) -> Duration {
 }
 
 fn check_url(s: &str) -> Result<(), String> {
-    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
-        return Err("must start with postgres:// or postgresql://".into());
-    }
     // Both messages name the part that could not be read, never the value.
     let tls = TlsUrl::parse(s)?;
     tls.rest
@@ -389,7 +386,7 @@ pub(crate) fn sqlx_url_options(
     url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
     TlsUrl::parse(url).map_err(crate::error::StoreError::misconfigured)?;
-    url.parse().map_err(crate::postgres::unavailable)
+    url.parse().map_err(crate::postgres::db_error)
 }
 
 /// The isolation level every session of the store runs at, whatever the database's

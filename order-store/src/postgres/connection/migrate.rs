@@ -111,7 +111,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
             .fetch_one(pool)
             .await
-            .map_err(crate::postgres::unavailable)?;
+            .map_err(crate::postgres::db_error)?;
     if applied.is_none() {
         return Ok(());
     }
@@ -120,7 +120,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
             continue;
         };
         let old = hex_decode(superseded.checksum);
-        let mut tx = pool.begin().await.map_err(crate::postgres::unavailable)?;
+        let mut tx = pool.begin().await.map_err(crate::postgres::db_error)?;
         let updated = sqlx::query(
             "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
         )
@@ -129,7 +129,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
         .bind(&old)
         .execute(&mut *tx)
         .await
-        .map_err(crate::postgres::unavailable)?;
+        .map_err(crate::postgres::db_error)?;
         if updated.rows_affected() == 0 {
             continue;
         }
@@ -146,7 +146,7 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
                     ))
                 })?;
         }
-        tx.commit().await.map_err(crate::postgres::unavailable)?;
+        tx.commit().await.map_err(crate::postgres::db_error)?;
         tracing::warn!(
             version = superseded.version,
             "a migration applied with a superseded text was brought to its current text"
@@ -199,7 +199,7 @@ async fn on_own_connection(
             ]),
         )
         .await
-        .map_err(crate::postgres::unavailable)?;
+        .map_err(crate::postgres::db_error)?;
     let result = async {
         // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` would still ask for the
         // CREATE privilege on the database, which a role that owns its schema may not have.
@@ -208,13 +208,13 @@ async fn on_own_connection(
                 .bind(schema)
                 .fetch_one(&pool)
                 .await
-                .map_err(crate::postgres::unavailable)?;
+                .map_err(crate::postgres::db_error)?;
         if !exists {
             // The name is a parsed `PgSchema`: nothing in it needs quoting.
             sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .execute(&pool)
                 .await
-                .map_err(crate::postgres::unavailable)?;
+                .map_err(crate::postgres::db_error)?;
         }
         repair_superseded(&migrator, &pool).await?;
         run(migrator, &pool).await

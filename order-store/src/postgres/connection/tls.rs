@@ -114,14 +114,16 @@ impl TlsUrl {
         url: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            // sqlx would try any scheme as PostgreSQL, and fail on the wire.
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // sqlx would try any scheme as PostgreSQL, and fail on the wire. Only the scheme is
+            // named: the rest may hold a password.
+            let scheme = url.split_once("://").map_or("none", |(scheme, _)| scheme);
             return Err(format!(
-                "not a PostgreSQL URL: the scheme is {}, not postgres:// or postgresql://",
-                parsed.scheme()
+                "not a PostgreSQL URL: it must start with postgres:// or postgresql:// \
+                 (the scheme is {scheme})"
             ));
         }
+        let mut parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         let mut mode = SslMode::Prefer;
         let mut given_mode = false;
         let mut root_cert = None;

@@ -28,7 +28,7 @@ use sqlx::{Connection, Row};
 
 use crate::error::StoreError;
 use crate::postgres::write::event_store::READ_LOG_AFTER;
-use crate::postgres::{unavailable, PgSettings};
+use crate::postgres::{db_error, PgSettings};
 
 /// Rows read per query.
 const BATCH: i64 = 5_000;
@@ -134,14 +134,14 @@ async fn snapshot(settings: &PgSettings, url: &str) -> Result<PgConnection, Stor
                 settings.acquire_timeout.as_millis()
             ))
         })?
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     sqlx::raw_sql(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
          SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0;",
     )
     .execute(&mut connection)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     Ok(connection)
 }
 
@@ -297,18 +297,18 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
     )
     .fetch_one(&mut read)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     let parked: Vec<i64> = sqlx::query_scalar(
         "SELECT position FROM parked_events WHERE projection = 'buy_order_view' ORDER BY position",
     )
     .fetch_all(&mut read)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     let mut write = snapshot(settings, write_url).await?;
     let ledger = sqlx::query("SELECT sold_sats, last_position FROM btc_ledger")
         .fetch_one(&mut write)
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let sold: i64 = ledger
         .try_get("sold_sats")
         .map_err(|e| corrupt("sold_sats", e))?;
@@ -319,19 +319,19 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
         sqlx::query_scalar("SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'")
             .fetch_optional(&mut write)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
     let epochs: Vec<(i32, i64)> = sqlx::query_as(
         "SELECT epoch, first_position FROM log_epochs ORDER BY first_position, epoch",
     )
     .fetch_all(&mut write)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     let rewinds: Vec<(Option<i32>, i64, i64, String)> = sqlx::query_as(
         "SELECT epoch, first_position, published_up_to, detail FROM log_rewinds ORDER BY id",
     )
     .fetch_all(&mut write)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
 
     let reader = EventReader::new();
     let (mut positions, mut orders, mut table) = (
@@ -349,7 +349,7 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
             .bind(BATCH)
             .fetch_all(&mut write)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let Some(last) = batch.last() else { break };
         let last: i64 = last
             .try_get("position")
@@ -370,7 +370,7 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
             .bind(last.min(checkpoint))
             .fetch_all(&mut read)
             .await
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .iter()
             .map(read_row)
             .collect::<Result<Vec<_>, _>>()?
@@ -456,7 +456,7 @@ pub async fn audit(settings: &PgSettings) -> Result<AuditReport, StoreError> {
     .bind(LISTED as i64 + 1)
     .fetch_all(&mut read)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     for row in &beyond {
         let (position, id): (i64, String) = (row.get("position"), row.get("id"));
         table.add(format!(

@@ -7,7 +7,7 @@ use sqlx::{Connection, PgConnection, Row};
 
 use crate::error::StoreError;
 use crate::log::Position;
-use crate::postgres::{unavailable, PgEventStore};
+use crate::postgres::{db_error, PgEventStore};
 
 /// The advisory lock key of the relay lease (any constant both sides agree on: "BOrelay"), in
 /// `public`; other schemas mix their name in ([`crate::postgres::connection::schema::lock_key`]).
@@ -47,7 +47,7 @@ impl RelayLease {
             .bind(self.key)
             .fetch_one(&mut self.connection);
         match tokio::time::timeout(LEASE_CALL_TIMEOUT, attempt).await {
-            Ok(got) => got.map_err(unavailable),
+            Ok(got) => got.map_err(db_error),
             Err(_) => Err(StoreError::Unavailable(
                 "the relay's session did not answer".into(),
             )),
@@ -83,7 +83,7 @@ impl RelayLease {
             .execute(&mut self.connection);
         match tokio::time::timeout(LEASE_CALL_TIMEOUT, update).await {
             Ok(Ok(done)) => Ok(done.rows_affected() == 1),
-            Ok(Err(err)) => Err(unavailable(err)),
+            Ok(Err(err)) => Err(db_error(err)),
             Err(_) => Ok(false), // no answer in time: as good as lost
         }
     }
@@ -242,11 +242,11 @@ impl PgEventStore {
         let open = async {
             let mut connection = PgConnection::connect_with(&options)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             let schema: String = sqlx::query_scalar("SELECT current_schema()")
                 .fetch_one(&mut connection)
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             Ok::<_, StoreError>(RelayLease {
                 connection,
                 key: crate::postgres::connection::schema::lock_key(RELAY_LOCK, &schema),

@@ -12,7 +12,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 
 use crate::error::StoreError;
 use crate::log::{EventLog, LogRead, LoggedEvent, Position, UnreadableLogged};
-use crate::postgres::{migrate_read, position_i64, unavailable, PgSettings};
+use crate::postgres::{db_error, migrate_read, position_i64, PgSettings};
 use crate::read_model::ReadModelWriter;
 
 /// Events read per step of a rebuild's bulk phase, whatever the live projector's batch.
@@ -224,7 +224,7 @@ pub(crate) async fn read_pool(settings: &PgSettings, plans: Plans) -> Result<Poo
     let pool = read_sessions_pool(settings, plans, settings.pool_size as usize, &[])?;
     // One session now, before the migrations (which connect through sqlx): a URL whose TLS
     // this client cannot satisfy fails at start-up, with this client's own reason.
-    drop(pool.get().await.map_err(crate::postgres::unavailable)?);
+    drop(pool.get().await.map_err(crate::postgres::db_error)?);
     migrate_read(settings).await?;
     Ok(pool)
 }
@@ -259,7 +259,7 @@ pub(crate) fn read_sessions_pool(
         .recycle_timeout(Some(settings.acquire_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(unavailable)
+        .map_err(db_error)
 }
 
 fn check_name(name: &str) -> Result<(), StoreError> {
@@ -306,7 +306,7 @@ impl<P: Projection> PgProjection<P> {
     ) -> Result<(), StoreError> {
         let name = self.projection.name();
         let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(db_error)?;
         // Locks the checkpoint: one projector applies at a time, and what it skips is decided
         // under the lock. The commit need not wait for its WAL flush: rows and checkpoint are
         // lost together in a crash, and applied again from the log (both requests pipelined).
@@ -317,7 +317,7 @@ impl<P: Projection> PgProjection<P> {
                 &by_name,
             )
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         let checkpoint: i64 = checkpoint.get(0);
         let first_fresh = events.partition_point(|e| (e.position.0 as i64) <= checkpoint);
         let fresh = &events[first_fresh..];
@@ -330,8 +330,8 @@ impl<P: Projection> PgProjection<P> {
             &[&self.projection.name(), &position_i64(last.position)?],
         )
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
     }
 
     /// Parks `unreadable` on `client` and moves the checkpoint to `last`.
@@ -341,22 +341,22 @@ impl<P: Projection> PgProjection<P> {
         unreadable: &[UnreadableLogged],
         last: Position,
     ) -> Result<(), StoreError> {
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(db_error)?;
         let name = self.projection.name();
         tx.query_one(
             "SELECT position FROM projector_checkpoint WHERE name = $1 FOR UPDATE",
             &[&name],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         insert_parked(&tx, &self.live, name, unreadable).await?;
         tx.execute(
             "UPDATE projector_checkpoint SET position = greatest(position, $2) WHERE name = $1",
             &[&name, &position_i64(last)?],
         )
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
     }
 
     /// Opens `projection` on the read database (`READ_DATABASE_URL`, else `DATABASE_URL`, in
@@ -370,7 +370,7 @@ impl<P: Projection> PgProjection<P> {
     /// session settings and TLS of every other: to read the projection's own tables by their
     /// unqualified names. Give it back (drop it) soon; the pool is shared with the projection.
     pub async fn session(&self) -> Result<crate::postgres::Session, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+        self.pool.get().await.map_err(db_error)
     }
 
     /// `projection` on an open, migrated pool of the read database whose sessions resolve
@@ -395,21 +395,21 @@ impl<P: Projection> PgProjection<P> {
             rebuild_lock: crate::postgres::connection::schema::lock_key(base, live),
             answer_within: settings.answer_deadline(),
         };
-        let mut client = this.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let mut client = this.pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
         tx.execute(
             "INSERT INTO projector_checkpoint (name, position) VALUES ($1, 0) \
              ON CONFLICT (name) DO NOTHING",
             &[&name],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         // `CREATE … IF NOT EXISTS` of tables that exist says so at NOTICE, on every start.
         tx.batch_execute("SET LOCAL client_min_messages TO warning")
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         this.projection.create(&tx, live).await?;
-        tx.commit().await.map_err(unavailable)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(this)
     }
 
@@ -439,11 +439,11 @@ impl<P: Projection> PgProjection<P> {
         batch: usize,
         progress: &(dyn Fn(Position, Position) + Sync),
     ) -> Result<Position, StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let mut client = self.pool.get().await.map_err(db_error)?;
         let locked: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&self.rebuild_lock])
             .await
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .get(0);
         if !locked {
             return Err(StoreError::unavailable(format!(
@@ -481,12 +481,12 @@ impl<P: Projection> PgProjection<P> {
                 "DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch};"
             ))
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let in_scratch = format!("SET LOCAL search_path TO {scratch}");
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.batch_execute(&in_scratch).await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(&in_scratch).await.map_err(db_error)?;
         self.projection.create(&tx, live).await?;
-        tx.commit().await.map_err(unavailable)?;
+        tx.commit().await.map_err(db_error)?;
 
         let head = log.head().await?;
         let mut done = Position::ZERO;
@@ -498,17 +498,17 @@ impl<P: Projection> PgProjection<P> {
         while let Some(last) = next.reached() {
             applied.refuse_unread(name, &next.unreadable)?;
             let step = async {
-                let tx = client.transaction().await.map_err(unavailable)?;
+                let tx = client.transaction().await.map_err(db_error)?;
                 tx.batch_execute(&format!(
                     "{in_scratch}; SET LOCAL synchronous_commit TO OFF"
                 ))
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
                 if !next.events.is_empty() {
                     self.projection.load(&tx, &next.events).await?;
                 }
                 insert_parked(&tx, live, name, &next.unreadable).await?;
-                tx.commit().await.map_err(unavailable)
+                tx.commit().await.map_err(db_error)
             };
             let (stepped, following) =
                 tokio::join!(step, log.read_after_with_unreadable(last, REBUILD_STEP));
@@ -520,14 +520,14 @@ impl<P: Projection> PgProjection<P> {
         }
         // The swap: under the checkpoint's lock (the live projector waits), add what arrived
         // meanwhile, then put the fresh tables in the old ones' place.
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.batch_execute(&in_scratch).await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(&in_scratch).await.map_err(db_error)?;
         tx.query_one(
             &format!("SELECT position FROM {live}.projector_checkpoint WHERE name = $1 FOR UPDATE"),
             &[&name],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         loop {
             let read: LogRead = log.read_after_with_unreadable(done, batch.max(1)).await?;
             let Some(last) = read.reached() else { break };
@@ -545,7 +545,7 @@ impl<P: Projection> PgProjection<P> {
                 "DROP TABLE IF EXISTS {live}.{table}; ALTER TABLE {scratch}.{table} SET SCHEMA {live};"
             ));
         }
-        tx.batch_execute(&swap).await.map_err(unavailable)?;
+        tx.batch_execute(&swap).await.map_err(db_error)?;
         tx.execute(
             &format!(
                 "DELETE FROM {live}.parked_events WHERE projection = $1 AND position <= $2 \
@@ -554,18 +554,18 @@ impl<P: Projection> PgProjection<P> {
             &[&name, &position_i64(done)?, &parked],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         tx.execute(
             &format!("UPDATE {live}.projector_checkpoint SET position = $2 WHERE name = $1"),
             &[&name, &position_i64(done)?],
         )
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {scratch} CASCADE"))
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         progress(done, done);
         Ok(done)
     }
@@ -591,7 +591,7 @@ impl<P: Projection> PgProjection<P> {
                 &[&self.projection.name()],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(AppliedLive {
             checkpoint: row.get(0),
             parked: row.get::<_, Vec<i64>>(1).into_iter().collect(),
@@ -600,7 +600,7 @@ impl<P: Projection> PgProjection<P> {
 
     /// Where the projection stands against `log`.
     pub async fn status(&self, log: &dyn EventLog) -> Result<ProjectionStatus, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.pool.get().await.map_err(db_error)?;
         let row = client
             .query_one(
                 "SELECT (SELECT position FROM projector_checkpoint WHERE name = $1), \
@@ -608,7 +608,7 @@ impl<P: Projection> PgProjection<P> {
                 &[&self.projection.name()],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let checkpoint = Position(row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64);
         let head = log.head().await?;
         Ok(ProjectionStatus {
@@ -623,14 +623,14 @@ impl<P: Projection> PgProjection<P> {
 #[async_trait]
 impl<P: Projection> ReadModelWriter for PgProjection<P> {
     async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let mut client = self.pool.get().await.map_err(db_error)?;
         let applied = self.apply_on(&mut client, events);
         let answer = tokio::time::timeout(self.answer_within, applied).await;
         self.settle(answer, client)
     }
 
     async fn checkpoint(&self) -> Result<Position, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.pool.get().await.map_err(db_error)?;
         let name = self.projection.name();
         let by_name: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
         let read = client.query_one(
@@ -638,7 +638,7 @@ impl<P: Projection> ReadModelWriter for PgProjection<P> {
             &by_name,
         );
         let answer = tokio::time::timeout(self.answer_within, read).await;
-        let answer = answer.map(|row| row.map_err(unavailable));
+        let answer = answer.map(|row| row.map_err(db_error));
         let row = self.settle(answer, client)?;
         Ok(Position(row.get::<_, i64>(0).max(0) as u64))
     }
@@ -647,14 +647,14 @@ impl<P: Projection> ReadModelWriter for PgProjection<P> {
         let Some(last) = unreadable.iter().map(|e| e.position).max() else {
             return Ok(());
         };
-        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let mut client = self.pool.get().await.map_err(db_error)?;
         let parked = self.park_on(&mut client, unreadable, last);
         let answer = tokio::time::timeout(self.answer_within, parked).await;
         self.settle(answer, client)
     }
 
     async fn parked(&self) -> Result<Vec<UnreadableLogged>, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
+        let client = self.pool.get().await.map_err(db_error)?;
         let rows = client
             .query(
                 "SELECT position, aggregate_id, sequence, reason FROM parked_events \
@@ -662,7 +662,7 @@ impl<P: Projection> ReadModelWriter for PgProjection<P> {
                 &[&self.projection.name()],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(rows
             .iter()
             .map(|row| UnreadableLogged {
@@ -736,7 +736,7 @@ async fn insert_parked(
             ],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use crate::postgres::read::projection::{
     read_pool, read_sessions_pool, PgProjection, Plans, Projection, Transaction,
 };
 use crate::postgres::read::read_sessions::SharedSessions;
-use crate::postgres::{unavailable, PgSettings};
+use crate::postgres::{db_error, PgSettings};
 use crate::read_model::{ReadModel, ReadModelWriter};
 use crate::view::{OrderView, Page, PageRequest, Scope};
 
@@ -175,7 +175,7 @@ impl PgReadModel {
                     .await
             }
         }
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         Ok(rows
             .iter()
             .map(|row| row.get::<_, String>(0))
@@ -192,7 +192,7 @@ impl PgReadModel {
         let row = client
             .query_one("SHOW plan_cache_mode", &[])
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(row.get(0))
     }
 
@@ -208,11 +208,11 @@ impl PgReadModel {
                 let statement = client
                     .prepare_cached("SELECT position, client_id FROM buy_order_view WHERE id = $1")
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                 client
                     .query_opt(&statement, &[id.as_uuid()])
                     .await
-                    .map_err(unavailable)
+                    .map_err(db_error)
             })
             .await?;
         Ok(row.and_then(|row| {
@@ -239,7 +239,7 @@ impl PgReadModel {
                 &[],
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let (Some(first), Some(last)) = (
             bounds.get::<_, Option<i64>>(0),
             bounds.get::<_, Option<i64>>(1),
@@ -268,7 +268,7 @@ impl PgReadModel {
                     &[&positions, &clients],
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             after = reached;
         }
         Ok(filled)
@@ -287,7 +287,7 @@ async fn copy_rows(tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), S
              btc_rate, btc_amount, client_id) FROM STDIN BINARY"
         ))
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let types = [
         Type::INT8,
         Type::UUID,
@@ -314,9 +314,9 @@ async fn copy_rows(tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), S
             &placed.satoshis.to_btc_decimal(),
             &placed.client_id.as_str(),
         ];
-        writer.as_mut().write(&row).await.map_err(unavailable)?;
+        writer.as_mut().write(&row).await.map_err(db_error)?;
     }
-    writer.finish().await.map_err(unavailable)?;
+    writer.finish().await.map_err(db_error)?;
     Ok(())
 }
 
@@ -361,7 +361,7 @@ async fn insert_rows<'e>(
         &[&positions, &ids, &times, &currencies, &amounts, &rates, &btcs, &clients],
     )
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     Ok(())
 }
 
@@ -418,7 +418,7 @@ impl Projection for OrderViewProjection {
             "CREATE TABLE IF NOT EXISTS {TABLE} (LIKE {live}.{TABLE} INCLUDING ALL)"
         ))
         .await
-        .map_err(unavailable)
+        .map_err(db_error)
     }
 
     async fn apply(&self, tx: &Transaction<'_>, events: &[LoggedEvent]) -> Result<(), StoreError> {
@@ -473,8 +473,8 @@ impl ReadModel for PgReadModel {
                     params.push(after);
                 }
                 params.push(&size);
-                let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
-                client.query(&statement, &params).await.map_err(unavailable)
+                let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+                client.query(&statement, &params).await.map_err(db_error)
             })
             .await?;
         // A page after a reference ends with a row of NULLs when this scope sees no such order.
@@ -503,11 +503,11 @@ impl ReadModel for PgReadModel {
                 if let Some(owner) = &owner {
                     params.push(owner);
                 }
-                let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+                let statement = client.prepare_cached(sql).await.map_err(db_error)?;
                 client
                     .query_opt(&statement, &params)
                     .await
-                    .map_err(unavailable)
+                    .map_err(db_error)
             })
             .await?;
         Ok(row.as_ref().map(to_view).transpose()?)
@@ -516,7 +516,7 @@ impl ReadModel for PgReadModel {
     async fn ping(&self) -> Result<(), StoreError> {
         self.shared
             .read(|client| async move {
-                client.simple_query("SELECT 1").await.map_err(unavailable)?;
+                client.simple_query("SELECT 1").await.map_err(db_error)?;
                 Ok(())
             })
             .await

@@ -180,7 +180,7 @@ impl SharedSessions {
         F: FnOnce(Arc<Session>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let counted = self.get().await.map_err(crate::postgres::unavailable)?;
+        let counted = self.get().await.map_err(crate::postgres::db_error)?;
         let answer_within = self.answer_within;
         let sent = read(counted.0.clone());
         let task = tokio::spawn(async move {

@@ -23,7 +23,7 @@ use crate::postgres::write::group_commit::{
     is_definite, Appended, Batching, GroupCommit, Row as AppendRow,
 };
 use crate::postgres::write::group_load::GroupLoad;
-use crate::postgres::{migrate_write, unavailable, PgSettings};
+use crate::postgres::{db_error, migrate_write, PgSettings};
 use crate::writer::Ledger;
 
 /// How long the LISTEN session may stay quiet before it is probed (see `listen`).
@@ -134,13 +134,13 @@ impl PgEventStore {
     /// the history is the audit trail of the rule); refused below the BTC already sold. Takes
     /// the ledger's row lock, so it is serialised with every commit.
     pub async fn set_cap(&self, cap: BtcCap, reason: &str) -> Result<CapChange, CapError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let (sold, previous) = lock_ledger(&mut tx).await?;
         if cap.limit() < sold {
             return Err(CapError::BelowSold { cap, sold });
         }
         let change = write_cap(&mut tx, Some(previous), cap, reason).await?;
-        tx.commit().await.map_err(unavailable)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(change)
     }
 
@@ -151,7 +151,7 @@ impl PgEventStore {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
         rows.iter().map(cap_change).collect()
     }
 
@@ -167,7 +167,7 @@ impl PgEventStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(settings.sqlx_options(url)?)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let mut store = Self::with_pool(pool)
             .with_batching(settings.batching)
             .with_answer_deadline(settings.answer_deadline());
@@ -237,10 +237,10 @@ impl PgEventStore {
             Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
         >,
     ) -> Result<T, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
+        let mut connection = self.pool.acquire().await.map_err(db_error)?;
         let answer = tokio::time::timeout(self.answer_within, statement(&mut connection)).await;
         crate::postgres::write::group_commit::settle(answer, connection, self.answer_within)
-            .map_err(unavailable)
+            .map_err(db_error)
     }
 
     /// The pool, for tests that write what no writer of this build would (feature
@@ -270,7 +270,7 @@ impl PgEventStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         Ok(lines.join("\n"))
     }
 
@@ -280,7 +280,7 @@ impl PgEventStore {
         let row = sqlx::query("SELECT sold_sats, cap_sats FROM btc_ledger")
             .fetch_one(&self.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let sold = sats(row.get(0), "sold_sats")?;
         let mut ledger = BtcLedger::new(BtcCap::new(sats(row.get(1), "cap_sats")?));
         ledger.reserve(sold).map_err(|_| {
@@ -350,7 +350,7 @@ async fn lock_ledger(
     let row = sqlx::query("SELECT sold_sats, cap_sats FROM btc_ledger FOR UPDATE")
         .fetch_one(&mut **tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     Ok((
         sats(row.get(0), "sold_sats")?,
         sats(row.get(1), "cap_sats")?,
@@ -369,7 +369,7 @@ async fn write_cap(
         .bind(cap_sats)
         .execute(&mut **tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let row = sqlx::query(
         "INSERT INTO btc_cap_changes (previous_sats, cap_sats, reason) VALUES ($1, $2, $3) \
          RETURNING changed_at, previous_sats, cap_sats, reason",
@@ -379,7 +379,7 @@ async fn write_cap(
     .bind(reason)
     .fetch_one(&mut **tx)
     .await
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     cap_change(&row)
 }
 
@@ -400,12 +400,12 @@ fn cap_change(row: &sqlx::postgres::PgRow) -> Result<CapChange, StoreError> {
 /// Seeds the cap with `seed` if it has never been set (under the ledger's lock, so processes
 /// starting together agree); returns the cap in force.
 async fn seed_cap(pool: &PgPool, seed: BtcCap) -> Result<BtcCap, StoreError> {
-    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
     let (sold, stored) = lock_ledger(&mut tx).await?;
     let ever_set: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM btc_cap_changes)")
         .fetch_one(&mut *tx)
         .await
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     if ever_set {
         return Ok(BtcCap::new(stored));
     }
@@ -415,7 +415,7 @@ async fn seed_cap(pool: &PgPool, seed: BtcCap) -> Result<BtcCap, StoreError> {
         )));
     }
     write_cap(&mut tx, None, seed, "seeded from MAX_TOTAL_BTC at start-up").await?;
-    tx.commit().await.map_err(unavailable)?;
+    tx.commit().await.map_err(db_error)?;
     Ok(seed)
 }
 
@@ -675,7 +675,7 @@ impl Ledger for PgEventStore {
         // went silent fails the probe, whatever the last commit said.
         let round_trip = sqlx::query("SELECT 1").execute(&self.pool);
         match tokio::time::timeout(self.answer_within, round_trip).await {
-            Ok(answer) => answer.map(drop).map_err(crate::postgres::unavailable),
+            Ok(answer) => answer.map(drop).map_err(crate::postgres::db_error),
             Err(_) => Err(StoreError::unavailable(format!(
                 "the database did not answer within {} ms",
                 self.answer_within.as_millis()
