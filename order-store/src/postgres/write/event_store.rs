@@ -671,16 +671,12 @@ fn in_doubt(err: Box<dyn std::error::Error + Send + Sync>) -> AggregateError<Buy
 #[async_trait]
 impl Ledger for PgEventStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        // A round trip on a pooled session, bounded as a commit's answer is: a database that
-        // went silent fails the probe, whatever the last commit said.
-        let round_trip = sqlx::query("SELECT 1").execute(&self.pool);
-        match tokio::time::timeout(self.answer_within, round_trip).await {
-            Ok(answer) => answer.map(drop).map_err(crate::postgres::db_error),
-            Err(_) => Err(StoreError::unavailable(format!(
-                "the database did not answer within {} ms",
-                self.answer_within.as_millis()
-            ))),
-        }
+        // A round trip on a pooled session, bounded as every statement's answer is: a
+        // database that went silent fails the probe (and its session is closed), whatever the
+        // last commit said.
+        self.answered(|connection| Box::pin(sqlx::query("SELECT 1").execute(connection)))
+            .await
+            .map(drop)
     }
 
     async fn remaining(&self) -> Result<Satoshis, StoreError> {
