@@ -24,42 +24,40 @@ pub use config::{BusSettings, QueueType};
 pub use error::BusError;
 pub use message::Topology;
 
-/// Unlabelled counters of event-bus and their help.
-const COUNTERS: &[(&str, &str)] = &[
-    (
+use service_kit::metrics_doc::MetricDoc;
+
+/// The metrics event-bus records, with their help: the relay's and the dead-letter queue's.
+pub const METRICS: &[MetricDoc] = &[
+    MetricDoc::counter(
         "events_published_total",
         "Events the active relay published",
     ),
-    (
+    MetricDoc::counter(
         "relay_batches_abandoned_total",
         "Publish batches abandoned because their caller was gone",
     ),
-    (
+    MetricDoc::counter(
         "relay_log_rewinds_total",
         "Times the relay found the log behind what it had published (a failover lost events)",
     ),
-    (
+    MetricDoc::counter(
         "messages_dead_lettered_total",
         "Queue messages dead-lettered (unreadable, or not the stored event)",
     ),
-];
-
-/// Gauges of event-bus and their help.
-const GAUGES: &[(&str, &str)] = &[
-    ("relay_active", "1 while this process holds the relay lease"),
-    (
+    MetricDoc::gauge("relay_active", "1 while this process holds the relay lease"),
+    MetricDoc::gauge(
         "relay_backlog_events",
         "Events the active relay has still to publish",
     ),
-    (
+    MetricDoc::gauge(
         "relay_lag_seconds",
         "Age of the newest event the active relay published",
     ),
-    (
+    MetricDoc::gauge(
         "relay_rewound_positions",
         "Positions published before the last rewind that the log no longer holds",
     ),
-    (
+    MetricDoc::gauge(
         "dead_letter_queue_messages",
         "Messages waiting in the projector's dead-letter queue",
     ),
@@ -67,11 +65,5 @@ const GAUGES: &[(&str, &str)] = &[
 
 /// Describes event-bus's metrics (`# HELP`) and registers its counters at 0.
 pub fn describe_metrics() {
-    for &(name, help) in COUNTERS {
-        metrics::describe_counter!(name, help);
-        metrics::counter!(name).increment(0);
-    }
-    for &(name, help) in GAUGES {
-        metrics::describe_gauge!(name, help);
-    }
+    service_kit::metrics_doc::describe(METRICS);
 }
