@@ -10,7 +10,7 @@
 # their keys to $RUN/api-key and $RUN/admin-key (mode 600), e.g.
 #   BUY_ORDERS_API_KEY=$(cat deploy/.run/api-key) curl/put_buy_order.sh
 # Logs and pid files: deploy/.run/. Settings (environment): LOCAL_NAME (database and vhost name,
-# default buy_orders_local), LOCAL_BASE_PORT (default 8777: api-write i listens on BASE+10*i,
+# default buy_orders_local), LOCAL_AMQP_BASE and LOCAL_AMQP_QUERY (the broker, e.g. over amqps), LOCAL_BASE_PORT (default 8777: api-write i listens on BASE+10*i,
 # api-read on BASE+1, the projector's /metrics on BASE+2), PRICE_SOURCE (default simulated), MAX_TOTAL_BTC, LOCAL_RUN_DIR (default
 # deploy/.run), LOCAL_BIN_DIR (use these binaries instead of building release ones).
 set -euo pipefail
@@ -21,7 +21,9 @@ BASE=${LOCAL_BASE_PORT:-8777}
 PG_ADMIN=(psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q)
 # LOCAL_DB_QUERY: parameters appended to the database URL (`sslmode=disable`, say).
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$NAME${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}"
-AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$NAME"
+# LOCAL_AMQP_BASE: the broker without its vhost (an amqps:// endpoint, say); LOCAL_AMQP_QUERY: its
+# URL parameters (RabbitMQ's TLS ones: `cacertfile=…`).
+AMQP_URL="${LOCAL_AMQP_BASE:-amqp://guest:guest@127.0.0.1:5672}/$NAME${LOCAL_AMQP_QUERY:+?$LOCAL_AMQP_QUERY}"
 
 die() { echo "local.sh: $*" >&2; exit 1; }
 healthy() { curl -fsS -m 1 "http://127.0.0.1:$1/healthcheck" >/dev/null 2>&1; }

@@ -13,6 +13,24 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
+    orders_flow_through(&amqp_url()).await;
+}
+
+/// The same through a TLS endpoint, as a managed broker offers only: the relay publishes and
+/// the projector consumes over amqps://, verifying the broker's certificate (issued by the
+/// test's own authority) and host name.
+#[tokio::test]
+async fn orders_flow_end_to_end_over_amqps() {
+    let ca = settings_kit::testing::TestCa::new("e2e-amqps");
+    let broker = event_bus::testing::TlsBroker::start(&ca.issue("localhost", &["localhost"]), None);
+    orders_flow_through(&broker.url(
+        "localhost",
+        &format!("cacertfile={}", ca.certificate().display()),
+    ))
+    .await;
+}
+
+async fn orders_flow_through(amqp: &str) {
     let db = TestDb::create().await;
     let topology = TestTopology::create();
     let config = Config::try_parse_from([
@@ -21,7 +39,7 @@ async fn orders_through_api_write_appear_in_get_buy_orders_via_rabbitmq() {
         "--read-addr=127.0.0.1:0",
         "--price-source=fixed:USD=48478.88,EUR=41191.91,GBP=35330.89",
         &format!("--database-url={}", db.url()),
-        &format!("--amqp-url={}", amqp_url()),
+        &format!("--amqp-url={amqp}"),
         &format!("--amqp-exchange={}", topology.topology.exchange),
         &format!("--amqp-queue={}", topology.topology.queue),
     ])

@@ -15,8 +15,10 @@ fn parse_url() -> SecretUrlParser {
 /// Where the broker is and what the topology is called.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BusSettings {
-    /// RabbitMQ (`amqp://user:pass@host:port/vhost`). Unset: no broker (api-write does not
-    /// publish; the projector tails the event store directly).
+    /// RabbitMQ (`amqp://user:pass@host:port/vhost`, or `amqps://…` over TLS with RabbitMQ's
+    /// `cacertfile`, `certfile`, `keyfile`, `verify`, `server_name_indication` parameters).
+    /// Unset: no broker (api-write does not publish; the projector tails the event store
+    /// directly).
     #[arg(long = "amqp-url", env = "AMQP_URL", value_name = "AMQP_URL", value_parser = parse_url(), hide_env_values = true)]
     pub amqp_url: Option<SecretUrl>,
     /// The durable topic exchange events are published to.

@@ -189,3 +189,88 @@ impl Drop for PrivateBroker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TLS endpoint in front of the tests' broker ([`amqp_url`]): Debian's `stunnel4` on a port
+/// of its own, presenting a certificate the test made (`settings_kit::testing::TestCa`), as a
+/// managed broker's `amqps://` endpoint does. It can also require a client certificate. Stopped
+/// when dropped.
+pub struct TlsBroker {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl TlsBroker {
+    /// Serves TLS with `server` (a certificate and key) and forwards to the broker. With
+    /// `client_ca`, a client must present a certificate that authority signed.
+    pub fn start(
+        server: &settings_kit::testing::Issued,
+        client_ca: Option<&std::path::Path>,
+    ) -> TlsBroker {
+        let behind = parse(&amqp_url()).expect("TEST_AMQP_URL");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!(
+            "bo-stunnel-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for stunnel");
+        let mut conf = format!(
+            "foreground = yes\npid =\noutput = {log}\n\n[amqps]\naccept = 127.0.0.1:{port}\n\
+             connect = {host}:{target}\ncert = {cert}\nkey = {key}\n",
+            log = dir.join("log").display(),
+            host = behind.host,
+            target = behind.port,
+            cert = server.cert.display(),
+            key = server.key.display(),
+        );
+        if let Some(ca) = client_ca {
+            conf.push_str(&format!("verifyChain = yes\nCAfile = {}\n", ca.display()));
+        }
+        let conf_path = dir.join("stunnel.conf");
+        std::fs::write(&conf_path, conf).expect("stunnel.conf");
+        let child = std::process::Command::new("stunnel4")
+            .arg(&conf_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("stunnel4 is needed (Debian's stunnel4, see .ci/run): {e}"));
+        let tls = TlsBroker { child, port, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stunnel did not listen on {port}: {}",
+                std::fs::read_to_string(tls.dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        tls
+    }
+
+    /// Its port, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// An `amqps://` URL of it through `host` (which the certificate may or may not name),
+    /// with `query` (RabbitMQ's TLS parameters) if not empty.
+    pub fn url(&self, host: &str, query: &str) -> String {
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("amqps://guest:guest@{host}:{}/%2f{query}", self.port)
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -11,6 +11,8 @@
 
 mod millis;
 mod secret;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use millis::parse_millis;
 #[cfg(feature = "cli")]
