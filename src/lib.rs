@@ -226,6 +226,19 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
+impl AdminError {
+    /// The command's exit status: 2 when a setting is wrong (running it again will not help),
+    /// as the services exit; 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            AdminError::Clients(api_keys::ClientError::Store(err))
+            | AdminError::Cap(order_store::postgres::CapError::Store(err))
+            | AdminError::Store(err) => err.exit_status(),
+            AdminError::Clients(_) | AdminError::Cap(_) => 1,
+        }
+    }
+}
+
 /// Runs `buy-orders clients …` on `DATABASE_URL`. What it returns goes to standard output (for
 /// `add`, the key alone); what it says about itself it logs to standard error.
 pub async fn clients(db: &PgSettings, command: &ClientsCommand) -> Result<String, AdminError> {

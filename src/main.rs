@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("buy-orders {name}: {err}");
-                ExitCode::FAILURE
+                ExitCode::from(err.exit_status())
             }
         };
     }

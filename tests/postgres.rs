@@ -217,80 +217,253 @@ fn free_ports() -> [u16; 3] {
     [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port())
 }
 
-/// `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT` and `PGSSLKEY` in the environment mean the same on
-/// the write side (sqlx reads them) and the read side (tokio-postgres does not: the store reads
-/// them for it), in every binary: with `PGSSLMODE=verify-full` and no `sslmode` in the URL, a
-/// server reached by a name its certificate does not carry is refused everywhere (the read side
-/// used to accept any certificate), the right name is accepted, and a client certificate is
-/// refused with the reason.
+/// A service binary on `url` with `env`, on the three ports (write, read, projector), its
+/// standard error kept.
+fn spawn_service(
+    name: &str,
+    url: &str,
+    env: &[(&str, &str)],
+    port: [u16; 3],
+) -> tokio::process::Child {
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mut command = tokio::process::Command::new(dir.join(name));
+    command
+        .env("DATABASE_URL", url)
+        .env_remove("READ_DATABASE_URL")
+        .env_remove("AMQP_URL")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY")
+        .env(
+            "PRICE_SOURCE",
+            "fixed:USD=48478.88,EUR=41191.91,GBP=35330.89",
+        )
+        .env("WRITE_ADDR", format!("127.0.0.1:{}", port[0]))
+        .env("READ_ADDR", format!("127.0.0.1:{}", port[1]))
+        .env("PROJECTOR_ADDR", format!("127.0.0.1:{}", port[2]))
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command.spawn().unwrap()
+}
+
+/// Waits for a service that must refuse to start: its exit code and standard error.
+async fn refused(name: &str, child: tokio::process::Child) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} started; it must refuse"))
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Waits until the service answers its health check on `port`.
+async fn healthy(name: &str, child: &mut tokio::process::Child, port: u16) {
+    for _ in 0..150 {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                use tokio::io::AsyncReadExt as _;
+                let _ = err.read_to_string(&mut stderr).await;
+            }
+            panic!("{name} stopped ({status}): {stderr}");
+        }
+        let answer = reqwest::get(format!("http://127.0.0.1:{port}/healthcheck")).await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} never became healthy");
+}
+
+/// `PGSSLMODE` and `PGSSLROOTCERT` in the environment mean the same on the write side (sqlx
+/// reads them) and the read side (tokio-postgres does not: the store reads them for it), in
+/// every binary: with `PGSSLMODE=verify-full` and no `sslmode` in the URL, a server reached by a
+/// name its certificate does not carry is refused everywhere (the read side used to accept any
+/// certificate), and the right name is accepted. (`PGSSLCERT` and `PGSSLKEY`: below.)
 #[tokio::test]
 async fn the_pgssl_variables_mean_the_same_on_every_side_of_every_binary() {
     let db = TestDb::create().await;
     let cert = order_store::testing::server_certificate(db.url()).await;
     let by_name = db.url().replacen("@127.0.0.1:", "@localhost:", 1);
-    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let run = |name: &str, url: &str, env: &[(&str, &str)], port: [u16; 3]| {
-        let mut command = tokio::process::Command::new(dir.join(name));
-        command
-            .env("DATABASE_URL", url)
-            .env_remove("READ_DATABASE_URL")
-            .env_remove("AMQP_URL")
-            .env("AUTH", "off")
-            .env("PRICE_SOURCE", "simulated")
-            .env("WRITE_ADDR", format!("127.0.0.1:{}", port[0]))
-            .env("READ_ADDR", format!("127.0.0.1:{}", port[1]))
-            .env("PROJECTOR_ADDR", format!("127.0.0.1:{}", port[2]))
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        command.spawn().unwrap()
-    };
     let verify = [
         ("PGSSLMODE", "verify-full"),
         ("PGSSLROOTCERT", cert.as_str()),
+        ("AUTH", "off"),
     ];
     for name in ["api-write", "api-read", "projector"] {
         let port = free_ports();
         // The wrong name: refused as a setting to fix, naming why.
-        for env in [&verify[..], &[("PGSSLCERT", "/tmp/client.pem")][..]] {
-            let child = run(name, db.url(), env, port);
-            let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-                .await
-                .unwrap_or_else(|_| panic!("{name} with {env:?} started; it must refuse"))
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(2), "{name} {env:?}: {stderr}");
-            let says = if env[0].0 == "PGSSLCERT" {
-                "client certificates are not supported"
-            } else {
-                "not valid for name"
-            };
-            assert!(stderr.contains(says), "{name} {env:?}: {stderr}");
-        }
+        let (code, stderr) = refused(name, spawn_service(name, db.url(), &verify, port)).await;
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("not valid for name"), "{name}: {stderr}");
         // The name the certificate carries: it starts, and answers its health check.
-        let mut child = run(name, &by_name, &verify, port);
+        let mut child = spawn_service(name, &by_name, &verify, port);
         let health_port = match name {
             "api-write" => port[0],
             "api-read" => port[1],
             _ => port[2],
         };
-        let mut healthy = false;
-        for _ in 0..100 {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} stopped ({status}) with the right name");
-            }
-            let answer = reqwest::get(format!("http://127.0.0.1:{health_port}/healthcheck")).await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                healthy = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        healthy(name, &mut child, health_port).await;
         child.kill().await.unwrap();
-        assert!(healthy, "{name} verified the right name and serves");
+    }
+}
+
+/// A server that authenticates clients by certificate alone (`hostssl … cert`, as some managed
+/// platforms require), with a CA the test makes: every binary, on every connection of both
+/// drivers (the store's sqlx pools, the key registry, the read table's tokio-postgres
+/// sessions), presents the certificate given by `PGSSLCERT`/`PGSSLKEY` or by `sslcert`/`sslkey`
+/// in the URL. An order placed through api-write is projected and read back through api-read.
+/// Without a certificate, or with one from another authority, each refuses to start, saying
+/// so. They used to refuse any client certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_binary_presents_a_client_certificate_where_the_server_requires_one() {
+    use order_store::testing::PrivateServer;
+    use settings_kit::testing::TestCa;
+
+    let ca = TestCa::new("pg-mtls");
+    let server_pair = ca.issue("localhost", &["localhost"]);
+    let client = ca.issue("postgres", &[]);
+    let strangers = TestCa::new("pg-stranger");
+    let stranger = strangers.issue("postgres", &[]);
+    let server = {
+        let (ca, cert, key) = (
+            ca.certificate(),
+            server_pair.cert.clone(),
+            server_pair.key.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            PrivateServer::requiring_client_certificates(&ca, &cert, &key)
+        })
+        .await
+        .unwrap()
+    };
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres",
+        server.addr().port()
+    );
+    let (ca_pem, cert, key) = (
+        ca.certificate().display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let from_env = [
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca_pem.as_str()),
+        ("PGSSLCERT", cert.as_str()),
+        ("PGSSLKEY", key.as_str()),
+    ];
+    let in_url =
+        format!("{url}?sslmode=verify-full&sslrootcert={ca_pem}&sslcert={cert}&sslkey={key}");
+    let cli = |args: &[&str], env: &[(&str, &str)], url: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_buy-orders"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env_remove("PGSSLMODE")
+            .env_remove("PGSSLCERT")
+            .env_remove("PGSSLKEY")
+            .env_remove("PGSSLROOTCERT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // Without a certificate the server says why, and it is a setting to fix (exit 2).
+    let (code, _, stderr) = cli(&["migrate"], &from_env[..2], &url);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // One from another authority: the server ends the handshake.
+    let (stranger_cert, stranger_key) = (
+        stranger.cert.display().to_string(),
+        stranger.key.display().to_string(),
+    );
+    let (code, _, stderr) = cli(
+        &["migrate"],
+        &[
+            from_env[0],
+            from_env[1],
+            ("PGSSLCERT", &stranger_cert),
+            ("PGSSLKEY", &stranger_key),
+        ],
+        &url,
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("unknown ca") || stderr.contains("UnknownCA"),
+        "{stderr}"
+    );
+    // With it: the migrations and a client's key.
+    let (code, _, stderr) = cli(&["migrate"], &from_env, &url);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, api_key, stderr) = cli(&["clients", "add", "mtls-shop"], &[], &in_url);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let port = free_ports();
+    let mut writer = spawn_service("api-write", &url, &from_env, port);
+    let mut projector = spawn_service("projector", &in_url, &[], port);
+    let mut reader = spawn_service("api-read", &url, &from_env, port);
+    healthy("api-write", &mut writer, port[0]).await;
+    healthy("projector", &mut projector, port[2]).await;
+    healthy("api-read", &mut reader, port[1]).await;
+    let http = reqwest::Client::new();
+    let placed: Value = http
+        .put(format!("http://127.0.0.1:{}/buy_order", port[0]))
+        .bearer_auth(&api_key)
+        .json(&json!({"currency": "EUR", "amount": "10.00",
+                      "idempotence_key": uuid::Uuid::new_v4().to_string()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = placed["buy_order"]["id"]
+        .as_str()
+        .expect("placed")
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = http
+            .get(format!("http://127.0.0.1:{}/buy_orders", port[1]))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["rows"][0]["id"] == id.as_str() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order was not projected: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for mut child in [writer, projector, reader] {
+        child.kill().await.unwrap();
+    }
+    // Each service without the certificate refuses to start, as a setting to fix.
+    for name in ["api-write", "api-read", "projector"] {
+        let (code, stderr) = refused(
+            name,
+            spawn_service(name, &url, &from_env[..2], free_ports()),
+        )
+        .await;
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("certificate"), "{name}: {stderr}");
     }
 }

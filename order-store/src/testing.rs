@@ -551,6 +551,53 @@ impl PrivateServer {
         server
     }
 
+    /// A server that takes TCP connections only over TLS with a client certificate signed by
+    /// `ca` (`hostssl … cert`: the user is the certificate's common name; no password, no
+    /// plain connection), presenting `cert` and `key` as its own: what some managed platforms
+    /// require. Local socket connections stay trusted (for `pg_ctl`).
+    pub fn requiring_client_certificates(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> PrivateServer {
+        let server = PrivateServer {
+            bin: Self::bin_dir(),
+            dir: Self::new_dir("mtls"),
+            port: Self::free_port(),
+        };
+        let data = server.data();
+        server.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        );
+        for (from, name) in [(ca, "ca.pem"), (cert, "server.pem"), (key, "server.key")] {
+            let to = format!("{data}/{name}");
+            std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {from:?}: {e}"));
+            let _ = std::process::Command::new("chown")
+                .args(["postgres:postgres", &to])
+                .status();
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            format!("{data}/server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod 600 the server's key");
+        std::fs::write(
+            format!("{data}/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 cert\n",
+        )
+        .expect("pg_hba.conf");
+        server.configure(&[
+            "ssl = on",
+            "ssl_ca_file = 'ca.pem'",
+            "ssl_cert_file = 'server.pem'",
+            "ssl_key_file = 'server.key'",
+        ]);
+        server.start();
+        server
+    }
+
     /// A streaming standby of `primary`, copied with `pg_basebackup`, following it through
     /// `via` (host:port: a proxy the test can cut), started.
     pub fn standby(primary: &PrivateServer, via: std::net::SocketAddr) -> PrivateServer {

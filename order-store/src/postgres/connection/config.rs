@@ -385,8 +385,10 @@ impl PgSettings {
 pub(crate) fn sqlx_url_options(
     url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, crate::error::StoreError> {
-    TlsUrl::parse(url).map_err(crate::error::StoreError::misconfigured)?;
-    url.parse().map_err(crate::postgres::db_error)
+    let tls = TlsUrl::parse(url).map_err(crate::error::StoreError::misconfigured)?;
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().map_err(crate::postgres::db_error)?;
+    Ok(tls.apply_to_sqlx(options))
 }
 
 /// The isolation level every session of the store runs at, whatever the database's

@@ -14,10 +14,16 @@
 //! | `require`     | yes, or no connection | not checked                           |
 //! | `verify-full` | yes, or no connection | chain to a trusted root, and the host |
 //!
+//! A client certificate, for servers that authenticate by one (`hostssl … cert`), is given as
+//! libpq gives it: `sslcert` (the certificate, PEM, with any intermediates after it) and
+//! `sslkey` (its private key, PEM), both or neither. It is presented on every connection of both
+//! drivers.
+//!
 //! A parameter the URL does not give is taken from the environment, as libpq and sqlx take it:
-//! `PGSSLMODE`, `PGSSLROOTCERT`. Read here once for both drivers, so the read side verifies
-//! exactly when the write side does (tokio-postgres reads neither). `PGSSLCERT` and `PGSSLKEY`
-//! (client certificates, which sqlx alone would use) are refused, as `sslcert` and `sslkey` are.
+//! `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`. Read here once, and handed to both
+//! drivers from here (sqlx's own reading of the environment is overridden with the same
+//! values), so the read side verifies and authenticates exactly as the write side does
+//! (tokio-postgres reads none of them).
 //!
 //! `verify-ca` (the chain without the host name) is refused with a reason: sqlx 0.8.6 fails it
 //! against current rustls (launchbadge/sqlx#3793: its verifier does not recognise rustls's
@@ -31,7 +37,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_postgres::config::SslMode as TokioSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -96,10 +102,12 @@ const CONNECT_PARAMETERS: &[&str] = &[
 /// A PostgreSQL URL split into what tokio-postgres reads and the TLS parameters it does not.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsUrl {
-    /// The URL without `sslmode` and `sslrootcert`.
+    /// The URL without `sslmode`, `sslrootcert`, `sslcert` and `sslkey`.
     pub(crate) rest: String,
     pub(crate) mode: SslMode,
     pub(crate) root_cert: Option<PathBuf>,
+    /// The client certificate (`sslcert`) and its key (`sslkey`).
+    pub(crate) client: Option<(PathBuf, PathBuf)>,
 }
 
 impl TlsUrl {
@@ -127,6 +135,7 @@ impl TlsUrl {
         let mut mode = SslMode::Prefer;
         let mut given_mode = false;
         let mut root_cert = None;
+        let (mut sslcert, mut sslkey) = (None, None);
         let mut rest = Vec::new();
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
@@ -135,9 +144,8 @@ impl TlsUrl {
                     given_mode = true;
                 }
                 "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
-                "sslcert" | "sslkey" => {
-                    return Err(format!("{key}: client certificates are not supported"))
-                }
+                "sslcert" => sslcert = Some(PathBuf::from(value.as_ref())),
+                "sslkey" => sslkey = Some(PathBuf::from(value.as_ref())),
                 known if CONNECT_PARAMETERS.contains(&known) => {
                     rest.push((key.into_owned(), value.into_owned()))
                 }
@@ -151,11 +159,24 @@ impl TlsUrl {
             }
         }
         let env = |name: &str| env(name).filter(|value| !value.is_empty());
-        for name in ["PGSSLCERT", "PGSSLKEY"] {
-            if env(name).is_some() {
-                return Err(format!("{name}: client certificates are not supported"));
+        let cert = sslcert.or_else(|| env("PGSSLCERT").map(PathBuf::from));
+        let key = sslkey.or_else(|| env("PGSSLKEY").map(PathBuf::from));
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                // Fail at start-up: both files must read as what they are.
+                read_certificates("sslcert", &cert)?;
+                read_key(&key)?;
+                Some((cert, key))
             }
-        }
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "sslcert and sslkey (or PGSSLCERT and PGSSLKEY) go together: a \
+                            client certificate needs its key"
+                        .into(),
+                )
+            }
+        };
         if !given_mode {
             if let Some(value) = env("PGSSLMODE") {
                 mode = SslMode::parse(&value).map_err(|reason| format!("PGSSLMODE: {reason}"))?;
@@ -171,13 +192,36 @@ impl TlsUrl {
         }
         if let Some(path) = &root_cert {
             // Fail at start-up, not at the first connection: the file must hold certificates.
-            read_certificates(path)?;
+            read_certificates("sslrootcert", path)?;
         }
         Ok(TlsUrl {
             rest: parsed.into(),
             mode,
             root_cert,
+            client,
         })
+    }
+
+    /// sqlx's options with exactly these TLS settings (sqlx also reads the URL and the
+    /// environment itself; what it read is replaced by what was read here, the one source).
+    pub(crate) fn apply_to_sqlx(
+        &self,
+        options: sqlx::postgres::PgConnectOptions,
+    ) -> sqlx::postgres::PgConnectOptions {
+        use sqlx::postgres::PgSslMode;
+        let mut options = options.ssl_mode(match self.mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        });
+        if let Some(path) = &self.root_cert {
+            options = options.ssl_root_cert(path);
+        }
+        if let Some((cert, key)) = &self.client {
+            options = options.ssl_client_cert(cert).ssl_client_key(key);
+        }
+        options
     }
 
     /// tokio-postgres's own setting: it negotiates, the connector checks.
@@ -195,11 +239,10 @@ impl TlsUrl {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?;
-        let config = match self.mode {
+        let builder = match self.mode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked { provider }))
-                .with_no_client_auth(),
+                .with_custom_certificate_verifier(Arc::new(Unchecked { provider })),
             SslMode::VerifyFull => {
                 let mut roots = RootCertStore::empty();
                 let native = rustls_native_certs::load_native_certs();
@@ -208,15 +251,32 @@ impl TlsUrl {
                 }
                 roots.add_parsable_certificates(native.certs);
                 if let Some(path) = &self.root_cert {
-                    for cert in read_certificates(path).map_err(StoreError::misconfigured)? {
+                    for cert in
+                        read_certificates("sslrootcert", path).map_err(StoreError::misconfigured)?
+                    {
                         roots.add(cert).map_err(tls_error)?;
                     }
                 }
                 let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(tls_error)?;
-                builder.with_webpki_verifier(chain).with_no_client_auth()
+                builder.with_webpki_verifier(chain)
             }
+        };
+        let config = match &self.client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    read_certificates("sslcert", cert).map_err(StoreError::misconfigured)?,
+                    read_key(key).map_err(StoreError::misconfigured)?,
+                )
+                .map_err(|e| {
+                    StoreError::misconfigured(format!(
+                        "sslcert {} with sslkey {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?,
         };
         Ok(MakeRustlsConnect::new(config))
     }
@@ -226,18 +286,28 @@ fn tls_error(err: impl std::fmt::Display) -> StoreError {
     StoreError::misconfigured(format!("TLS to PostgreSQL: {err}"))
 }
 
-/// The certificates in a PEM file; an error names the file (a path, not a secret).
-fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates in a PEM file; an error names the parameter and the file (a path, not a
+/// secret).
+fn read_certificates(
+    parameter: &str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+        .map_err(|e| format!("{parameter} {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!(
-            "sslrootcert {}: no certificate in the file",
+            "{parameter} {}: no certificate in the file",
             path.display()
         ));
     }
     Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, PKCS#1 or SEC1); an error names the file, never its
+/// content.
+fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("sslkey {}: {e}", path.display()))
 }
 
 /// `prefer` and `require`: encryption without authentication, as in libpq and sqlx. The
@@ -344,18 +414,57 @@ mod tests {
         assert!(missing
             .unwrap_err()
             .starts_with("sslrootcert /nonexistent.pem"));
-        for name in ["PGSSLCERT", "PGSSLKEY"] {
-            let vars: &'static [(&'static str, &'static str)] = if name == "PGSSLCERT" {
-                &[("PGSSLCERT", "/c.pem")]
-            } else {
-                &[("PGSSLKEY", "/k.pem")]
-            };
-            let err = TlsUrl::parse_with("postgres://db/x", env(vars)).unwrap_err();
-            assert!(
-                err.contains("client certificates are not supported"),
-                "{err}"
-            );
+        for lone in [("PGSSLCERT", "/c.pem"), ("PGSSLKEY", "/k.pem")] {
+            let err = TlsUrl::parse_with("postgres://db/x", |name| {
+                (name == lone.0).then(|| lone.1.into())
+            })
+            .unwrap_err();
+            assert!(err.contains("go together"), "{err}");
         }
+        // A pair from the environment is read, and loses to one in the URL.
+        let ca = settings_kit::testing::TestCa::new("tls-unit");
+        let (env_pair, url_pair) = (ca.issue("from-env", &[]), ca.issue("from-url", &[]));
+        let vars = |name: &str| match name {
+            "PGSSLCERT" => Some(env_pair.cert.display().to_string()),
+            "PGSSLKEY" => Some(env_pair.key.display().to_string()),
+            _ => None,
+        };
+        let from_env = TlsUrl::parse_with("postgres://db/x", vars).unwrap();
+        assert_eq!(
+            from_env.client,
+            Some((env_pair.cert.clone(), env_pair.key.clone()))
+        );
+        assert!(from_env.connector().is_ok());
+        let url = format!(
+            "postgres://db/x?sslcert={}&sslkey={}",
+            url_pair.cert.display(),
+            url_pair.key.display()
+        );
+        let from_url = TlsUrl::parse_with(&url, vars).unwrap();
+        assert_eq!(from_url.client, Some((url_pair.cert, url_pair.key)));
+        assert_eq!(from_url.rest, "postgres://db/x");
+        // A key that is not the certificate's: refused when the connector is built.
+        let crossed = TlsUrl::parse_with(
+            &format!(
+                "postgres://db/x?sslcert={}&sslkey={}",
+                env_pair.cert.display(),
+                from_url.client.as_ref().unwrap().1.display()
+            ),
+            |_| None,
+        )
+        .unwrap();
+        let err = crossed.connector().err().unwrap().to_string();
+        assert!(err.contains("sslcert"), "{err}");
+        // A certificate where the key should be.
+        let err = TlsUrl::parse_with(
+            &format!(
+                "postgres://db/x?sslcert={0}&sslkey={0}",
+                env_pair.cert.display()
+            ),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("sslkey "), "{err}");
     }
 
     #[test]
@@ -369,8 +478,8 @@ mod tests {
         assert!(!err.contains("secret"));
         let err = TlsUrl::parse("postgres://db/x?sslmode=verify-ca").unwrap_err();
         assert!(err.contains("use verify-full"), "{err}");
-        let err = TlsUrl::parse("postgres://db/x?sslcert=/c.pem").unwrap_err();
-        assert!(err.contains("client certificates"), "{err}");
+        let err = TlsUrl::parse("postgres://db/x?sslcert=/c.pem&sslkey=/k.pem").unwrap_err();
+        assert!(err.starts_with("sslcert /c.pem"), "{err}");
         let err = TlsUrl::parse("mysql://u:secret@db/x").unwrap_err();
         assert!(err.contains("the scheme is mysql"), "{err}");
         assert!(!err.contains("secret"));
