@@ -97,11 +97,43 @@ pub enum ClientsCommand {
     },
     /// Every client: name, role, created, revoked (never keys).
     List,
-    /// Revoke a client's key: refused on every instance within seconds.
+    /// Revoke a client and all its keys (or, with `--key`, that one key alone): refused on
+    /// every instance within a second.
     Revoke {
         /// The client.
         name: order_domain::ClientId,
+        /// Revoke only this key (its id, as `clients keys` lists it); the others keep working.
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
     },
+    /// Give a client a new key, printed alone on standard output (`KEY=$(buy-orders clients
+    /// rotate shop-1)`); its other keys stop working at once, or after `--grace`. Its orders
+    /// stay its own: isolation is by client, not by key.
+    Rotate {
+        /// The client.
+        name: order_domain::ClientId,
+        /// How long the old keys keep working (`90s`, `15m`, `24h`, `7d`; at most 366 days).
+        /// Default: none, they are revoked at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+        grace: Option<std::time::Duration>,
+    },
+    /// A client's keys: id, created, expires, revoked, last used (never the secrets).
+    Keys {
+        /// The client.
+        name: order_domain::ClientId,
+    },
+}
+
+/// `--grace`: a human duration (`humantime`), at most [`api_keys::postgres::MAX_GRACE`].
+fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
+    let grace = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if grace > api_keys::postgres::MAX_GRACE {
+        return Err(format!(
+            "at most {}",
+            humantime::format_duration(api_keys::postgres::MAX_GRACE)
+        ));
+    }
+    Ok(grace)
 }
 
 /// `buy-orders cap …`
@@ -266,18 +298,63 @@ pub async fn clients(db: &PgSettings, command: &ClientsCommand) -> Result<String
             }
             Ok(out)
         }
-        ClientsCommand::Revoke { name } => {
+        ClientsCommand::Revoke { name, key: None } => {
             let now = registry.revoke(name).await?;
             eprintln!(
-                "{name} {}; every instance refuses its key within {} s",
+                "{name} {}; every instance refuses its keys within a second",
                 if now {
                     "revoked"
                 } else {
                     "was revoked already"
                 },
-                api_keys::KeyDirectory::REFRESH.as_secs() + 1
             );
             Ok(String::new())
+        }
+        ClientsCommand::Revoke {
+            name,
+            key: Some(key_id),
+        } => {
+            let now = registry.revoke_key(name, key_id).await?;
+            eprintln!(
+                "key {key_id} of {name} {}; its other keys are unchanged",
+                if now {
+                    "revoked"
+                } else {
+                    "was revoked already"
+                },
+            );
+            Ok(String::new())
+        }
+        ClientsCommand::Rotate { name, grace } => {
+            let grace = grace.unwrap_or_default();
+            let key = registry.rotate(name, grace).await?;
+            if grace.is_zero() {
+                eprintln!("new key for {name} follows on standard output (shown once); its other keys are revoked");
+            } else {
+                eprintln!(
+                    "new key for {name} follows on standard output (shown once); its other keys stop working in {}",
+                    humantime::format_duration(grace)
+                );
+            }
+            Ok(format!("{}\n", key.reveal()))
+        }
+        ClientsCommand::Keys { name } => {
+            let mut out =
+                String::from("key_id\tcreated_at\texpires_at\trevoked_at\tlast_used_at\n");
+            let at = |time: Option<order_domain::chrono::DateTime<order_domain::chrono::Utc>>| {
+                time.map_or("-".to_owned(), |at| at.to_rfc3339())
+            };
+            for key in registry.keys(name).await? {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\t{}\n",
+                    key.key_id,
+                    key.created_at.to_rfc3339(),
+                    at(key.expires_at),
+                    at(key.revoked_at),
+                    at(key.last_used_at)
+                ));
+            }
+            Ok(out)
         }
     }
 }

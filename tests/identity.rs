@@ -10,6 +10,8 @@ use order_store::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+mod support;
+
 /// `buy-orders clients …` on the test database: (exit ok, stdout, stderr).
 fn clients(db: &TestDb, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_buy-orders"))
@@ -441,4 +443,154 @@ async fn the_curl_scripts_send_the_key_from_the_environment() {
     .unwrap();
     assert!(placed.contains(r#""currency_amount":"9.99""#), "{placed}");
     system.shutdown();
+}
+
+/// A leaked key rotated, across two api-write processes and api-read that poll the keys only
+/// once a minute (`AUTH_KEYS_REFRESH_MS`), so what they learn sooner they learn by `NOTIFY`:
+/// the new key works on every instance, the old one (no grace) is refused on every instance,
+/// the client sees all its orders with the new key, and a retry of an in-flight request under
+/// the new key replays the first answer (it used to be a new client, and a second purchase).
+/// Then the new key is revoked alone, and refused everywhere; `clients keys` lists both, never
+/// a secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
+    use support::{free_ports, healthy, spawn_service};
+    let db = TestDb::create().await;
+    let old = add_client(&db, "bob", false);
+    let quiet = [("AUTH_KEYS_REFRESH_MS", "60000"), ("RATE_LIMIT_PER_S", "0")];
+    let ports = [free_ports(), free_ports(), free_ports()];
+    let mut children = vec![
+        spawn_service("api-write", db.url(), &quiet, ports[0]),
+        spawn_service("api-write", db.url(), &quiet, ports[1]),
+        spawn_service("api-read", db.url(), &quiet, ports[2]),
+        spawn_service("projector", db.url(), &quiet, ports[2]),
+    ];
+    let urls = [
+        format!("http://127.0.0.1:{}/buy_order", ports[0][0]),
+        format!("http://127.0.0.1:{}/buy_order", ports[1][0]),
+        format!("http://127.0.0.1:{}/buy_orders", ports[2][1]),
+    ];
+    healthy("api-write 1", &mut children[0], ports[0][0]).await;
+    healthy("api-write 2", &mut children[1], ports[1][0]).await;
+    healthy("api-read", &mut children[2], ports[2][1]).await;
+    healthy("projector", &mut children[3], ports[2][2]).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Whether `key` is accepted by the instance at `url` (a PUT with a body that is refused
+    // after authentication, so nothing is placed; or the first page).
+    let accepted = |url: String, key: String| {
+        let http = http.clone();
+        async move {
+            let request = if url.ends_with("/buy_orders") {
+                http.get(&url)
+            } else {
+                http.put(&url)
+                    .header("content-type", "application/json")
+                    .body("{}")
+            };
+            let status = request.bearer_auth(&key).send().await.unwrap().status();
+            status != StatusCode::UNAUTHORIZED
+        }
+    };
+    let everywhere = |key: String, want: bool, what: &'static str| {
+        let urls = urls.clone();
+        async move {
+            for url in urls {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while accepted(url.clone(), key.clone()).await != want {
+                    assert!(tokio::time::Instant::now() < deadline, "{what} at {url}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    everywhere(old.clone(), true, "the first key works").await;
+
+    // Bob places an order; its answer is lost, so he will retry it with the new key.
+    let idem = uuid::Uuid::new_v4().to_string();
+    let body = json!({"currency": "USD", "amount": "25.00", "idempotence_key": idem});
+    let first: Value = http
+        .put(&urls[0])
+        .bearer_auth(&old)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let (ok, stdout, stderr) = clients(&db, &["rotate", "bob"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "only the new key: {stdout:?}");
+    let new = stdout.trim().to_owned();
+    assert!(!stderr.contains(&new));
+    everywhere(new.clone(), true, "the new key works (notified)").await;
+    everywhere(old.clone(), false, "the old key is refused (notified)").await;
+
+    // The retry under the new key is the same purchase.
+    let retried: Value = http
+        .put(&urls[1])
+        .bearer_auth(&new)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried, first, "replayed, not a second purchase");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = http
+            .get(&urls[2])
+            .bearer_auth(&new)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = page["rows"].as_array().unwrap();
+        if rows.len() == 1 {
+            assert_eq!(
+                rows[0], first["buy_order"],
+                "bob's order, under his new key"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (ok, listing, stderr) = clients(&db, &["keys", "bob"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 3, "{listing}");
+    assert!(
+        !listing.contains(&old[20..]) && !listing.contains(&new[20..]),
+        "no secret"
+    );
+    let new_id = lines[2].split('\t').next().unwrap();
+    assert!(new.contains(new_id));
+    assert_ne!(
+        lines[1].split('\t').nth(3),
+        Some("-"),
+        "the old key is revoked: {listing}"
+    );
+
+    let (ok, _, stderr) = clients(&db, &["revoke", "bob", "--key", new_id]);
+    assert!(ok, "{stderr}");
+    everywhere(new.clone(), false, "the revoked key is refused (notified)").await;
+    let (ok, _, stderr) = clients(&db, &["rotate", "bob", "--grace", "forever"]);
+    assert!(!ok && stderr.contains("--grace"), "{stderr}");
+    let (ok, _, stderr) = clients(&db, &["rotate", "bob", "--grace", "400d"]);
+    assert!(!ok && stderr.contains("at most"), "{stderr}");
+    let (ok, _, stderr) = clients(&db, &["revoke", "bob", "--key", "0123456789abcdef"]);
+    assert!(!ok && stderr.contains("has no key"), "{stderr}");
+    for child in children {
+        child.kill().await;
+    }
 }

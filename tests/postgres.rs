@@ -6,6 +6,9 @@ use std::time::Duration;
 use buy_orders::{start, Config};
 use clap::Parser;
 use order_store::testing::TestDb;
+use support::{free_ports, healthy, refused, spawn_service};
+
+mod support;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -210,80 +213,6 @@ async fn each_binary_exits_2_for_a_missing_database_and_1_when_nothing_listens()
 }
 
 /// Three ports free now (each bound by the OS, then let go).
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<_> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    [0, 1, 2].map(|i| listeners[i].local_addr().unwrap().port())
-}
-
-/// A service binary on `url` with `env`, on the three ports (write, read, projector), its
-/// standard error kept.
-fn spawn_service(
-    name: &str,
-    url: &str,
-    env: &[(&str, &str)],
-    port: [u16; 3],
-) -> tokio::process::Child {
-    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let mut command = tokio::process::Command::new(dir.join(name));
-    command
-        .env("DATABASE_URL", url)
-        .env_remove("READ_DATABASE_URL")
-        .env_remove("AMQP_URL")
-        .env_remove("PGSSLMODE")
-        .env_remove("PGSSLROOTCERT")
-        .env_remove("PGSSLCERT")
-        .env_remove("PGSSLKEY")
-        .env(
-            "PRICE_SOURCE",
-            "fixed:USD=48478.88,EUR=41191.91,GBP=35330.89",
-        )
-        .env("WRITE_ADDR", format!("127.0.0.1:{}", port[0]))
-        .env("READ_ADDR", format!("127.0.0.1:{}", port[1]))
-        .env("PROJECTOR_ADDR", format!("127.0.0.1:{}", port[2]))
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    command.spawn().unwrap()
-}
-
-/// Waits for a service that must refuse to start: its exit code and standard error.
-async fn refused(name: &str, child: tokio::process::Child) -> (Option<i32>, String) {
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{name} started; it must refuse"))
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// Waits until the service answers its health check on `port`.
-async fn healthy(name: &str, child: &mut tokio::process::Child, port: u16) {
-    for _ in 0..150 {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                use tokio::io::AsyncReadExt as _;
-                let _ = err.read_to_string(&mut stderr).await;
-            }
-            panic!("{name} stopped ({status}): {stderr}");
-        }
-        let answer = reqwest::get(format!("http://127.0.0.1:{port}/healthcheck")).await;
-        if answer.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name} never became healthy");
-}
-
 /// `PGSSLMODE` and `PGSSLROOTCERT` in the environment mean the same on the write side (sqlx
 /// reads them) and the read side (tokio-postgres does not: the store reads them for it), in
 /// every binary: with `PGSSLMODE=verify-full` and no `sslmode` in the URL, a server reached by a
@@ -313,7 +242,7 @@ async fn the_pgssl_variables_mean_the_same_on_every_side_of_every_binary() {
             _ => port[2],
         };
         healthy(name, &mut child, health_port).await;
-        child.kill().await.unwrap();
+        child.kill().await;
     }
 }
 
@@ -453,8 +382,8 @@ async fn every_binary_presents_a_client_certificate_where_the_server_requires_on
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for mut child in [writer, projector, reader] {
-        child.kill().await.unwrap();
+    for child in [writer, projector, reader] {
+        child.kill().await;
     }
     // Each service without the certificate refuses to start, as a setting to fix.
     for name in ["api-write", "api-read", "projector"] {

@@ -1,9 +1,13 @@
 //! The active keys in memory: checking a key costs a hash and a map lookup, never a database
-//! round trip; a revocation anywhere reaches every process within [`KeyDirectory::REFRESH`].
+//! round trip; a change anywhere reaches every process as soon as the registry notifies it, and
+//! within [`KeyDirectory::REFRESH`] if that notification is lost.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use order_store::StoreError;
 use parking_lot::RwLock;
@@ -13,9 +17,14 @@ use crate::identity::Caller;
 use crate::key::ApiKey;
 use crate::registry::{ClientRegistry, Credential};
 
-/// The active keys, held in memory and refreshed from the registry every few seconds, so that
-/// checking a key costs a hash and a map lookup, never a database round trip. A key created or
-/// revoked elsewhere takes effect here at the next refresh.
+/// The active keys, held in memory, so that checking a key costs a hash and a map lookup, never
+/// a database round trip. They are reloaded when the registry says they changed (PostgreSQL's
+/// `NOTIFY`: a key made, rotated or revoked anywhere takes effect here within a round trip),
+/// and every [`KeyDirectory::REFRESH`] regardless, for a notification lost on the way. A key's
+/// expiry (a rotation's grace) is checked at each request.
+///
+/// When each key was last presented is kept here (one atomic per key: memory bounded by the
+/// keys, not the requests) and written to the registry at each reload.
 ///
 /// When the registry cannot be read, the keys loaded last stay in force, but only for
 /// `max_staleness`: past it every key is refused ([`crate::IdentityError::KeysStale`], 503), because a
@@ -24,14 +33,43 @@ use crate::registry::{ClientRegistry, Credential};
 /// stops the service from serving callers it can no longer vouch for.
 pub struct KeyDirectory {
     registry: Arc<dyn ClientRegistry>,
-    keys: RwLock<Arc<HashMap<String, Credential>>>,
+    keys: RwLock<Arc<HashMap<String, Entry>>>,
     /// When the keys were last read from the registry.
     loaded_at: RwLock<std::time::Instant>,
     pub(crate) max_staleness: Duration,
+    refresh: Duration,
+}
+
+/// How fresh a [`KeyDirectory`] keeps its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// How often the keys are reloaded without being told to (`AUTH_KEYS_REFRESH_MS`): the
+    /// bound on a change whose notification was lost.
+    pub refresh: Duration,
+    /// How long the keys loaded last stay in force while the registry cannot be read
+    /// (`AUTH_KEYS_MAX_STALENESS_MS`).
+    pub max_staleness: Duration,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            refresh: KeyDirectory::REFRESH,
+            max_staleness: KeyDirectory::MAX_STALENESS,
+        }
+    }
+}
+
+/// A key in force, and when it was last presented here.
+struct Entry {
+    credential: Credential,
+    /// Unix seconds of the last use here (0: none), and of the last one written to the registry.
+    used: Arc<(AtomicI64, AtomicI64)>,
 }
 
 impl KeyDirectory {
-    /// How often [`KeyDirectory::keep_fresh`] reloads the keys: a revocation reaches every
+    /// The default of `AUTH_KEYS_REFRESH_MS`: how often [`KeyDirectory::keep_fresh`] reloads
+    /// the keys without being told to; a change whose notification was lost reaches every
     /// instance within this (plus one reload's time).
     pub const REFRESH: Duration = Duration::from_secs(2);
 
@@ -43,19 +81,20 @@ impl KeyDirectory {
     /// refusing everyone). Loaded keys stay in force for [`KeyDirectory::MAX_STALENESS`] without
     /// a successful refresh.
     pub async fn load(registry: Arc<dyn ClientRegistry>) -> Result<Arc<Self>, StoreError> {
-        Self::load_with(registry, Self::MAX_STALENESS).await
+        Self::load_with(registry, Freshness::default()).await
     }
 
-    /// [`KeyDirectory::load`], the keys in force for `max_staleness` without a refresh.
+    /// [`KeyDirectory::load`], kept as fresh as `freshness` says.
     pub async fn load_with(
         registry: Arc<dyn ClientRegistry>,
-        max_staleness: Duration,
+        freshness: Freshness,
     ) -> Result<Arc<Self>, StoreError> {
         let directory = Arc::new(KeyDirectory {
             registry,
             keys: RwLock::new(Arc::new(HashMap::new())),
             loaded_at: RwLock::new(std::time::Instant::now()),
-            max_staleness,
+            max_staleness: freshness.max_staleness,
+            refresh: freshness.refresh,
         });
         directory.refresh().await?;
         Ok(directory)
@@ -69,12 +108,19 @@ impl KeyDirectory {
     /// Reloads the active keys.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let keys = self
-            .registry
-            .credentials()
-            .await?
+        self.record_use().await;
+        let credentials = self.registry.credentials().await?;
+        let old = self.keys.read().clone();
+        let keys = credentials
             .into_iter()
-            .map(|credential| (credential.key_id.clone(), credential))
+            .map(|credential| {
+                // A key's use so far carries over from the previous load.
+                let used = old
+                    .get(&credential.key_id)
+                    .map(|entry| entry.used.clone())
+                    .unwrap_or_default();
+                (credential.key_id.clone(), Entry { credential, used })
+            })
             .collect();
         *self.keys.write() = Arc::new(keys);
         // As old as the read that produced them, not as the moment it returned.
@@ -83,13 +129,57 @@ impl KeyDirectory {
         Ok(())
     }
 
-    /// Reloads every [`KeyDirectory::REFRESH`] until `stop` completes. When the registry cannot
-    /// be read, the keys loaded last stay in force (logged), and the next reload tries again.
+    /// Writes to the registry when keys were last presented here, if later than last written.
+    /// A failure is logged and retried at the next reload.
+    async fn record_use(&self) {
+        let keys = self.keys.read().clone();
+        let uses: Vec<(String, DateTime<Utc>, i64)> = keys
+            .values()
+            .filter_map(|entry| {
+                let (last, written) = &*entry.used;
+                let last = last.load(Ordering::Relaxed);
+                let at = DateTime::from_timestamp(last, 0)?;
+                (last > written.load(Ordering::Relaxed))
+                    .then(|| (entry.credential.key_id.clone(), at, last))
+            })
+            .collect();
+        if uses.is_empty() {
+            return;
+        }
+        let batch: Vec<(String, DateTime<Utc>)> =
+            uses.iter().map(|(id, at, _)| (id.clone(), *at)).collect();
+        match self.registry.record_use(&batch).await {
+            Ok(()) => {
+                for (id, _, last) in uses {
+                    if let Some(entry) = keys.get(&id) {
+                        entry.used.1.fetch_max(last, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "when API keys were last used was not recorded"),
+        }
+    }
+
+    /// Reloads when the registry says the keys changed, and every `refresh` (of its
+    /// [`Freshness`]) regardless, until `stop` completes. When the registry cannot be read, the keys loaded
+    /// last stay in force (logged), and the next reload tries again.
     pub async fn keep_fresh(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut changes = self.registry.changes();
         loop {
+            let changed = async {
+                match changes.as_mut() {
+                    Some(changes) => {
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(Self::REFRESH) => {}
+                _ = tokio::time::sleep(self.refresh) => {}
+                _ = changed => {}
                 _ = &mut stop => return,
             }
             if let Err(err) = self.refresh().await {
@@ -104,14 +194,26 @@ impl KeyDirectory {
         }
     }
 
-    /// The caller a presented key belongs to, or `None` (malformed, unknown, revoked). The
-    /// secret's hash is compared in constant time. Does not look at staleness
+    /// The caller a presented key belongs to, or `None` (malformed, unknown, revoked,
+    /// expired). The secret's hash is compared in constant time. Does not look at staleness
     /// ([`crate::Identity::resolve`] does).
     pub fn authenticate(&self, presented: &str) -> Option<Caller> {
         let key = ApiKey::parse(presented)?;
         let keys = self.keys.read().clone();
-        let credential = keys.get(key.id())?;
-        bool::from(credential.key_hash.ct_eq(&key.hash())).then(|| Caller {
+        let entry = keys.get(key.id())?;
+        let credential = &entry.credential;
+        if !bool::from(credential.key_hash.ct_eq(&key.hash())) {
+            return None;
+        }
+        let now = Utc::now();
+        if credential.expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let seconds = now.timestamp();
+        if entry.used.0.load(Ordering::Relaxed) < seconds {
+            entry.used.0.fetch_max(seconds, Ordering::Relaxed);
+        }
+        Some(Caller {
             client: credential.client.clone(),
             admin: credential.admin,
         })

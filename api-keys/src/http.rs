@@ -20,7 +20,11 @@ pub async fn identity_for(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Identity, crate::IdentityStartError> {
     let required = access.mode(default) == service_kit::AuthMode::Required;
-    crate::start_identity(required, db, access.keys_max_staleness, stop).await
+    let freshness = crate::directory::Freshness {
+        refresh: access.keys_refresh,
+        max_staleness: access.keys_max_staleness,
+    };
+    crate::start_identity(required, db, freshness, stop).await
 }
 
 /// Seconds a client should wait before retrying after `keys_unavailable`.

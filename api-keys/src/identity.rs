@@ -61,14 +61,14 @@ impl Identity {
     /// The client every order belongs to, with authentication off, when `X-Client-Id` is absent.
     pub const ANONYMOUS: &'static str = "anonymous";
 
-    /// Keys from `registry`, loaded now and refreshed in the background until `stop`; in force
-    /// for `max_staleness` without a successful refresh.
+    /// Keys from `registry`, loaded now and kept as fresh as `freshness` says in the
+    /// background until `stop`.
     pub async fn from_registry(
         registry: Arc<dyn ClientRegistry>,
-        max_staleness: Duration,
+        freshness: crate::directory::Freshness,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Identity, StoreError> {
-        let directory = KeyDirectory::load_with(registry, max_staleness).await?;
+        let directory = KeyDirectory::load_with(registry, freshness).await?;
         tokio::spawn(directory.clone().keep_fresh(stop));
         Ok(Identity::Keys(directory))
     }

@@ -9,8 +9,11 @@
 //! 1. An operator runs `buy-orders clients add shop-1`: the registry ([`ClientRegistry`]) stores
 //!    the client with the SHA-256 of a fresh key's secret and prints the key ([`ApiKey`],
 //!    `bo_<key id>_<secret>`) once.
-//! 2. Each service loads the active keys into a [`KeyDirectory`] at start-up and refreshes them
-//!    every [`KeyDirectory::REFRESH`]; a revocation reaches every process within that. If the
+//! 2. Each service loads the keys in force into a [`KeyDirectory`] at start-up and reloads them
+//!    when the registry notifies a change (a key made, rotated or revoked reaches every
+//!    process within a round trip), and every [`KeyDirectory::REFRESH`] regardless. A client
+//!    may hold several keys (`clients rotate`, with a grace for the old ones); its orders are
+//!    the client's, whichever key placed them. If the
 //!    registry cannot be read for longer than `AUTH_KEYS_MAX_STALENESS_MS`, every key is refused
 //!    (503 `keys_unavailable`): a revoked key never keeps working through an outage.
 //! 3. For each request, `service_kit::caller` reads `Authorization: Bearer <key>` (and
@@ -49,12 +52,14 @@ pub mod registry;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use directory::KeyDirectory;
+pub use directory::{Freshness, KeyDirectory};
 pub use identity::{Caller, Identity, IdentityError};
 pub use key::{ApiKey, KeyHash};
 #[cfg(feature = "postgres")]
 pub use postgres::{start_identity, IdentityStartError, PgClientRegistry};
-pub use registry::{ClientError, ClientRecord, ClientRegistry, Credential, MemClientRegistry};
+pub use registry::{
+    ClientError, ClientRecord, ClientRegistry, Credential, KeyRecord, MemClientRegistry,
+};
 
 /// Describes api-keys' metric (`# HELP`).
 pub fn describe_metrics() {

@@ -10,6 +10,10 @@ ALTER TABLE api_clients ADD CONSTRAINT api_clients_name_check CHECK ((name ~ '^[
 
 ALTER TABLE api_clients ADD CONSTRAINT api_clients_pkey PRIMARY KEY (name);
 
+ALTER TABLE api_keys ADD CONSTRAINT api_keys_key_hash_check CHECK ((octet_length(key_hash) = 32));
+
+ALTER TABLE api_keys ADD CONSTRAINT api_keys_pkey PRIMARY KEY (key_id);
+
 ALTER TABLE btc_cap_changes ADD CONSTRAINT btc_cap_changes_cap_sats_check CHECK ((cap_sats > 0));
 
 ALTER TABLE btc_cap_changes ADD CONSTRAINT btc_cap_changes_pkey PRIMARY KEY (id);
@@ -48,7 +52,30 @@ ALTER TABLE snapshots ADD CONSTRAINT snapshots_last_sequence_check CHECK ((last_
 
 ALTER TABLE snapshots ADD CONSTRAINT snapshots_pkey PRIMARY KEY (aggregate_type, aggregate_id, last_sequence);
 
+CREATE INDEX api_keys_client ON public.api_keys USING btree (client, created_at);
+
 CREATE UNIQUE INDEX events_position ON public.events USING btree ("position");
+
+CREATE OR REPLACE FUNCTION public.api_clients_mirror_keys(client_name text)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+UPDATE api_clients c
+   SET (key_id, key_hash) = (
+        SELECT coalesce(newest.key_id, 'retired_' || md5(random()::text || clock_timestamp()::text)),
+               coalesce(newest.key_hash, sha256(convert_to(random()::text || clock_timestamp()::text, 'UTF8')))
+          FROM (SELECT NULL) AS one
+          LEFT JOIN LATERAL (
+                SELECT k.key_id, k.key_hash
+                  FROM api_keys k
+                 WHERE k.client = c.name
+                   AND k.revoked_at IS NULL
+                   AND (k.expires_at IS NULL OR k.expires_at > now())
+                 ORDER BY k.created_at DESC, k.key_id DESC
+                 LIMIT 1) AS newest ON true)
+ WHERE c.name = client_name;
+$function$
+;
 
 CREATE OR REPLACE FUNCTION public.buy_orders_append(aggregate_types text[], aggregate_ids text[], sequences bigint[], event_types text[], event_versions text[], payloads text[], metadatas text[])
  RETURNS TABLE(outcome text, event_position bigint, placed_at timestamp with time zone, remaining_sats bigint)

@@ -53,6 +53,13 @@ pub struct AccessSettings {
           value_name = "AUTH_KEYS_MAX_STALENESS_MS", default_value = "30000",
           value_parser = settings_kit::parse_millis)]
     pub keys_max_staleness: std::time::Duration,
+    /// How often the API keys are reloaded without being told to. A change (a key made,
+    /// rotated or revoked) is notified and takes effect at once; this bounds one whose
+    /// notification was lost (the database session down at that moment).
+    #[arg(long = "auth-keys-refresh-ms", env = "AUTH_KEYS_REFRESH_MS",
+          value_name = "AUTH_KEYS_REFRESH_MS", default_value = "2000",
+          value_parser = settings_kit::parse_millis)]
+    pub keys_refresh: std::time::Duration,
 }
 
 impl AccessSettings {

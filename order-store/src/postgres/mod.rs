@@ -83,6 +83,7 @@ mod write;
 
 pub use connection::config::{PgSettings, SettingError};
 pub use connection::migrate::{migrate_read, migrate_write};
+pub use connection::notify::{listen, Notice};
 pub use connection::schema::PgSchema;
 #[cfg(feature = "ops")]
 pub use ops::audit::{audit, AuditReport, Finding};

@@ -13,7 +13,9 @@ use order_domain::{
     BtcCap, BtcLedger, BuyOrder, BuyOrderError, BuyOrderEvent, EventReader, OrderId, Satoshis,
 };
 use postgres_es::PostgresEventRepository;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::postgres::Notice;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
@@ -25,9 +27,6 @@ use crate::postgres::write::group_commit::{
 use crate::postgres::write::group_load::GroupLoad;
 use crate::postgres::{db_error, migrate_write, PgSettings};
 use crate::writer::Ledger;
-
-/// How long the LISTEN session may stay quiet before it is probed (see `listen`).
-const LISTEN_PROBE_EVERY: Duration = Duration::from_secs(10);
 
 /// The CHECK constraint that is the cap.
 const CAP_CONSTRAINT: &str = "btc_ledger_within_cap";
@@ -426,42 +425,15 @@ fn is_cap_violation(err: &sqlx::Error) -> bool {
 
 /// Keeps `head` at the newest position notified, reconnecting as needed, until every store
 /// holding the receiver is gone. A missed notification only delays a reader to its poll.
-///
-/// A quiet session is proved every [`LISTEN_PROBE_EVERY`] with a query that must answer within
-/// `answer_within`: a LISTEN session whose peer went silent (frozen, not closed) would
-/// otherwise wait for notifications forever, and its readers would only ever poll.
 async fn listen(pool: PgPool, head: watch::Sender<Position>, answer_within: Duration) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            // This schema's channel: another schema's positions are not this log's.
-            let schema: String = sqlx::query_scalar("SELECT current_schema()")
-                .fetch_one(&mut listener)
-                .await?;
-            listener
-                .listen(&crate::postgres::connection::schema::channel(&schema))
-                .await?;
-            loop {
-                let note = match tokio::time::timeout(LISTEN_PROBE_EVERY, listener.recv()).await {
-                    Ok(note) => note?,
-                    Err(_) => {
-                        let probe = sqlx::query("SELECT 1").execute(&mut listener);
-                        match tokio::time::timeout(answer_within, probe).await {
-                            Ok(answered) => {
-                                answered?;
-                                continue;
-                            }
-                            Err(_) => {
-                                return Err(sqlx::Error::Io(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "the LISTEN session did not answer its probe",
-                                )))
-                            }
-                        }
-                    }
-                };
-                if let Ok(position) = note.payload().parse::<u64>() {
+    crate::postgres::listen(
+        pool,
+        // This schema's channel: another schema's positions are not this log's.
+        crate::postgres::connection::schema::channel,
+        answer_within,
+        |notice| {
+            if let Notice::Payload(payload) = notice {
+                if let Ok(position) = payload.parse::<u64>() {
                     head.send_if_modified(|head| {
                         let newer = position > head.0;
                         if newer {
@@ -471,23 +443,10 @@ async fn listen(pool: PgPool, head: watch::Sender<Position>, answer_within: Dura
                     });
                 }
             }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            _ = head.closed() => return,
-            result = session => {
-                if let Err(err) = result {
-                    tracing::warn!(%err, "event notifications lost; reconnecting");
-                }
-            }
-        }
-        tokio::select! {
-            _ = head.closed() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+        },
+        head.closed(),
+    )
+    .await
 }
 
 impl crate::NewAggregate for PgEventStore {
