@@ -594,3 +594,58 @@ async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
         child.kill().await;
     }
 }
+
+/// A flood of unknown keys from one address: the first `AUTH_FAILURES_BURST` are 401, the rest
+/// 429 `too_many_failures` with `Retry-After`, on both APIs; a header the caller chooses
+/// (`X-Forwarded-For`) buys no new budget; a valid key from the same address is still served,
+/// and nothing was stored for the flood. They were never throttled.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_flood_is_throttled_per_source_and_valid_keys_still_work() {
+    let db = TestDb::create().await;
+    let key = add_client(&db, "steady", false);
+    let system = system(&db, &["--auth-failures-burst=5", "--auth-failures-per-s=1"]).await;
+    let api = Api::new(&system);
+    let garbage = format!("bo_{}_{}", "0".repeat(16), "1".repeat(64));
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let response = api
+            .http
+            .put(format!("{}/buy_order", api.write))
+            .bearer_auth(&garbage)
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&order("1.00", &uuid::Uuid::new_v4().to_string()))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "too_many_failures", "{body}");
+        }
+        statuses.push(status.as_u16());
+    }
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        (5..=7).contains(&unauthorized) && statuses.ends_with(&[429, 429, 429]),
+        "the burst, then 429: {statuses:?}"
+    );
+    // The read API keeps its own budget, and spends it the same way.
+    let mut read = Vec::new();
+    for _ in 0..12 {
+        read.push(api.get(Some(&garbage), "/buy_orders").await.0.as_u16());
+    }
+    assert!(read.ends_with(&[429, 429, 429]), "{read:?}");
+    // A valid key from the throttled address is served.
+    let (status, placed) = api
+        .put(Some(&key), order("2.00", &uuid::Uuid::new_v4().to_string()))
+        .await;
+    assert_eq!(status, 200, "{placed}");
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "only the valid caller's order");
+    system.shutdown();
+}

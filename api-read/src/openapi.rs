@@ -20,7 +20,7 @@ use utoipa::OpenApi;
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`unknown_reference`: no order of the caller's has that id", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `too_many_failures`: too many failed authentications from this address (`AUTH_FAILURES_PER_S`); `Retry-After`", body = ErrorBody),
         (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS` (`Retry-After`)", body = ErrorBody),
     ))]
 #[allow(dead_code)]
@@ -37,7 +37,7 @@ fn get_buy_orders() {}
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order, or another client's", body = ErrorBody),
         (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `too_many_failures`: too many failed authentications from this address (`AUTH_FAILURES_PER_S`); `Retry-After`", body = ErrorBody),
         (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS` (`Retry-After`)", body = ErrorBody),
     ))]
 #[allow(dead_code)]

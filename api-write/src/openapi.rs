@@ -42,7 +42,7 @@ pub struct PlaceRequest {
         (status = 408, description = "`request_timeout`: the body did not arrive in time", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed`, `idempotency_key_reused` (keys are scoped to the caller)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: over this client's rate; `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over this client's rate; `too_many_failures`: too many failed authentications from this address (`AUTH_FAILURES_PER_S`); `Retry-After`", body = ErrorBody),
         (status = 503, description = "`price_unavailable`, `unavailable`, `keys_unavailable`: nothing stored; `outcome_unknown`, `timeout`: retry with the same key; `Retry-After`", body = ErrorBody),
     ))]
 #[allow(dead_code)]

@@ -114,6 +114,10 @@ pub const METRICS: &[MetricDoc] = &[
         "rate_limited_total",
         "Requests refused with 429 (over a client's rate)",
     ),
+    MetricDoc::counter(
+        "auth_failures_throttled_total",
+        "Failed authentications answered 429 instead of 401 (over a source address's budget)",
+    ),
     MetricDoc::gauge(
         "service_ready",
         "1 while the service's readiness check passes, 0 while it fails (every 5 s)",

@@ -173,11 +173,11 @@ pub async fn serve_with<F, R>(
                 Err(_) => break, // never closed
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%err, "accept failed");
@@ -207,6 +207,10 @@ pub async fn serve_with<F, R>(
             if let Ok(value) = HeaderValue::from_str(&id) {
                 request.headers_mut().insert(REQUEST_ID, value);
             }
+            // Who is on the other end of the socket, for the failure budget: never a header.
+            request
+                .extensions_mut()
+                .insert(crate::access::Peer(peer.ip()));
             let span = tracing::info_span!("request", request_id = %id);
             // Boxed: hyper keeps a slot for the service's future in every connection, sized for
             // it; warp's futures are large, and an idle connection would carry that size for

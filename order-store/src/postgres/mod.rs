@@ -50,7 +50,7 @@
 // | `events`, `snapshots` | write | `1001_event_store.sql` (postgres-es's schema; `position` added there) | `write::event_store` |
 // | `btc_ledger` (sold, cap, last position) | write | `1001_event_store.sql`; the append function in `1005`, the duplicate-first order in `1004`, the epoch in `1010` | `write::group_commit`, `ops::audit` |
 // | `relay_checkpoint` | write | `1002_relay.sql` | `ops::relay` |
-// | `api_clients` | write | `1003_clients.sql` | the `api-keys` crate |
+// | `api_clients`, `api_keys` | write | `1003_clients.sql`, `1011_api_keys.sql` | the `api-keys` crate |
 // | `btc_cap_changes` (the cap's history) | write | `1003_clients.sql` | `write::event_store` (`set_cap`, `cap_history`) |
 // | `log_epochs`, `log_rewinds` | write | `1010_log_epochs.sql` | `ops::relay`, `ops::audit` |
 // | `buy_order_view`, `projector_checkpoint` | read | `2001_read_table.sql` (`client_id` in `2002`) | `read::read_model`, `read::projection` |
