@@ -142,9 +142,13 @@ echo "pgbench…" >&2
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $SCRATCH"
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$SCRATCH$Q" target/release/buy-orders migrate >/dev/null
 "${PSQL[@]}" -d "$SCRATCH" -c "CREATE SEQUENCE bench_position START 1000000000; UPDATE btc_ledger SET cap_sats = 2100000000000000"
-pgb() { # clients script → tps
-  pgbench -h 127.0.0.1 -U postgres -n -c "$1" -j 2 -T "$S" -f "bench/pgbench/$2" "$SCRATCH" 2>/dev/null |
-    awk '/^tps = / { printf "%.0f", $3 }'
+pgb() { # clients script → tps; a failure says why (it used to end the run without a word)
+  local out
+  if ! out=$(pgbench -h 127.0.0.1 -U postgres -n -c "$1" -j 2 -T "$S" -f "bench/pgbench/$2" "$SCRATCH" 2>&1); then
+    echo "bench: pgbench $2 with $1 clients failed (connections left by other processes?): $(tail -n 3 <<<"$out")" >&2
+    exit 1
+  fi
+  awk '/^tps = / { printf "%.0f", $3 }' <<<"$out"
 }
 "${PSQL[@]}" -d "$SCRATCH" -c "ALTER TABLE events DISABLE TRIGGER events_position_and_cap"
 a16=$(pgb 16 insert_event.sql); a64=$(pgb 64 insert_event.sql)

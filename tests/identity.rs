@@ -511,16 +511,14 @@ async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
     // Bob places an order; its answer is lost, so he will retry it with the new key.
     let idem = uuid::Uuid::new_v4().to_string();
     let body = json!({"currency": "USD", "amount": "25.00", "idempotence_key": idem});
-    let first: Value = http
-        .put(&urls[0])
-        .bearer_auth(&old)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let place = |url: String, key: String| {
+        let (http, body) = (http.clone(), body.clone());
+        async move {
+            let answer = http.put(&url).bearer_auth(&key).json(&body).send().await;
+            answer.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let first = place(urls[0].clone(), old.clone()).await;
 
     let (ok, stdout, stderr) = clients(&db, &["rotate", "bob"]);
     assert!(ok, "{stderr}");
@@ -531,16 +529,7 @@ async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
     everywhere(old.clone(), false, "the old key is refused (notified)").await;
 
     // The retry under the new key is the same purchase.
-    let retried: Value = http
-        .put(&urls[1])
-        .bearer_auth(&new)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retried = place(urls[1].clone(), new.clone()).await;
     assert_eq!(retried, first, "replayed, not a second purchase");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

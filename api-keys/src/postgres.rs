@@ -63,6 +63,22 @@ async fn channel_of_session(tx: &mut sqlx::PgConnection) -> Result<String, Store
     Ok(channel(&schema))
 }
 
+/// Gives `name` the key `key` (its hash).
+async fn insert_key(
+    tx: &mut sqlx::PgConnection,
+    name: &ClientId,
+    key: &ApiKey,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO api_keys (key_id, client, key_hash) VALUES ($1, $2, $3)")
+        .bind(key.id())
+        .bind(name.as_str())
+        .bind(key.hash().as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_database)?;
+    Ok(())
+}
+
 /// Keeps `api_clients`' key columns the mirror of the client's newest key in force.
 async fn mirror(tx: &mut sqlx::PgConnection, name: &ClientId) -> Result<(), StoreError> {
     sqlx::query("SELECT api_clients_mirror_keys($1)")
@@ -168,13 +184,7 @@ impl ClientRegistry for PgClientRegistry {
         if inserted.rows_affected() == 0 {
             return Err(ClientError::Exists(name.clone()));
         }
-        sqlx::query("INSERT INTO api_keys (key_id, client, key_hash) VALUES ($1, $2, $3)")
-            .bind(key.id())
-            .bind(name.as_str())
-            .bind(key.hash().as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_database)?;
+        insert_key(&mut tx, name, &key).await?;
         notify(&mut tx).await?;
         commit(tx).await?;
         Ok(key)
@@ -253,13 +263,7 @@ impl ClientRegistry for PgClientRegistry {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from_database)?;
-        sqlx::query("INSERT INTO api_keys (key_id, client, key_hash) VALUES ($1, $2, $3)")
-            .bind(key.id())
-            .bind(name.as_str())
-            .bind(key.hash().as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from_database)?;
+        insert_key(&mut tx, name, &key).await?;
         mirror(&mut tx, name).await?;
         notify(&mut tx).await?;
         commit(tx).await?;
