@@ -103,7 +103,10 @@ fn secrets_stay_out_of_help_and_errors() {
                 "postgres://app@db/orders?password=S3cretPw&sslmode=bogus",
             ),
             ("DATABASE_URL", "postgres://app@db/orders?passwrod=S3cretPw"),
-            ("AMQP_URL", "amqps://app:S3cretPw@broker/%2f?cacertfile=/no/ca.pem"),
+            (
+                "AMQP_URL",
+                "amqps://app:S3cretPw@broker/%2f?cacertfile=/no/ca.pem",
+            ),
             ("AMQP_URL", "amqps://app@broker/%2f?pass=S3cretPw"),
             ("AMQP_URL", "amqp://app:S3cretPw@[::1/x"),
         ] {
