@@ -12,6 +12,20 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// A writer on `store` that prices 1 BTC at 100 of every currency: the one the store's tests
+/// place orders through.
+pub fn writer(
+    store: &crate::postgres::PgEventStore,
+) -> crate::CqrsOrderWriter<crate::postgres::PgEventStore> {
+    let rate = order_domain::BtcRate::parse("100").expect("a valid rate");
+    crate::CqrsOrderWriter::new(
+        store.clone(),
+        order_domain::BuyOrderServices::new(std::sync::Arc::new(
+            order_domain::FixedSource::uniform(rate),
+        )),
+    )
+}
+
 /// A database created for one test and dropped when this value is dropped.
 pub struct TestDb {
     name: String,

@@ -3,14 +3,13 @@
 //! kept as the source.
 
 use std::error::Error;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use order_domain::*;
 use order_store::postgres::Transaction;
 use order_store::postgres::{PgEventStore, PgProjection, PgReadModel, PgSettings, Projection};
-use order_store::testing::{OutageProxy, TestDb};
+use order_store::testing::{writer, OutageProxy, TestDb};
 use order_store::*;
 
 fn pg_addr() -> std::net::SocketAddr {
@@ -18,14 +17,6 @@ fn pg_addr() -> std::net::SocketAddr {
 }
 
 /// A writer on `store` at 100 fiat per BTC in every currency.
-fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
-    CqrsOrderWriter::new(
-        store.clone(),
-        BuyOrderServices::new(Arc::new(FixedSource::uniform(
-            BtcRate::parse("100").unwrap(),
-        ))),
-    )
-}
 
 fn quick(url: &str) -> PgSettings {
     let mut settings = PgSettings::for_url(url);

@@ -7,18 +7,12 @@ use std::sync::Arc;
 use order_domain::*;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSettings};
 use order_store::testing::{
-    every_row, rate_source_upcaster, store_versioned, without_rate_source, TestDb,
+    every_row, rate_source_upcaster, store_versioned, without_rate_source, writer, TestDb,
 };
 use order_store::*;
-use price_feed::FixedSource;
 
 fn order(amount: &str) -> PlaceBuyOrder {
     order_domain::testing::order_for("versions", amount)
-}
-
-fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
-    let rates: Arc<FixedSource> = Arc::new("USD=100,EUR=100,GBP=100".parse().unwrap());
-    CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rates))
 }
 
 async fn open(db: &TestDb) -> (PgEventStore, PgReadModel) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use order_domain::*;
 use order_store::postgres::{PgEventStore, PgProjection, PgSettings, Projection, Transaction};
-use order_store::testing::TestDb;
+use order_store::testing::{writer, TestDb};
 use order_store::*;
 
 /// BTC sold per currency, as a user would write it.
@@ -54,15 +54,6 @@ async fn sold(projection: &PgProjection<SoldPerCurrency>, currency: &str) -> i64
         .await
         .unwrap()
         .map_or(0, |row| row.get(0))
-}
-
-fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
-    CqrsOrderWriter::new(
-        store.clone(),
-        BuyOrderServices::new(Arc::new(FixedSource::uniform(
-            BtcRate::parse("100").unwrap(),
-        ))),
-    )
 }
 
 #[tokio::test]

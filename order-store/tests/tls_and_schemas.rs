@@ -2,20 +2,13 @@
 //! (`ssl = on` here, with a self-signed certificate for `localhost`) on every connection the
 //! store opens, and stores in schemas of their own sharing one database.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use order_domain::*;
 use order_store::postgres::{PgEventStore, PgReadModel, PgSchema, PgSettings};
-use order_store::testing::{every_row, TestDb};
+use order_store::testing::{every_row, writer, TestDb};
 use order_store::*;
-use price_feed::FixedSource;
 use sqlx::postgres::PgListener;
-
-fn writer(store: &PgEventStore) -> CqrsOrderWriter<PgEventStore> {
-    let rates: Arc<FixedSource> = Arc::new("USD=100,EUR=100,GBP=100".parse().unwrap());
-    CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(rates))
-}
 
 fn order(amount: &str) -> PlaceBuyOrder {
     order_domain::testing::order_for("tls-test", amount)
