@@ -16,8 +16,6 @@ fn pg_addr() -> std::net::SocketAddr {
     "127.0.0.1:5432".parse().unwrap()
 }
 
-/// A writer on `store` at 100 fiat per BTC in every currency.
-
 fn quick(url: &str) -> PgSettings {
     let mut settings = PgSettings::for_url(url);
     settings.acquire_timeout = Duration::from_millis(500);
