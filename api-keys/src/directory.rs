@@ -133,26 +133,25 @@ impl KeyDirectory {
     /// A failure is logged and retried at the next reload.
     async fn record_use(&self) {
         let keys = self.keys.read().clone();
-        let uses: Vec<(String, DateTime<Utc>, i64)> = keys
+        let uses: Vec<(String, DateTime<Utc>)> = keys
             .values()
             .filter_map(|entry| {
                 let (last, written) = &*entry.used;
                 let last = last.load(Ordering::Relaxed);
-                let at = DateTime::from_timestamp(last, 0)?;
                 (last > written.load(Ordering::Relaxed))
-                    .then(|| (entry.credential.key_id.clone(), at, last))
+                    .then(|| DateTime::from_timestamp(last, 0))
+                    .flatten()
+                    .map(|at| (entry.credential.key_id.clone(), at))
             })
             .collect();
         if uses.is_empty() {
             return;
         }
-        let batch: Vec<(String, DateTime<Utc>)> =
-            uses.iter().map(|(id, at, _)| (id.clone(), *at)).collect();
-        match self.registry.record_use(&batch).await {
+        match self.registry.record_use(&uses).await {
             Ok(()) => {
-                for (id, _, last) in uses {
+                for (id, at) in uses {
                     if let Some(entry) = keys.get(&id) {
-                        entry.used.1.fetch_max(last, Ordering::Relaxed);
+                        entry.used.1.fetch_max(at.timestamp(), Ordering::Relaxed);
                     }
                 }
             }

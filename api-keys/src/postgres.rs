@@ -37,12 +37,7 @@ pub struct PgClientRegistry {
 
 /// The channel changes of `schema`'s keys are notified on.
 fn channel(schema: &str) -> String {
-    const CHANNEL: &str = "api_keys";
-    if schema == "public" {
-        CHANNEL.to_owned()
-    } else {
-        format!("{CHANNEL}.{schema}")
-    }
+    order_store::postgres::schema_channel("api_keys", schema)
 }
 
 /// Tells every listening service that the keys changed, when `tx` commits.

@@ -84,7 +84,7 @@ mod write;
 pub use connection::config::{PgSettings, SettingError};
 pub use connection::migrate::{migrate_read, migrate_write};
 pub use connection::notify::{listen, Notice};
-pub use connection::schema::PgSchema;
+pub use connection::schema::{schema_channel, PgSchema};
 #[cfg(feature = "ops")]
 pub use ops::audit::{audit, AuditReport, Finding};
 #[cfg(feature = "relay")]

@@ -75,11 +75,17 @@ impl fmt::Display for PgSchema {
 /// The channel the trigger of `schema` notifies new positions on (migration 1008 names it the
 /// same way): a listener is never woken, nor misled about the head, by another schema's log.
 pub(crate) fn channel(schema: &str) -> String {
-    const CHANNEL: &str = "buy_order_events";
+    schema_channel("buy_order_events", schema)
+}
+
+/// The `NOTIFY` channel `base` of `schema`: `base` itself in `public`, `<base>.<schema>`
+/// elsewhere, so stores in two schemas of one database (channels are per database) never wake
+/// each other. Every channel of the store, and of crates keeping tables beside it, is named so.
+pub fn schema_channel(base: &str, schema: &str) -> String {
     if schema == PUBLIC {
-        CHANNEL.to_owned()
+        base.to_owned()
     } else {
-        format!("{CHANNEL}.{schema}")
+        format!("{base}.{schema}")
     }
 }
 
