@@ -12,6 +12,14 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// A port on 127.0.0.1 that nothing listens on (for a server a test starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A fresh topology (exchange, queue, dead letters) for one test.
 pub struct TestTopology {
     /// The names.
@@ -101,16 +109,10 @@ impl PrivateBroker {
     /// Starts a node and waits (up to a minute) until it accepts connections. Panics with a
     /// clear message if it cannot: a test that needs it fails rather than skip.
     pub fn start() -> PrivateBroker {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port")
-        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let broker = PrivateBroker {
             node: format!("bo_test_{}@localhost", &id[..12]),
-            port: free(),
+            port: free_port(),
             dir: std::env::temp_dir().join(format!("bo-rabbitmq-{}", &id[..12])),
         };
         std::fs::create_dir_all(&broker.dir).expect("the node's directory");
@@ -126,7 +128,7 @@ impl PrivateBroker {
             .args(["-R", "rabbitmq"])
             .arg(&broker.dir)
             .status();
-        broker.run_node(free());
+        broker.run_node(free_port());
         broker
     }
 
@@ -167,11 +169,7 @@ impl PrivateBroker {
     /// again on the same data: durable queues and persistent messages are what survives.
     pub fn restart(&self) {
         self.stop();
-        let free = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        self.run_node(free);
+        self.run_node(free_port());
     }
 
     fn stop(&self) {
@@ -208,10 +206,7 @@ impl TlsBroker {
         client_ca: Option<&std::path::Path>,
     ) -> TlsBroker {
         let behind = parse(&amqp_url()).expect("TEST_AMQP_URL");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "bo-stunnel-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
