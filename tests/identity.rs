@@ -454,7 +454,7 @@ async fn the_curl_scripts_send_the_key_from_the_environment() {
 /// a secret.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
-    use support::{free_ports, healthy, spawn_service};
+    use support::{free_ports, spawn_service};
     let db = TestDb::create().await;
     let old = add_client(&db, "bob", false);
     let quiet = [("AUTH_KEYS_REFRESH_MS", "60000"), ("RATE_LIMIT_PER_S", "0")];
@@ -470,10 +470,9 @@ async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
         format!("http://127.0.0.1:{}/buy_order", ports[1][0]),
         format!("http://127.0.0.1:{}/buy_orders", ports[2][1]),
     ];
-    healthy("api-write 1", &mut children[0], ports[0][0]).await;
-    healthy("api-write 2", &mut children[1], ports[1][0]).await;
-    healthy("api-read", &mut children[2], ports[2][1]).await;
-    healthy("projector", &mut children[3], ports[2][2]).await;
+    for child in &mut children {
+        child.ready().await;
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -579,9 +578,7 @@ async fn a_rotated_key_works_everywhere_at_once_and_keeps_the_clients_orders() {
     assert!(!ok && stderr.contains("at most"), "{stderr}");
     let (ok, _, stderr) = clients(&db, &["revoke", "bob", "--key", "0123456789abcdef"]);
     assert!(!ok && stderr.contains("has no key"), "{stderr}");
-    for child in children {
-        child.kill().await;
-    }
+    drop(children);
 }
 
 /// A flood of unknown keys from one address: the first `AUTH_FAILURES_BURST` are 401, the rest

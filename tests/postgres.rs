@@ -6,7 +6,7 @@ use std::time::Duration;
 use buy_orders::{start, Config};
 use clap::Parser;
 use order_store::testing::TestDb;
-use support::{free_ports, healthy, refused, spawn_service};
+use support::{free_ports, spawn_service};
 
 mod support;
 use serde_json::{json, Value};
@@ -231,18 +231,11 @@ async fn the_pgssl_variables_mean_the_same_on_every_side_of_every_binary() {
     for name in ["api-write", "api-read", "projector"] {
         let port = free_ports();
         // The wrong name: refused as a setting to fix, naming why.
-        let (code, stderr) = refused(name, spawn_service(name, db.url(), &verify, port)).await;
+        let (code, stderr) = spawn_service(name, db.url(), &verify, port).refused().await;
         assert_eq!(code, Some(2), "{name}: {stderr}");
         assert!(stderr.contains("not valid for name"), "{name}: {stderr}");
-        // The name the certificate carries: it starts, and answers its health check.
-        let mut child = spawn_service(name, &by_name, &verify, port);
-        let health_port = match name {
-            "api-write" => port[0],
-            "api-read" => port[1],
-            _ => port[2],
-        };
-        healthy(name, &mut child, health_port).await;
-        child.kill().await;
+        // The name the certificate carries: it starts, and is ready.
+        spawn_service(name, &by_name, &verify, port).ready().await;
     }
 }
 
@@ -343,9 +336,9 @@ async fn every_binary_presents_a_client_certificate_where_the_server_requires_on
     let mut writer = spawn_service("api-write", &url, &from_env, port);
     let mut projector = spawn_service("projector", &in_url, &[], port);
     let mut reader = spawn_service("api-read", &url, &from_env, port);
-    healthy("api-write", &mut writer, port[0]).await;
-    healthy("projector", &mut projector, port[2]).await;
-    healthy("api-read", &mut reader, port[1]).await;
+    writer.ready().await;
+    projector.ready().await;
+    reader.ready().await;
     let http = reqwest::Client::new();
     let placed: Value = http
         .put(format!("http://127.0.0.1:{}/buy_order", port[0]))
@@ -382,16 +375,12 @@ async fn every_binary_presents_a_client_certificate_where_the_server_requires_on
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for child in [writer, projector, reader] {
-        child.kill().await;
-    }
+    drop((writer, projector, reader));
     // Each service without the certificate refuses to start, as a setting to fix.
     for name in ["api-write", "api-read", "projector"] {
-        let (code, stderr) = refused(
-            name,
-            spawn_service(name, &url, &from_env[..2], free_ports()),
-        )
-        .await;
+        let (code, stderr) = spawn_service(name, &url, &from_env[..2], free_ports())
+            .refused()
+            .await;
         assert_eq!(code, Some(2), "{name}: {stderr}");
         assert!(stderr.contains("certificate"), "{name}: {stderr}");
     }

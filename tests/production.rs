@@ -2,108 +2,13 @@
 //! against the real PostgreSQL and RabbitMQ: a database whose default isolation is not ours,
 //! a forged message on the queue.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use order_store::testing::TestDb;
+use support::{free_port, service, Running};
+
+mod support;
 use serde_json::json;
-
-/// A service binary of the workspace (`cargo test --workspace` builds them beside ours).
-fn service(name: &str) -> Command {
-    let path: PathBuf = std::path::Path::new(env!("CARGO_BIN_EXE_buy-orders"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{path:?} missing: run `cargo test --workspace`"
-    );
-    let mut command = Command::new(path);
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("PRICE_SOURCE", "fixed:USD=50000,EUR=40000,GBP=30000")
-        .env("RATE_LIMIT_PER_S", "0")
-        .stdout(Stdio::null());
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running service process, killed when dropped; its log (standard error) goes to a file.
-struct Running {
-    child: Child,
-    port: u16,
-    log: tempfile_path::Log,
-}
-
-mod tempfile_path {
-    /// A log file of one process, removed when dropped.
-    pub struct Log(pub std::path::PathBuf);
-
-    impl Log {
-        pub fn new(name: &str) -> Log {
-            Log(std::env::temp_dir().join(format!("bo-{name}-{}.log", uuid::Uuid::new_v4())))
-        }
-    }
-
-    impl Drop for Log {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Running {
-    /// Starts `command`, its standard error into a log file of its own.
-    fn spawn(mut command: Command, name: &str, port: u16) -> Running {
-        let log = tempfile_path::Log::new(name);
-        let file = std::fs::File::create(&log.0).unwrap();
-        let child = command.stderr(file).spawn().unwrap();
-        Running { child, port, log }
-    }
-
-    /// What the process has logged so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log.0).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Waits until `/readyz` answers 200, or fails the test with the process's exit.
-    async fn ready(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the process exited at start-up: {status}");
-            }
-            if let Ok(answer) = reqwest::get(self.url("/readyz")).await {
-                if answer.status() == 200 {
-                    return;
-                }
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// `api-write` on `db`, with `extra` environment.
 fn api_write(db: &TestDb, extra: &[(&str, &str)]) -> Running {
