@@ -419,7 +419,11 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
         });
     }
     let (model, table): (Arc<dyn ReadModel>, Arc<dyn ReadModelWriter>) = if on_postgres {
-        let model = Arc::new(PgReadModel::open(&config.db).await?);
+        let model = Arc::new(
+            PgReadModel::open(&config.db)
+                .await?
+                .with_checkpoint_poll(config.read.consistency_poll),
+        );
         tracing::info!("on PostgreSQL");
         (model.clone(), model)
     } else {
@@ -438,7 +442,9 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     let write_ops = api_write::ops(writer.clone());
     let read_ops = api_read::ops(model.clone());
     let write_routes = WriteApi::new(writer, identity.clone(), config.access.limits()).routes();
-    let read_routes = ReadApi::new(model, identity, config.access.limits()).routes();
+    let read_routes = ReadApi::new(model, identity, config.access.limits())
+        .with_consistency_wait(config.read.consistency_wait)
+        .routes();
     let (token, http) = (shutdown.clone(), config.service.http.clone());
     tasks.spawn(async move {
         service_kit::serve_with(write_ops, write_routes, write_listener, token, &http).await

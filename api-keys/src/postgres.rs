@@ -33,6 +33,9 @@ pub struct PgClientRegistry {
     answer_within: std::time::Duration,
     /// Ticks at each notification; the listening session starts with the first subscriber.
     changes: std::sync::Arc<std::sync::OnceLock<tokio::sync::watch::Sender<u64>>>,
+    /// On a hot standby: read-only, and deaf to notifications (a standby delivers none), so
+    /// keys are reloaded by the poll alone and last uses are recorded by the primary's services.
+    standby: bool,
 }
 
 /// The channel changes of `schema`'s keys are notified on.
@@ -110,10 +113,15 @@ impl PgClientRegistry {
             .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(StoreError::from_database)?;
+        let standby = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&pool)
+            .await
+            .map_err(StoreError::from_database)?;
         Ok(PgClientRegistry {
             pool,
             answer_within: settings.answer_deadline(),
             changes: Default::default(),
+            standby,
         })
     }
 
@@ -123,6 +131,7 @@ impl PgClientRegistry {
             pool,
             answer_within: std::time::Duration::from_secs(10),
             changes: Default::default(),
+            standby: false,
         }
     }
 
@@ -304,7 +313,7 @@ impl ClientRegistry for PgClientRegistry {
     }
 
     async fn record_use(&self, uses: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
-        if uses.is_empty() {
+        if uses.is_empty() || self.standby {
             return Ok(());
         }
         let (ids, times): (Vec<&str>, Vec<DateTime<Utc>>) =
@@ -323,6 +332,9 @@ impl ClientRegistry for PgClientRegistry {
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        if self.standby {
+            return None;
+        }
         let sender = self.changes.get_or_init(|| {
             let (sender, _) = tokio::sync::watch::channel(0_u64);
             let (pool, answer_within, ticks) =

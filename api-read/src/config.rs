@@ -15,6 +15,18 @@ pub struct ReadSettings {
         default_value = "127.0.0.1:8778"
     )]
     pub read_addr: SocketAddr,
+    /// How long a read given a consistency token waits for the read table to apply it before
+    /// answering 503 `not_yet_consistent` (keep it under the HTTP request deadline).
+    #[arg(long = "read-consistency-wait-ms", env = "READ_CONSISTENCY_WAIT_MS",
+          value_name = "READ_CONSISTENCY_WAIT_MS", default_value = "2000",
+          value_parser = settings_kit::parse_millis)]
+    pub consistency_wait: std::time::Duration,
+    /// How often the PostgreSQL read table's checkpoint is read while reads wait on a token:
+    /// one query per interval for the whole process, however many wait; none while none does.
+    #[arg(long = "read-consistency-poll-ms", env = "READ_CONSISTENCY_POLL_MS",
+          value_name = "READ_CONSISTENCY_POLL_MS", default_value = "5",
+          value_parser = settings_kit::parse_millis)]
+    pub consistency_poll: std::time::Duration,
 }
 
 /// Everything `api-read` reads at start-up.

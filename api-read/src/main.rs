@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let model = match PgReadModel::open(&config.db).await {
-        Ok(model) => model,
+        Ok(model) => model.with_checkpoint_poll(config.read.consistency_poll),
         Err(err) => {
             eprintln!("api-read: cannot open the read table (READ_DATABASE_URL): {err}");
             return ExitCode::from(err.exit_status());
@@ -56,7 +56,9 @@ async fn main() -> ExitCode {
     tracing::info!(addr = %config.read.read_addr, "api-read listening");
     let model: Arc<dyn order_store::ReadModel> = Arc::new(model);
     let ops = api_read::ops(model.clone());
-    let routes = ReadApi::new(model, identity, config.access.limits()).routes();
+    let routes = ReadApi::new(model, identity, config.access.limits())
+        .with_consistency_wait(config.read.consistency_wait)
+        .routes();
     service_kit::serve_with(ops, routes, listener, shutdown, &config.service.http).await;
     ExitCode::SUCCESS
 }

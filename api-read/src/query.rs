@@ -1,8 +1,50 @@
-//! The edge of the read API: the query string becomes a `PageRequest`, or a 422.
+//! The edge of the read API: the query string becomes a `PageRequest`, or a 422; a consistency
+//! token (header or query) becomes a `ConsistencyToken`, or a 400.
 
 use order_domain::OrderId;
-use order_store::{PageRequest, PageSize};
+use order_store::{ConsistencyToken, PageRequest, PageSize};
 use service_kit::ApiError;
+use warp::http::StatusCode;
+
+/// The request header (and response header of `PUT /buy_order`) carrying the token.
+pub const TOKEN_HEADER: &str = "consistency-token";
+/// The query parameter carrying it, for callers that cannot set headers (a browser's link).
+pub const TOKEN_PARAMETER: &str = "consistency_token";
+
+/// The token a read asks to be consistent with: the `Consistency-Token` header, or the
+/// `consistency_token` query parameter, or neither. Both may be given only alike; a malformed
+/// token, one given twice, or two that differ are 400 `invalid_consistency_token` (never
+/// guessed at: a read that silently ignored its token would answer stale data as fresh).
+pub fn parse_consistency_token(
+    query: &str,
+    header: Option<&str>,
+) -> Result<Option<ConsistencyToken>, ApiError> {
+    let invalid =
+        |why: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_consistency_token", why);
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::validation(format!("query string: {e}")))?;
+    let mut given = pairs
+        .into_iter()
+        .filter(|(name, _)| name == TOKEN_PARAMETER)
+        .map(|(_, value)| value);
+    let in_query = given.next();
+    if given.next().is_some() {
+        return Err(invalid(format!("{TOKEN_PARAMETER}: given more than once")));
+    }
+    let text = match (in_query, header) {
+        (None, None) => return Ok(None),
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(format!(
+                "the {TOKEN_PARAMETER} parameter and the Consistency-Token header differ"
+            )))
+        }
+        (Some(text), _) => text,
+        (None, Some(text)) => text.to_owned(),
+    };
+    text.parse()
+        .map(Some)
+        .map_err(|e: order_store::BadToken| invalid(e.to_string()))
+}
 
 /// Parses `last_reference=<order id>&page_size=<1..=100>`, both optional (an empty
 /// `last_reference=` means the first page). A parameter given twice is refused rather than
@@ -41,6 +83,37 @@ pub fn parse_page_request(query: &str) -> Result<PageRequest, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TOKEN: &str = "ct1_000000000000002a";
+
+    #[test]
+    fn a_token_from_the_header_or_the_query_and_only_one_of_them() {
+        assert_eq!(parse_consistency_token("page_size=3", None).unwrap(), None);
+        let want = Some(TOKEN.parse::<ConsistencyToken>().unwrap());
+        assert_eq!(parse_consistency_token("", Some(TOKEN)).unwrap(), want);
+        let query = format!("consistency_token={TOKEN}");
+        assert_eq!(parse_consistency_token(&query, None).unwrap(), want);
+        assert_eq!(parse_consistency_token(&query, Some(TOKEN)).unwrap(), want);
+        for (query, header) in [
+            (
+                format!("consistency_token={TOKEN}&consistency_token={TOKEN}"),
+                None,
+            ),
+            (query.clone(), Some("ct1_000000000000002b")),
+            (String::new(), Some("")),
+            ("consistency_token=".to_owned(), None),
+            ("consistency_token=secret-looking".to_owned(), None),
+            (String::new(), Some("ct1_0000000000000000")),
+        ] {
+            let err = parse_consistency_token(&query, header).unwrap_err();
+            assert_eq!(
+                (err.status.as_u16(), err.code),
+                (400, "invalid_consistency_token"),
+                "{query} {header:?}"
+            );
+            assert!(!err.message.contains("secret-looking"), "never echoed");
+        }
+    }
 
     const ID: &str = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
 

@@ -206,3 +206,99 @@ async fn health_and_unknown_routes() {
         .await;
     assert_eq!(response.status(), 405);
 }
+
+/// A read with a consistency token answers once the table has applied it, however long that
+/// takes within the bound; past the bound, 503 `not_yet_consistent` with `Retry-After`, and
+/// nothing about the order; a malformed token is 400, never ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consistency_token_waits_for_its_write_and_is_503_past_the_bound() {
+    let store = MemEventStore::new(BtcCap::DEFAULT);
+    let writer = CqrsOrderWriter::new(store.clone(), BuyOrderServices::new(Arc::new(rate())));
+    let placed = writer
+        .place(order_domain::testing::order("25"))
+        .await
+        .unwrap();
+    let id = placed.order.order_id;
+    let token = ConsistencyToken::at(placed.position.unwrap()).to_string();
+    let model = Arc::new(MemReadModel::new());
+    let short = |wait_ms| {
+        api_read::ReadApi::new(
+            model.clone(),
+            api_keys::Identity::Off,
+            Arc::new(service_kit::RateLimits::off()),
+        )
+        .with_consistency_wait(std::time::Duration::from_millis(wait_ms))
+        .routes()
+        .recover(service_kit::recover)
+        .unify()
+        .map(warp::Reply::into_response)
+        .boxed()
+    };
+    let impatient = short(100);
+    // Without a token: the table does not have it yet, and says so at once.
+    assert_eq!(get(&impatient, &format!("/buy_orders/{id}")).await.0, 404);
+    for path in [
+        format!("/buy_orders/{id}?consistency_token={token}"),
+        format!("/buy_orders?consistency_token={token}"),
+    ] {
+        let response = warp::test::request().path(&path).reply(&impatient).await;
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["code"], "not_yet_consistent");
+        assert!(!body.to_string().contains(&id.to_string()));
+    }
+    for (path, header) in [
+        (format!("/buy_orders/{id}"), "ct1_garbage"),
+        ("/buy_orders".to_owned(), "0"),
+        (
+            format!("/buy_orders?consistency_token={token}"),
+            "ct1_00000000000000ff",
+        ),
+    ] {
+        let response = warp::test::request()
+            .path(&path)
+            .header("consistency-token", header)
+            .reply(&impatient)
+            .await;
+        assert_eq!(response.status(), 400, "{path} {header}");
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_consistency_token");
+    }
+    // The projector applies it a little later: the patient read waits for it, then answers.
+    let patient = short(10_000);
+    let applier = {
+        let (model, store) = (model.clone(), store.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let log = store.read_after(Position::ZERO, 10).await.unwrap();
+            model.apply(&log).await.unwrap();
+        })
+    };
+    let one = warp::test::request()
+        .path(&format!("/buy_orders/{id}"))
+        .header("consistency-token", &token)
+        .reply(&patient);
+    let list_path = format!("/buy_orders?consistency_token={token}");
+    let list = get(&patient, &list_path);
+    let (one, (status, page)) = tokio::join!(one, list);
+    assert_eq!(one.status(), 200);
+    let one: Value = serde_json::from_slice(one.body()).unwrap();
+    assert_eq!(one["id"], id.to_string());
+    assert_eq!(status, 200);
+    assert_eq!(page["rows"][0]["id"], id.to_string());
+    applier.await.unwrap();
+}
+
+/// A read model that cannot tell what it applied refuses a token (503), never ignores it.
+#[tokio::test]
+async fn a_token_on_a_read_model_that_cannot_wait_is_503_not_ignored() {
+    let routes = routes(Arc::new(Down));
+    let (status, body) = get(
+        &routes,
+        "/buy_orders?consistency_token=ct1_0000000000000001",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use api_keys::{Caller, Identity};
 use order_domain::IdempotencyKey;
-use order_store::{OrderView, OrderWriter, Placement};
+use order_store::{ConsistencyToken, OrderView, OrderWriter, Placement};
 use serde::Serialize;
 use service_kit::body::{json_body, MAX_BODY_BYTES};
 use service_kit::metrics_doc::MetricDoc;
@@ -30,6 +30,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::request::{parse_place, RequestHeaders};
+
+/// The response header carrying the order's consistency token (`ct1_…`, opaque): give it back
+/// to `api-read` (same header, or `consistency_token` in the query) to read your own write.
+pub const CONSISTENCY_TOKEN: &str = "consistency-token";
 
 /// The write API's routes, as metric labels.
 pub const ROUTES: &[(&str, &str)] = &[("/buy_order", "PUT")];
@@ -174,7 +178,11 @@ impl WriteApi {
     ) -> Result<Response, ApiError> {
         let command = parse_place(&body, &headers, caller.client)?;
         let placing = self.writer.place_for(command, request_id);
-        let Placement { order, replayed } = placing.await.map_err(|err| {
+        let Placement {
+            order,
+            replayed,
+            position,
+        } = placing.await.map_err(|err| {
             error::log_refusal(&err);
             error::to_api_error(err)
         })?;
@@ -200,6 +208,13 @@ impl WriteApi {
                 "idempotent-replayed",
                 warp::http::HeaderValue::from_static("true"),
             );
+        }
+        // Read-your-writes: api-read answers a read carrying this only once it shows the order.
+        if let Some(position) = position {
+            let token = ConsistencyToken::at(position).to_string();
+            if let Ok(value) = warp::http::HeaderValue::from_str(&token) {
+                response.headers_mut().insert(CONSISTENCY_TOKEN, value);
+            }
         }
         Ok(response)
     }

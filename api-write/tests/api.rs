@@ -141,6 +141,19 @@ async fn put_places_an_order_and_a_replay_answers_identically() {
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.body(), first.body(), "byte-identical replay");
     assert_eq!(stored(&app).await, 1);
+    // Both answers carry the order's consistency token: where it stands in the log.
+    assert_eq!(first.headers()["consistency-token"], "ct1_0000000000000001");
+    assert_eq!(
+        replay.headers()["consistency-token"],
+        first.headers()["consistency-token"]
+    );
+    let second = put(&order("1", "9a0c0305-4f89-11d3-9a0c-0305e82c3301"))
+        .reply(&app.routes)
+        .await;
+    assert_eq!(
+        second.headers()["consistency-token"],
+        "ct1_0000000000000002"
+    );
 }
 
 #[tokio::test]

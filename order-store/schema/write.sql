@@ -241,6 +241,27 @@ END
 $function$
 ;
 
+CREATE OR REPLACE FUNCTION public.buy_orders_load_positioned(aggregate_type_in text, aggregate_ids text[])
+ RETURNS TABLE(aggregate_id text, sequence bigint, event_type text, event_version text, payload json, metadata json, log_position bigint)
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+#variable_conflict use_column
+DECLARE
+    one text;
+BEGIN
+    FOREACH one IN ARRAY aggregate_ids LOOP
+        RETURN QUERY
+            SELECT e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload,
+                   e.metadata, e.position
+              FROM events e
+             WHERE e.aggregate_type = aggregate_type_in AND e.aggregate_id = one
+             ORDER BY e.sequence;
+    END LOOP;
+END
+$function$
+;
+
 CREATE OR REPLACE FUNCTION public.buy_orders_timeline()
  RETURNS integer
  LANGUAGE sql

@@ -1,5 +1,7 @@
 //! The read table's interfaces: one for the projector that writes it, one for the API that reads it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use order_domain::OrderId;
 
@@ -41,4 +43,16 @@ pub trait ReadModel: Send + Sync {
 
     /// Whether the backend answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Waits until the table has applied the log up to `position` (a
+    /// [`crate::ConsistencyToken`]'s), at most `within`: `Ok(true)` once it has, `Ok(false)` if
+    /// the bound passed first. Read-your-writes: a page or order read after it includes every
+    /// order stored up to `position`. Waiting requests share one view of the checkpoint (no query
+    /// per request). A read model that does not track its checkpoint says so (the default).
+    async fn wait_applied(&self, position: Position, within: Duration) -> Result<bool, StoreError> {
+        let _ = (position, within);
+        Err(StoreError::misconfigured(
+            "this read model cannot tell what it has applied, so it cannot honour a consistency token",
+        ))
+    }
 }

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::error::{Cause, CommitInDoubt, PlaceError, StoreError};
+use crate::log::Position;
 
 /// A placed order, and whether this request placed it or replayed an earlier request's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,24 @@ pub struct Placement {
     pub order: BuyOrderPlaced,
     /// `true` when an earlier request with the same key placed it.
     pub replayed: bool,
+    /// Where the order stands in the log: what a read must have applied to show it (the
+    /// consistency token, [`crate::ConsistencyToken::at`]). `None` only from an event store of
+    /// your own that does not give [`POSITION_METADATA`] on commit and load; both of this
+    /// crate's stores do.
+    pub position: Option<Position>,
+}
+
+/// The metadata key under which this crate's event stores give each committed or loaded
+/// event's log position (as decimal text) to the framework: cqrs-es `Query`s dispatched after a
+/// commit see it too. Never stored in the event's metadata: the log holds it.
+pub const POSITION_METADATA: &str = "position";
+
+/// The position an event store gave `metadata` ([`POSITION_METADATA`]), if any.
+fn position_in(metadata: &HashMap<String, String>) -> Option<Position> {
+    metadata
+        .get(POSITION_METADATA)
+        .and_then(|text| text.parse().ok())
+        .map(Position)
 }
 
 /// What the writer asks of an event store besides its events: the BTC cap as the store sees it,
@@ -201,7 +220,7 @@ pub struct CqrsOrderWriter<ES: NewAggregate + Ledger + Clone> {
 
 /// Orders committed by requests of this process that have not collected them yet, by request id.
 #[derive(Default)]
-struct Committed(Mutex<HashMap<String, BuyOrderPlaced>>);
+struct Committed(Mutex<HashMap<String, (BuyOrderPlaced, Option<Position>)>>);
 
 /// The cqrs-es query that fills [`Committed`]: it runs right after each commit, before
 /// `execute` returns.
@@ -215,7 +234,10 @@ impl Query<BuyOrder> for CaptureCommitted {
             if let (Some(request), BuyOrderEvent::BuyOrderPlaced(placed)) =
                 (envelope.metadata.get(COMMIT_ID), &envelope.payload)
             {
-                committed.insert(request.clone(), placed.clone());
+                committed.insert(
+                    request.clone(),
+                    (placed.clone(), position_in(&envelope.metadata)),
+                );
             }
         }
     }
@@ -282,6 +304,7 @@ impl<ES: NewAggregate + Ledger + Clone> CqrsOrderWriter<ES> {
         Ok(Placement {
             order,
             replayed: placed_by.map(String::as_str) != Some(commit_id),
+            position: position_in(&first.metadata),
         })
     }
 }
@@ -354,10 +377,11 @@ where
             let failure = match outcome {
                 Ok(()) => {
                     // No await between `execute` returning and this: nothing can leave the entry.
-                    if let Some(order) = self.committed.0.lock().remove(&commit_id) {
+                    if let Some((order, position)) = self.committed.0.lock().remove(&commit_id) {
                         return Ok(Placement {
                             order,
                             replayed: false,
+                            position,
                         });
                     }
                     match self.stored(&id, &commit_id).await {

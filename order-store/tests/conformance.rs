@@ -152,6 +152,11 @@ where
     for task in tasks {
         let placement = task.await.unwrap().unwrap();
         originals += usize::from(!placement.replayed);
+        assert_eq!(
+            placement.position,
+            Some(Position(1)),
+            "placed or replayed, the order's own position"
+        );
         orders.insert(serde_json::to_string(&placement.order).unwrap());
     }
     assert_eq!(originals, 1);
@@ -328,6 +333,65 @@ where
     );
 }
 
+/// Every answer says where its order stands in the log (a replay too, read back from the
+/// store), and a read table waits for a position until it has applied it, or until its bound.
+async fn answers_carry_positions_and_reads_wait_for_them<S, M>(store: S, model: M)
+where
+    S: Store,
+    S::AC: Send,
+    M: ReadModel + ReadModelWriter + 'static,
+{
+    let writer = writer(&store, "50000");
+    let orders: Vec<_> = (0..3).map(|_| order("10")).collect();
+    for (at, order) in orders.iter().enumerate() {
+        let placed = writer.place(order.clone()).await.unwrap();
+        assert_eq!(
+            (placed.replayed, placed.position),
+            (false, Some(Position(at as u64 + 1)))
+        );
+    }
+    // A fresh writer holds nothing in memory: the replay's position comes from the store.
+    let replay = self::writer(&store, "50000")
+        .place(orders[1].clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (replay.replayed, replay.position),
+        (true, Some(Position(2)))
+    );
+
+    let model = Arc::new(model);
+    let log = store.read_after(Position::ZERO, 10).await.unwrap();
+    model.apply(&log[..1]).await.unwrap();
+    assert!(model
+        .wait_applied(Position(1), Duration::ZERO)
+        .await
+        .unwrap());
+    assert!(
+        !model
+            .wait_applied(Position(3), Duration::from_millis(50))
+            .await
+            .unwrap(),
+        "not applied: the bound passes"
+    );
+    let applier = {
+        let model = model.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            model.apply(&log[1..]).await.unwrap();
+        })
+    };
+    let waited = std::time::Instant::now();
+    assert!(model
+        .wait_applied(Position(3), Duration::from_secs(20))
+        .await
+        .unwrap());
+    assert!(waited.elapsed() < Duration::from_secs(20));
+    applier.await.unwrap();
+    let third = orders[2].order_id();
+    assert!(model.get(third, &Scope::All).await.unwrap().is_some());
+}
+
 /// The suite for one backend: `$make(cap)` gives a fresh one.
 macro_rules! conformance {
     ($backend:ident, $make:path) => {
@@ -378,6 +442,16 @@ macro_rules! conformance {
             async fn the_log_is_gap_free_and_wakes_waiting_readers() {
                 let backend = $make(BtcCap::DEFAULT).await;
                 super::the_log_is_gap_free_and_wakes_waiting_readers(backend.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn answers_carry_positions_and_reads_wait_for_them() {
+                let backend = $make(BtcCap::DEFAULT).await;
+                super::answers_carry_positions_and_reads_wait_for_them(
+                    backend.store,
+                    backend.model,
+                )
+                .await;
             }
 
             #[tokio::test]

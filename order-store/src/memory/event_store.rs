@@ -157,11 +157,16 @@ impl EventStore<BuyOrder> for MemEventStore {
                 sequence: sequence as u64,
                 event: payload.clone(),
             });
+            let mut metadata = metadata.clone();
+            metadata.insert(
+                crate::writer::POSITION_METADATA.to_owned(),
+                position.0.to_string(),
+            );
             committed.push(EventEnvelope {
                 aggregate_id: context.aggregate_id.clone(),
                 sequence,
                 payload,
-                metadata: metadata.clone(),
+                metadata,
             });
         }
         stream.extend(committed.iter().cloned());

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use order_domain::{ClientId, OrderId};
 use parking_lot::RwLock;
 
+use crate::consistency::AppliedWatch;
 use crate::error::{ReadError, StoreError};
 use crate::log::{LoggedEvent, Position, UnreadableLogged};
 use crate::read_model::{ReadModel, ReadModelWriter};
@@ -18,6 +19,8 @@ use crate::view::{OrderView, Page, PageRequest, Scope};
 #[derive(Default)]
 pub struct MemReadModel {
     state: RwLock<State>,
+    /// The checkpoint, for reads waiting on a consistency token.
+    applied: AppliedWatch,
 }
 
 #[derive(Default)]
@@ -69,6 +72,7 @@ impl ReadModelWriter for MemReadModel {
                     .insert(logged.position);
             }
         }
+        self.applied.advance(state.checkpoint);
         Ok(())
     }
 
@@ -85,6 +89,7 @@ impl ReadModelWriter for MemReadModel {
                 .or_insert_with(|| event.clone());
             state.checkpoint = state.checkpoint.max(event.position);
         }
+        self.applied.advance(state.checkpoint);
         Ok(())
     }
 
@@ -145,5 +150,13 @@ impl ReadModel for MemReadModel {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn wait_applied(
+        &self,
+        position: Position,
+        within: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.applied.wait(position, within).await)
     }
 }

@@ -155,6 +155,31 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
     Ok(())
 }
 
+/// On a hot standby: `Ok` when every migration of `migrator` reached it from the primary.
+async fn check_replicated(migrator: &Migrator, pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .map_err(|err| {
+                StoreError::misconfigured(format!(
+                    "this server is a read-only standby and its primary has never been migrated \
+             (run `buy-orders migrate` there): {err}"
+                ))
+            })?;
+    match migrator
+        .iter()
+        .find(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+    {
+        None => Ok(()),
+        Some(missing) => Err(StoreError::misconfigured(format!(
+            "this server is a read-only standby and migration {} ({}) has not reached it: \
+             migrate the primary (`buy-orders migrate`) and let the standby catch up",
+            missing.version, missing.description
+        ))),
+    }
+}
+
 fn hex_decode(hex: &str) -> Vec<u8> {
     (0..hex.len())
         .step_by(2)
@@ -201,6 +226,15 @@ async fn on_own_connection(
         .await
         .map_err(crate::postgres::db_error)?;
     let result = async {
+        // A hot standby is read-only and replays its primary's schema: nothing to apply there,
+        // but a standby whose primary was not migrated to this version is refused, by name.
+        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&pool)
+            .await
+            .map_err(crate::postgres::db_error)?;
+        if standby {
+            return check_replicated(&migrator, &pool).await;
+        }
         // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` would still ask for the
         // CREATE privilege on the database, which a role that owns its schema may not have.
         let exists: bool =

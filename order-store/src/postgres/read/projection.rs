@@ -396,6 +396,16 @@ impl<P: Projection> PgProjection<P> {
             answer_within: settings.answer_deadline(),
         };
         let mut client = this.pool.get().await.map_err(db_error)?;
+        // A hot standby replays what the primary's projector created: reading is all it does.
+        let standby: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if standby {
+            drop(client);
+            return Ok(this);
+        }
         let tx = client.transaction().await.map_err(db_error)?;
         tx.execute(
             "INSERT INTO projector_checkpoint (name, position) VALUES ($1, 0) \

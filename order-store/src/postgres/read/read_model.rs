@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::consistency::AppliedWatch;
 use crate::error::{ReadError, StoreError};
 use crate::log::{EventLog, LoggedEvent, Position, UnreadableLogged};
 use crate::postgres::read::projection::{
@@ -101,6 +102,47 @@ pub struct PgReadModel {
     shared: Arc<SharedSessions>,
     /// The table as a projection: its checkpoint, parking and rebuild.
     writer: PgProjection<OrderViewProjection>,
+    /// The checkpoint as last read, shared by every read waiting on a consistency token; one
+    /// poller per model reads it while anyone waits ([`PgReadModel::with_checkpoint_poll`]).
+    applied: Arc<AppliedWatch>,
+    /// How often the poller reads the checkpoint while reads wait.
+    poll: std::time::Duration,
+    /// Started by the first wait.
+    poller: Arc<std::sync::OnceLock<()>>,
+}
+
+/// Reads the checkpoint into `applied` every `poll` while reads wait on it, until the model is
+/// dropped. A failed read is logged (once per failure streak) and tried again: waiting reads
+/// time out meanwhile, as they should.
+async fn poll_checkpoint(
+    applied: std::sync::Weak<AppliedWatch>,
+    writer: PgProjection<OrderViewProjection>,
+    poll: std::time::Duration,
+) {
+    let mut failing = false;
+    loop {
+        let Some(watch) = applied.upgrade() else {
+            return;
+        };
+        // Woken by a new waiter; looks again now and then, to notice the model is gone.
+        let wanted = tokio::time::timeout(std::time::Duration::from_secs(1), watch.wanted());
+        if wanted.await.is_err() {
+            continue;
+        }
+        match ReadModelWriter::checkpoint(&writer).await {
+            Ok(position) => {
+                failing = false;
+                watch.advance(position);
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::warn!(%err, "the read table's checkpoint cannot be read; reads waiting on a consistency token will time out");
+            }
+            Err(_) => {}
+        }
+        drop(watch);
+        tokio::time::sleep(poll).await;
+    }
 }
 
 impl std::fmt::Debug for PgReadModel {
@@ -129,7 +171,34 @@ impl PgReadModel {
             settings.read_pipeline_depth as usize,
             settings.answer_deadline(),
         ));
-        Ok(PgReadModel { shared, writer })
+        Ok(PgReadModel {
+            shared,
+            writer,
+            applied: Arc::new(AppliedWatch::new()),
+            poll: Self::CHECKPOINT_POLL,
+            poller: Arc::default(),
+        })
+    }
+
+    /// How often the checkpoint is read while reads wait for a consistency token, by default.
+    pub const CHECKPOINT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+    /// Sets how often the checkpoint is read while reads wait on a consistency token: one query
+    /// per interval for the whole process however many wait, none while nobody waits. A
+    /// notification cannot replace it: a hot standby (where a read model may live) delivers
+    /// none, and what matters is what this server has applied, not the primary.
+    pub fn with_checkpoint_poll(mut self, poll: std::time::Duration) -> Self {
+        self.poll = poll.max(std::time::Duration::from_millis(1));
+        self
+    }
+
+    /// Starts the one poller of this model's checkpoint, unless running.
+    fn start_poller(&self) {
+        self.poller.get_or_init(|| {
+            let applied = Arc::downgrade(&self.applied);
+            let (writer, poll) = (self.writer.clone(), self.poll);
+            tokio::spawn(poll_checkpoint(applied, writer, poll));
+        });
     }
 
     /// The table as a projection ([`PgProjection`]): its status, parked events and rebuild.
@@ -433,7 +502,12 @@ impl Projection for OrderViewProjection {
 #[async_trait]
 impl ReadModelWriter for PgReadModel {
     async fn apply(&self, events: &[LoggedEvent]) -> Result<(), StoreError> {
-        self.writer.apply(events).await
+        self.writer.apply(events).await?;
+        // Applied in this process: reads waiting here need not wait for the poller.
+        if let Some(last) = events.last() {
+            self.applied.advance(last.position);
+        }
+        Ok(())
     }
 
     async fn checkpoint(&self) -> Result<Position, StoreError> {
@@ -520,5 +594,17 @@ impl ReadModel for PgReadModel {
                 Ok(())
             })
             .await
+    }
+
+    async fn wait_applied(
+        &self,
+        position: Position,
+        within: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        if self.applied.applied() >= position {
+            return Ok(true);
+        }
+        self.start_poller();
+        Ok(self.applied.wait(position, within).await)
     }
 }

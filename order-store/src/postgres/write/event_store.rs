@@ -558,8 +558,15 @@ impl PgEventStore {
             GroupCommit::start(self.pool.clone(), self.batching, self.answer_within)
         });
         match committer.append(row).await {
-            Ok(Appended::Placed { placed_at, .. }) => {
+            Ok(Appended::Placed {
+                placed_at,
+                position,
+            }) => {
                 envelope.payload.set_placed_at(placed_at);
+                envelope.metadata.insert(
+                    crate::writer::POSITION_METADATA.to_owned(),
+                    position.to_string(),
+                );
                 Ok(vec![envelope])
             }
             Ok(Appended::Conflict) => Err(AggregateError::AggregateConflict),

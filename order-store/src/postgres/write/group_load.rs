@@ -71,12 +71,13 @@ async fn load(pool: &PgPool, batch: Vec<Pending>, answer_within: std::time::Dura
     ids.sort_unstable();
     ids.dedup();
     metrics::counter!("store_round_trips_total", "op" => "load").increment(1);
-    // One index lookup per id, in a function (migration 1006 says why not `= ANY($2)`).
+    // One index lookup per id, in a function (migration 1006 says why not `= ANY($2)`; 1012
+    // adds the positions).
     let rows = match pool.acquire().await {
         Ok(mut connection) => {
             let sent = sqlx::query(
-                "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata \
-                 FROM buy_orders_load($1, $2)",
+                "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                 log_position FROM buy_orders_load_positioned($1, $2)",
             )
             .bind(BuyOrder::TYPE)
             .bind(&ids)
@@ -117,6 +118,18 @@ async fn load(pool: &PgPool, batch: Vec<Pending>, answer_within: std::time::Dura
 
 fn serialized(row: &sqlx::postgres::PgRow) -> Result<SerializedEvent, sqlx::Error> {
     let sequence: i64 = row.try_get("sequence")?;
+    let mut metadata: serde_json::Value = row.try_get("metadata")?;
+    // Where the event stands in the log, for the answer to a replay (never stored in the
+    // metadata: the column says it). Only BuyOrder's events have one.
+    if let (Some(position), Some(fields)) = (
+        row.try_get::<Option<i64>, _>("log_position")?,
+        metadata.as_object_mut(),
+    ) {
+        fields.insert(
+            crate::writer::POSITION_METADATA.to_owned(),
+            position.to_string().into(),
+        );
+    }
     Ok(SerializedEvent::new(
         row.try_get("aggregate_id")?,
         usize::try_from(sequence).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
@@ -124,6 +137,6 @@ fn serialized(row: &sqlx::postgres::PgRow) -> Result<SerializedEvent, sqlx::Erro
         row.try_get("event_type")?,
         row.try_get("event_version")?,
         row.try_get("payload")?,
-        row.try_get("metadata")?,
+        metadata,
     ))
 }
