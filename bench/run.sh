@@ -83,7 +83,8 @@ write_run() { # connections read-url-or-"" write-url… → JSON of loadgen, plu
   local out t0 t1
   t0=$(date +%s.%N)
   out=$( { TIMEFORMAT='%U %S'; time target/release/loadgen write --write-url "$urls" ${read:+--read-url "$read"} \
-          --connections "$conns" --seconds "$S" > "$LOCAL_RUN_DIR/loadgen.json"; } 2>&1 )
+          --connections "$conns" --seconds "${RUN_SECONDS:-$S}" ${PROBE:+--probe "$PROBE"} \
+          > "$LOCAL_RUN_DIR/loadgen.json"; } 2>&1 )
   t1=$(date +%s.%N)
   ticks > "$LOCAL_RUN_DIR/cpu.after"
   local tx1=0 ev1=0 rt1=0
@@ -137,6 +138,11 @@ kill -TERM "$(cat "$LOCAL_RUN_DIR/api-write-alone.pid")"; rm -f "$LOCAL_RUN_DIR/
 echo "writes: the full topology…" >&2
 w16=$(write_run 16 $R $W)
 w64=$(write_run 64 $R $W)
+# Read-your-writes under the same load: 8 probers place an order and read it back at once
+# through buy-orders-client, with the consistency token and without (twice as long, for over
+# 1,000 probes of each).
+echo "writes: the full topology, 64 conn, with the read-back probe…" >&2
+probe64=$(PROBE=8 RUN_SECONDS=$((2 * S)) write_run 64 $R $W)
 
 echo "pgbench…" >&2
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $SCRATCH"
@@ -251,6 +257,7 @@ table=$(cat <<EOT
 | PUT /buy_order, full topology over amqps:// (stunnel TLS in front of RabbitMQ, verified), 16 conn | $(wrow "$amqps16"); lag p50 $(field "$amqps16" lag_p50_ms) ms, p99 $(field "$amqps16" lag_p99_ms) ms | plain AMQP, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | amqps/AMQP $(ratio "$(field "$amqps16" per_second)" "$(field "$w16" per_second)") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
+| read-your-writes probe under the 64-conn load ($((2 * S)) s, 8 probers: place, then read back at once) | **with the token: $(field "$probe64" probe_with_token_missed) missed of $(field "$probe64" probe_with_token)**; read-back p50 $(field "$probe64" readback_p50_ms) ms, p99 $(field "$probe64" readback_p99_ms) ms · without: $(field "$probe64" probe_without_token_missed) missed of $(field "$probe64" probe_without_token) | load meanwhile: $(field "$probe64" per_second) orders/s, lag p99 $(field "$probe64" lag_p99_ms) ms | |
 | GET first page (10 rows), 16 conn (wrk) | $(field "$first" per_second) req/s, p99 $(field "$first" p99_ms) ms; wrk CPU $(field "$first" client_cpu) s per 1k | pgbench (c) the same SELECT: $c16 tx/s; pgbench CPU $(field "$c16j" client_cpu) s per 1k | **API/(c) $(ratio "$(field "$first" per_second)" "$c16")** |
 | GET page $ROWS rows deep, 16 conn (wrk) | $(field "$deep" per_second) req/s, p99 $(field "$deep" p99_ms) ms; wrk CPU $(field "$deep" client_cpu) s per 1k | pgbench (d) the same SELECT: $d16 tx/s; pgbench CPU $(field "$d16j" client_cpu) s per 1k · first page | **API/(d) $(ratio "$(field "$deep" per_second)" "$d16")** · deep/first $(ratio "$(field "$deep" per_second)" "$(field "$first" per_second)") |
 | GET first page, 16 conn, loadgen (reqwest) as the client | $(field "$first_loadgen" per_second) req/s, p99 $(field "$first_loadgen" p99_ms) ms | (c) $c16 tx/s | API/(c) $(ratio "$(field "$first_loadgen" per_second)" "$c16") |

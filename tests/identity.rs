@@ -404,7 +404,8 @@ async fn rows_from_before_identity_are_kept_and_given_their_client() {
     system.shutdown();
 }
 
-/// The curl scripts send `BUY_ORDERS_API_KEY` when it is set, and only then.
+/// The curl scripts send `BUY_ORDERS_API_KEY` when it is set, and only then; the read scripts
+/// send `CONSISTENCY_TOKEN` (a PUT answer's `Consistency-Token`) when it is set.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_curl_scripts_send_the_key_from_the_environment() {
     let db = TestDb::create().await;
@@ -415,7 +416,7 @@ async fn the_curl_scripts_send_the_key_from_the_environment() {
         format!("http://{}", system.read_addr),
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let run = move |script: &str, args: &[&str], key: Option<&str>| {
+    let run = move |script: &str, args: &[&str], key: Option<&str>, token: Option<&str>| {
         let mut command = Command::new(root.join("curl").join(script));
         command
             .args(args)
@@ -425,18 +426,49 @@ async fn the_curl_scripts_send_the_key_from_the_environment() {
             Some(key) => command.env("BUY_ORDERS_API_KEY", key),
             None => command.env_remove("BUY_ORDERS_API_KEY"),
         };
+        match token {
+            Some(token) => command.env("CONSISTENCY_TOKEN", token),
+            None => command.env_remove("CONSISTENCY_TOKEN"),
+        };
         let output = command.output().unwrap();
         assert!(output.status.success(), "{script}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     let placed = tokio::task::spawn_blocking(move || {
-        let denied = run("put_buy_order.sh", &["EUR", "9.99"], None);
+        let denied = run("put_buy_order.sh", &["EUR", "9.99"], None, None);
         assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
-        let placed = run("put_buy_order.sh", &["EUR", "9.99"], Some(&key));
+        let placed = run("put_buy_order.sh", &["EUR", "9.99"], Some(&key), None);
         assert!(placed.starts_with("HTTP/1.1 200"), "{placed}");
-        let listed = run("get_buy_orders.sh", &["5"], Some(&key));
+        let listed = run("get_buy_orders.sh", &["5"], Some(&key), None);
         assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
-        assert!(run("get_buy_orders.sh", &[], None).starts_with("HTTP/1.1 401"));
+        assert!(run("get_buy_orders.sh", &[], None, None).starts_with("HTTP/1.1 401"));
+        // Read-your-writes from the shell: the token of the PUT's answer, given back.
+        let token = placed
+            .lines()
+            .find_map(|l| l.strip_prefix("consistency-token: "))
+            .expect("the PUT answer's token")
+            .trim();
+        let id = placed
+            .split(r#""id":""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let listed = run("get_buy_orders.sh", &["1"], Some(&key), Some(token));
+        assert!(
+            listed.starts_with("HTTP/1.1 200") && listed.contains(id),
+            "{listed}"
+        );
+        let after = run(
+            "get_buy_orders_pass_last_ref.sh",
+            &[id],
+            Some(&key),
+            Some(token),
+        );
+        assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+        let bad = run("get_buy_orders.sh", &["1"], Some(&key), Some("ct1_bad"));
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
         placed
     })
     .await

@@ -13,15 +13,17 @@ use utoipa::OpenApi;
     params(
         ("last_reference" = Option<String>, Query, pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "The previous page's `last_reference`; absent or empty: the first page"),
         ("page_size" = Option<u16>, Query, minimum = 1, maximum = 100, description = "Rows per page, 1..=100, default 10"),
+        ("Consistency-Token" = Option<String>, Header, pattern = r"^ct1_[0-9a-f]{16}$", description = "Read your own write: the `Consistency-Token` of a `PUT /buy_order` answer, unchanged. The answer waits until the read table shows that write (at most `READ_CONSISTENCY_WAIT_MS`), else 503 `not_yet_consistent`"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^ct1_[0-9a-f]{16}$", description = "The same token as a query parameter (for links); if both are given they must be equal"),
     ),
     responses(
         (status = 200, description = "A page of the caller's orders (an admin's: every order), newest first", body = Page),
-        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`", body = ErrorBody),
+        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`; `invalid_consistency_token`: not a token this API gave, or header and parameter differ", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`unknown_reference`: no order of the caller's has that id", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over this client's rate; `too_many_failures`: too many failed authentications from this address (`AUTH_FAILURES_PER_S`); `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS`; `not_yet_consistent`: the read table had not applied the token's write within `READ_CONSISTENCY_WAIT_MS` (retry with the same token) (`Retry-After`)", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 fn get_buy_orders() {}
@@ -30,15 +32,19 @@ fn get_buy_orders() {}
     summary = "One order by id",
     description = "The order with this id, if it is the caller's (an admin: anyone's); 404 otherwise, so another client's order cannot be told from a missing one.",
     security(("api_key" = [])),
-    params(("id" = String, Path, format = Uuid, description = "The order id")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The order id"),
+        ("Consistency-Token" = Option<String>, Header, pattern = r"^ct1_[0-9a-f]{16}$", description = "Read your own write: the `Consistency-Token` of a `PUT /buy_order` answer, unchanged. The answer waits until the read table shows that write (at most `READ_CONSISTENCY_WAIT_MS`), else 503 `not_yet_consistent`"),
+        ("consistency_token" = Option<String>, Query, pattern = r"^ct1_[0-9a-f]{16}$", description = "The same token as a query parameter (for links); if both are given they must be equal"),
+    ),
     responses(
         (status = 200, description = "The order", body = OrderView),
-        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`", body = ErrorBody),
+        (status = 400, description = "`ambiguous_credentials`: more than one `Authorization` (or `X-Client-Id`) header; `invalid_header`; `invalid_consistency_token`: not a token this API gave, or header and parameter differ", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 404, description = "`not_found`: no such order, or another client's", body = ErrorBody),
         (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),
         (status = 429, description = "`rate_limited`: over this client's rate; `too_many_failures`: too many failed authentications from this address (`AUTH_FAILURES_PER_S`); `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS` (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "`unavailable`; `keys_unavailable`: the API keys could not be checked for longer than `AUTH_KEYS_MAX_STALENESS_MS`; `not_yet_consistent`: the read table had not applied the token's write within `READ_CONSISTENCY_WAIT_MS` (retry with the same token) (`Retry-After`)", body = ErrorBody),
     ))]
 #[allow(dead_code)]
 fn get_buy_order() {}

@@ -34,7 +34,11 @@ pub struct PlaceRequest {
     security(("api_key" = [])),
     request_body(content = PlaceRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Placed, or replayed (header `Idempotent-Replayed: true`)", body = PlaceResponse),
+        (status = 200, description = "Placed, or replayed (header `Idempotent-Replayed: true`)", body = PlaceResponse,
+            headers(
+                ("Consistency-Token" = String, description = "Opaque (`ct1_…`): give it back to the read API (same header, or `consistency_token`) to read this order as soon as it is served: read-your-writes"),
+                ("Idempotent-Replayed" = String, description = "`true` when an earlier request with the same key placed the order"),
+            )),
         (status = 400, description = "`invalid_json`, `invalid_header`, `ambiguous_credentials` (more than one `Authorization` or `X-Client-Id` header)", body = ErrorBody),
         (status = 401, description = "`unauthenticated`: no valid API key (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 409, description = "`btc_cap_exceeded`: nothing stored", body = ErrorBody),

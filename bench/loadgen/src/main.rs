@@ -5,6 +5,9 @@
 //!   `PUT /buy_order` with unique keys from N concurrent connections (spread over the write URLs
 //!   in turn: several api-write processes); with a read URL, a sampler meanwhile measures the lag
 //!   from a PUT's 200 to the order appearing in `GET /buy_orders/<id>`.
+//!   With `--probe K` as well, K probers meanwhile place an order and read it straight back
+//!   through `buy-orders-client`, alternately with its consistency token (read-your-writes)
+//!   and without: how often each misses, and the read-back latency with the token.
 //! - `loadgen read --url URL --connections N --seconds S`: `GET` of one URL (a page).
 //!
 //! `BUY_ORDERS_API_KEY` (or `--api-key`), when set, is sent as `Authorization: Bearer …` on every
@@ -34,6 +37,9 @@ enum Command {
         seconds: u64,
         #[arg(long, env = "BUY_ORDERS_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// Read-back probers (needs --read-url and an API key): 0 for none.
+        #[arg(long, default_value_t = 0)]
+        probe: usize,
     },
     /// Reads one URL at a given concurrency.
     Read {
@@ -170,6 +176,97 @@ async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histog
     lag
 }
 
+/// What the probers saw.
+#[derive(Default)]
+struct Probed {
+    with_token: u64,
+    with_token_missed: u64,
+    without_token: u64,
+    without_token_missed: u64,
+    /// PUT answered → order read back, with the token.
+    readback: Option<Histogram<u64>>,
+    place_failures: u64,
+}
+
+/// `probers` loops until `seconds` pass: place an order, read it back at once with the
+/// client's token (a miss is anything but the order); place another, read it back at once
+/// without a token (a miss: not there yet).
+async fn probe(
+    write_url: String,
+    read_url: String,
+    key: String,
+    probers: usize,
+    seconds: u64,
+) -> Probed {
+    use buy_orders_client::{Client, Currency, FiatAmount, NewOrder};
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..probers)
+        .map(|_| {
+            let (write_url, read_url, key) = (write_url.clone(), read_url.clone(), key.clone());
+            tokio::spawn(async move {
+                let build = |token: bool| {
+                    Client::builder(key.clone())
+                        .write_url(write_url.clone())
+                        .read_url(read_url.clone())
+                        .read_your_writes(token)
+                        .build()
+                        .expect("a client")
+                };
+                let (with, without) = (build(true), build(false));
+                let order = || NewOrder::new(Currency::USD, FiatAmount::parse("10.00").unwrap());
+                let mut seen = Probed {
+                    readback: Some(histogram()),
+                    ..Probed::default()
+                };
+                while Instant::now() < deadline {
+                    match with.place(order()).await {
+                        Ok(placed) => {
+                            let answered = Instant::now();
+                            seen.with_token += 1;
+                            match with.get(placed.order.id).await {
+                                Ok(Some(_)) => {
+                                    let us = answered.elapsed().as_micros().max(1) as u64;
+                                    seen.readback.as_mut().unwrap().record(us).unwrap();
+                                }
+                                _ => seen.with_token_missed += 1,
+                            }
+                        }
+                        Err(_) => seen.place_failures += 1,
+                    }
+                    match without.place(order()).await {
+                        Ok(placed) => {
+                            seen.without_token += 1;
+                            if !matches!(without.get(placed.order.id).await, Ok(Some(_))) {
+                                seen.without_token_missed += 1;
+                            }
+                        }
+                        Err(_) => seen.place_failures += 1,
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Probed {
+        readback: Some(histogram()),
+        ..Probed::default()
+    };
+    for task in tasks {
+        let seen = task.await.unwrap();
+        all.with_token += seen.with_token;
+        all.with_token_missed += seen.with_token_missed;
+        all.without_token += seen.without_token;
+        all.without_token_missed += seen.without_token_missed;
+        all.place_failures += seen.place_failures;
+        all.readback
+            .as_mut()
+            .unwrap()
+            .add(seen.readback.unwrap())
+            .unwrap();
+    }
+    all
+}
+
 #[tokio::main]
 async fn main() {
     match Command::parse() {
@@ -179,8 +276,20 @@ async fn main() {
             connections,
             seconds,
             api_key,
+            probe: probers,
         } => {
-            API_KEY.set(api_key).expect("set once");
+            API_KEY.set(api_key.clone()).expect("set once");
+            let prober = match (&read_url, api_key, probers) {
+                (Some(read_url), Some(key), 1..) => Some(tokio::spawn(probe(
+                    write_url[0].clone(),
+                    read_url.clone(),
+                    key,
+                    probers,
+                    seconds,
+                ))),
+                (_, _, 0) => None,
+                _ => panic!("--probe needs --read-url and an API key"),
+            };
             let sampler = read_url
                 .map(|read_url| tokio::spawn(sample_lag(write_url[0].clone(), read_url, seconds)));
             let urls = Arc::new(write_url);
@@ -196,6 +305,17 @@ async fn main() {
                 out["lag_p50_ms"] = json!(lag.value_at_quantile(0.5) as f64 / 1000.0);
                 out["lag_p99_ms"] = json!(lag.value_at_quantile(0.99) as f64 / 1000.0);
                 out["lag_samples"] = json!(lag.len());
+            }
+            if let Some(prober) = prober {
+                let seen = prober.await.unwrap();
+                let readback = seen.readback.unwrap();
+                out["probe_with_token"] = json!(seen.with_token);
+                out["probe_with_token_missed"] = json!(seen.with_token_missed);
+                out["probe_without_token"] = json!(seen.without_token);
+                out["probe_without_token_missed"] = json!(seen.without_token_missed);
+                out["probe_place_failures"] = json!(seen.place_failures);
+                out["readback_p50_ms"] = json!(readback.value_at_quantile(0.5) as f64 / 1000.0);
+                out["readback_p99_ms"] = json!(readback.value_at_quantile(0.99) as f64 / 1000.0);
             }
             println!("{out}");
         }
