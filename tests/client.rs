@@ -14,14 +14,7 @@ mod support;
 
 /// A client called `name` in the registry at `url`, and its key.
 async fn key(url: &str, name: &str) -> String {
-    use api_keys::ClientRegistry;
-    api_keys::PgClientRegistry::open(&order_store::postgres::PgSettings::for_url(url))
-        .await
-        .unwrap()
-        .add(&order_domain::ClientId::parse(name).unwrap(), false)
-        .await
-        .unwrap()
-        .reveal()
+    api_keys::testing::client_key(url, name, false).await
 }
 
 async fn stored_orders(url: &str) -> i64 {
@@ -154,12 +147,7 @@ async fn a_burst_past_the_rate_limit_waits_as_told_and_places_each_order_once() 
         "{:?}",
         started.elapsed()
     );
-    let metrics = reqwest::get(writer.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = writer.metrics().await;
     let refused: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("rate_limited_total"))

@@ -12,16 +12,7 @@ mod support;
 
 /// A client called `name` in the registry at `url`, and its key.
 async fn client(url: &str, name: &str) -> String {
-    use api_keys::ClientRegistry;
-    let registry =
-        api_keys::PgClientRegistry::open(&order_store::postgres::PgSettings::for_url(url))
-            .await
-            .unwrap();
-    registry
-        .add(&order_domain::ClientId::parse(name).unwrap(), false)
-        .await
-        .unwrap()
-        .reveal()
+    api_keys::testing::client_key(url, name, false).await
 }
 
 /// Places a new order of `amount` USD; the answer's order id and consistency token.
@@ -71,6 +62,18 @@ async fn read(
     (status, answer.json().await.unwrap(), retry_after)
 }
 
+/// `GET /buy_orders/<id>` with `token` shows the order.
+async fn shows(http: &reqwest::Client, reader: &Running, key: &str, id: &str, token: &str) {
+    let path = format!("/buy_orders/{id}");
+    let (status, order, _) = read(http, reader, key, &path, Some(token)).await;
+    assert_eq!(
+        (status, order["id"].as_str()),
+        (200, Some(id)),
+        "{}",
+        reader.log()
+    );
+}
+
 /// With its token, a read right after the write shows it, every time; a stopped projector makes
 /// it 503 `not_yet_consistent` within the bound, and a restarted one serves it. Another client's
 /// token shows nothing of that client's orders.
@@ -94,15 +97,7 @@ async fn a_token_reads_your_write_at_once_and_another_clients_token_shows_nothin
 
     for _ in 0..30 {
         let (id, token) = place(&http, &writer, &alice, "10.00").await;
-        let (status, order, _) = read(
-            &http,
-            &reader,
-            &alice,
-            &format!("/buy_orders/{id}"),
-            Some(&token),
-        )
-        .await;
-        assert_eq!((status, order["id"].as_str()), (200, Some(id.as_str())));
+        shows(&http, &reader, &alice, &id, &token).await;
         let (status, page, _) = read(&http, &reader, &alice, "/buy_orders", Some(&token)).await;
         assert_eq!(
             (status, page["rows"][0]["id"].as_str()),
@@ -148,15 +143,7 @@ async fn a_token_reads_your_write_at_once_and_another_clients_token_shows_nothin
     // Restarted, it catches up, and the same read is answered.
     let mut projector = spawn_service("projector", db.url(), &[], ports);
     projector.ready().await;
-    let (status, order, _) = read(
-        &http,
-        &reader,
-        &bob,
-        &format!("/buy_orders/{id}"),
-        Some(&token),
-    )
-    .await;
-    assert_eq!((status, order["id"].as_str()), (200, Some(id.as_str())));
+    shows(&http, &reader, &bob, &id, &token).await;
     // A malformed token is refused, not ignored.
     let (status, body, _) = read(&http, &reader, &bob, "/buy_orders", Some("ct1_nope")).await;
     assert_eq!(
@@ -205,20 +192,7 @@ async fn reads_on_a_hot_standby_wait_for_the_standbys_own_checkpoint() {
     let wait = [("READ_CONSISTENCY_WAIT_MS", "1000")];
     let mut reader = spawn_service("api-read", &standby.url(), &wait, ports);
     reader.ready().await;
-    let (status, order, _) = read(
-        &http,
-        &reader,
-        &key,
-        &format!("/buy_orders/{first}"),
-        Some(&token),
-    )
-    .await;
-    assert_eq!(
-        (status, order["id"].as_str()),
-        (200, Some(first.as_str())),
-        "{}",
-        reader.log()
-    );
+    shows(&http, &reader, &key, &first, &token).await;
     for _ in 0..20 {
         let (id, token) = place(&http, &writer, &key, "6.00").await;
         let (status, page, _) = read(&http, &reader, &key, "/buy_orders", Some(&token)).await;
@@ -271,8 +245,7 @@ async fn reads_on_a_hot_standby_wait_for_the_standbys_own_checkpoint() {
         .execute(&standby_pool)
         .await
         .unwrap();
-    let (status, order, _) = read(&http, &reader, &key, &path, Some(&token)).await;
-    assert_eq!((status, order["id"].as_str()), (200, Some(id.as_str())));
+    shows(&http, &reader, &key, &id, &token).await;
     // Reading the standby never wrote to it (it cannot), and nothing complained of trying.
     let log = reader.log();
     assert!(!log.contains("read-only transaction"), "{log}");

@@ -680,12 +680,7 @@ async fn failover(synchronous: bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = reqwest::get(writer.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = writer.metrics().await;
     assert!(metrics.contains("relay_log_rewinds_total 1"), "{metrics}");
     let (first, up_to): (i64, i64) =
         sqlx::query_as("SELECT first_position, published_up_to FROM log_rewinds")

@@ -90,6 +90,16 @@ impl Running {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Its `/metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits until `/readyz` answers 200, or fails the test with the process's exit and log.
     pub async fn ready(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
