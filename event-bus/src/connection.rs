@@ -54,6 +54,9 @@ struct Tls {
     /// The name sent and verified: the URL's host unless `server_name_indication` says another.
     server_name: String,
     verify: bool,
+    /// Whether a client certificate is presented (`certfile`): what a handshake cut short most
+    /// likely means depends on it.
+    client_certificate: bool,
 }
 
 impl std::fmt::Debug for AmqpAddress {
@@ -207,6 +210,7 @@ impl TlsQuery {
             (None, None) => {}
             _ => return Err("certfile and keyfile go together: give both or neither".into()),
         }
+        let client_certificate = self.cert.is_some();
         let server_name = match &self.sni {
             None => host.to_owned(),
             Some(Some(name)) => name.clone(),
@@ -231,6 +235,7 @@ impl TlsQuery {
             connector,
             server_name,
             verify,
+            client_certificate,
         })
     }
 }
@@ -349,9 +354,13 @@ fn speaks_tls(addr: &SocketAddr) -> bool {
 
 /// Says which check of a TLS connection failed, from OpenSSL's reason.
 fn tls_failure(tls: &Tls, err: &amiquip::Error) -> String {
-    let text = err.to_string();
+    tls_failure_text(&tls.server_name, tls.client_certificate, &err.to_string())
+}
+
+/// [`tls_failure`] from the error's text: `name` the server name checked, `client_certificate`
+/// whether one was presented.
+fn tls_failure_text(name: &str, client_certificate: bool, text: &str) -> String {
     let lower = text.to_lowercase();
-    let name = &tls.server_name;
     let why = if lower.contains("hostname mismatch") || lower.contains("ip address mismatch") {
         format!(
             "the broker's certificate is not issued for {name} (host name mismatch; \
@@ -376,6 +385,19 @@ fn tls_failure(tls: &Tls, err: &amiquip::Error) -> String {
         "the broker refused our client certificate (certfile: not signed by an authority it \
          trusts)"
             .to_owned()
+    } else if lower.contains("connection reset") || lower.contains("broken pipe") {
+        // Under TLS 1.3 the broker checks our certificate after the client has finished its
+        // side of the handshake: its refusal (an alert, then the close) can reach us as a reset
+        // of the connection we are already writing the AMQP header to, the alert unread.
+        if client_certificate {
+            "the broker closed the connection as the TLS handshake ended: it most likely \
+             refused our client certificate (certfile: not signed by an authority it trusts)"
+                .to_owned()
+        } else {
+            "the broker closed the connection as the TLS handshake ended: it most likely \
+             requires a client certificate (certfile and keyfile)"
+                .to_owned()
+        }
     } else if lower.contains("certificate has expired") || lower.contains("not yet valid") {
         "the broker's certificate is outside its validity period".to_owned()
     } else if lower.contains("wrong version number")
@@ -392,6 +414,22 @@ fn tls_failure(tls: &Tls, err: &amiquip::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal that arrives as a reset (the alert unread) still says what most likely failed.
+    #[test]
+    fn a_handshake_cut_by_a_reset_names_the_client_certificate() {
+        let reset = "I/O error while writing socket: Connection reset by peer (os error 104)";
+        let with = tls_failure_text("localhost", true, reset);
+        assert!(with.contains("refused our client certificate"), "{with}");
+        assert!(with.ends_with(reset), "the cause kept: {with}");
+        let without = tls_failure_text("localhost", false, reset);
+        assert!(
+            without.contains("requires a client certificate"),
+            "{without}"
+        );
+        let other = tls_failure_text("localhost", true, "something else");
+        assert!(other.starts_with("TLS with localhost failed"), "{other}");
+    }
 
     #[test]
     fn urls_parse_with_defaults_and_decoding() {
