@@ -18,7 +18,7 @@ fi
 Q=${LOCAL_DB_QUERY:+?$LOCAL_DB_QUERY}
 # wrk drives the reads (below); Debian's package.
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q -p loadgen -p buy-orders -p api-write -p api-read -p projector
+cargo build --release -q -p loadgen -p floor -p buy-orders -p api-write -p api-read -p projector
 export LOCAL_NAME="bo_bench_$$" LOCAL_BASE_PORT=9700 LOCAL_RUN_DIR LOCAL_BIN_DIR=target/release
 LOCAL_RUN_DIR=$(mktemp -d)
 export MAX_TOTAL_BTC=21000000 PRICE_SOURCE="fixed:USD=48478.88,EUR=41191.91,GBP=35330.89" RUST_LOG=warn
@@ -27,6 +27,7 @@ export MAX_TOTAL_BTC=21000000 PRICE_SOURCE="fixed:USD=48478.88,EUR=41191.91,GBP=
 export RATE_LIMIT_PER_S=0
 SCRATCH="bo_pgbench_$$"
 cleanup() {
+  [ -f "$LOCAL_RUN_DIR/floor.pid" ] && kill -TERM "$(cat "$LOCAL_RUN_DIR/floor.pid")" 2>/dev/null
   deploy/local.sh down >/dev/null 2>&1 || true
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $SCRATCH WITH (FORCE)" >/dev/null 2>&1 || true
 }
@@ -110,12 +111,38 @@ print(json.dumps(out))
 PY
 }
 
+timed() { # command… → its output, then a line "cpu <user> <system>" (its CPU seconds)
+  local TIMEFORMAT='cpu %U %S'
+  { time "$@" 2>/dev/null; } 2>&1
+}
+# Writes driven by wrk (bench/wrk/put.lua: a new key per request), a client as light as the
+# reads' (loadgen's reqwest costs about twice wrk's CPU per request, and on two cores the
+# client's CPU is the server's): the floor and the all-in-one are compared this way.
+wput() { # base-url connections → JSON {per_second, p99_ms, non_200, client_cpu (s per 1k)}
+  timed wrk -t2 -c"$2" -d"${S}s" --latency -s bench/wrk/put.lua "$1" |
+    awk -v s="$S" '
+    $1 == "cpu" { cpu = $2 + $3 }
+    $1 == "non-200" { bad = $2 }
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+                  p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
+    END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"non_200\": %d, \"client_cpu\": %.3f}", rps, p99, bad, cpu / (rps * s) * 1000 }'
+}
+
+echo "writes: the HTTP + JSON floor (bench/floor)…" >&2
+target/release/floor 127.0.0.1:9770 > "$LOCAL_RUN_DIR/floor.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/floor.pid"
+until curl -fsS -m 1 http://127.0.0.1:9770/healthcheck >/dev/null 2>&1; do sleep 0.2; done
+floor16=$(wput http://127.0.0.1:9770 16); floor64=$(wput http://127.0.0.1:9770 64)
+kill -TERM "$(cat "$LOCAL_RUN_DIR/floor.pid")"; rm -f "$LOCAL_RUN_DIR/floor.pid"
+
 echo "writes: the all-in-one on its in-memory store…" >&2
 (unset DATABASE_URL AMQP_URL; WRITE_ADDR=127.0.0.1:9760 READ_ADDR=127.0.0.1:9761 exec target/release/buy-orders) \
   > "$LOCAL_RUN_DIR/all-in-one.log" 2>&1 &
 echo $! > "$LOCAL_RUN_DIR/all-in-one.pid"
 until curl -fsS -m 1 http://127.0.0.1:9760/healthcheck >/dev/null 2>&1; do sleep 0.2; done
 mem16=$(unset BUY_ORDERS_API_KEY; write_run 16 http://127.0.0.1:9761 http://127.0.0.1:9760)
+aio16=$(wput http://127.0.0.1:9760 16); aio64=$(wput http://127.0.0.1:9760 64)
 kill -TERM "$(cat "$LOCAL_RUN_DIR/all-in-one.pid")"; rm -f "$LOCAL_RUN_DIR/all-in-one.pid"
 
 echo "writes: api-write alone on PostgreSQL…" >&2
@@ -171,10 +198,6 @@ deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WH
 # about what pgbench takes from the reference (loadgen's reqwest client took ~2x wrk's CPU per
 # request: the first-page row with loadgen stays, for continuity with earlier runs). Each row
 # also gives the client's CPU s per 1,000 requests.
-timed() { # command… → its output, then a line "cpu <user> <system>" (its CPU seconds)
-  local TIMEFORMAT='cpu %U %S'
-  { time "$@" 2>/dev/null; } 2>&1
-}
 wread() { # url → JSON {per_second, p99_ms, client_cpu (s per 1k requests)}
   timed wrk -t2 -c16 -d"${S}s" --latency -H "Authorization: Bearer $BUY_ORDERS_API_KEY" "$1" |
     awk -v s="$S" '
@@ -247,6 +270,9 @@ table=$(cat <<EOT
 
 | measurement | result | reference (same run) | ratio |
 |---|---|---|---|
+| PUT /buy_order, HTTP + JSON floor (\`bench/floor\`: parse the body, answer a fixed order), wrk | 16 conn: $(field "$floor16" per_second) req/s, p99 $(field "$floor16" p99_ms) ms · 64 conn: $(field "$floor64" per_second) req/s, p99 $(field "$floor64" p99_ms) ms | | |
+| **PUT /buy_order, all-in-one in memory, wrk, 16 conn** | $(field "$aio16" per_second) orders/s, p99 $(field "$aio16" p99_ms) ms, $(field "$aio16" non_200) non-200; wrk CPU $(field "$aio16" client_cpu) s per 1k | floor, 16 conn: $(field "$floor16" per_second) req/s | **all-in-one/floor $(ratio "$(field "$aio16" per_second)" "$(field "$floor16" per_second)")** |
+| **PUT /buy_order, all-in-one in memory, wrk, 64 conn** | $(field "$aio64" per_second) orders/s, p99 $(field "$aio64" p99_ms) ms, $(field "$aio64" non_200) non-200; wrk CPU $(field "$aio64" client_cpu) s per 1k | floor, 64 conn: $(field "$floor64" per_second) req/s | **all-in-one/floor $(ratio "$(field "$aio64" per_second)" "$(field "$floor64" per_second)")** |
 | PUT /buy_order, all-in-one in memory, 16 conn | $(wrow "$mem16") | (no database: the services' own ceiling) | |
 | PUT /buy_order, api-write alone, 16 conn | $(wrow "$alone16") | pgbench (a) insert event alone: $a16 tx/s · (b) insert + ledger update: $b16 tx/s | API/(a) $(ratio "$(field "$alone16" per_second)" "$a16") · API/(b) $(ratio "$(field "$alone16" per_second)" "$b16") |
 | PUT /buy_order, api-write alone, 64 conn | $(wrow "$alone64") | (a) $a64 tx/s · (b) $b64 tx/s | API/(a) $(ratio "$(field "$alone64" per_second)" "$a64") · API/(b) $(ratio "$(field "$alone64" per_second)" "$b64") |

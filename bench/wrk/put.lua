@@ -1,0 +1,39 @@
+-- wrk script: PUT /buy_order with a new idempotence key per request (a UUID made of the wrk
+-- thread's number and a counter), USD 10.00; counts non-200 answers. Used by bench/run.sh to
+-- drive writes with a client as light as the one that drives the reads.
+-- Globals, not locals: `thread:set` and `thread:get` reach a thread's globals only.
+local threads = {}
+counter = 0
+id = 0
+failed = 0
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  wrk.method = "PUT"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  counter = counter + 1
+  local key = string.format("%08x-0000-4000-8000-%012x", id, counter)
+  local body = '{"currency":"USD","amount":"10.00","idempotence_key":"' .. key .. '"}'
+  return wrk.format(nil, "/buy_order", nil, body)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    failed = failed + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("failed")
+  end
+  io.write(string.format("non-200 %d\n", total))
+end
