@@ -113,10 +113,7 @@ impl PgClientRegistry {
             .connect_with(settings.sqlx_options(url)?)
             .await
             .map_err(StoreError::from_database)?;
-        let standby = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&pool)
-            .await
-            .map_err(StoreError::from_database)?;
+        let standby = order_store::postgres::is_standby(&pool).await?;
         Ok(PgClientRegistry {
             pool,
             answer_within: settings.answer_deadline(),

@@ -30,7 +30,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-pub use query::{parse_consistency_token, parse_page_request, TOKEN_HEADER, TOKEN_PARAMETER};
+pub use query::{parse_consistency_token, parse_page_request, TOKEN_PARAMETER};
 
 /// The read API's routes, as metric labels.
 pub const ROUTES: &[(&str, &str)] = &[("/buy_orders", "GET"), ("/buy_orders/:id", "GET")];
@@ -130,7 +130,7 @@ impl ReadApi {
             .and(warp::get())
             .and(self.scope())
             .and(raw_query())
-            .and(warp::header::optional::<String>(TOKEN_HEADER))
+            .and(warp::header::optional::<String>(ConsistencyToken::HEADER))
             .and_then(move |scope: Scope, query: String, token: Option<String>| {
                 let api = api.clone();
                 async move {
@@ -144,7 +144,7 @@ impl ReadApi {
             .and(warp::get())
             .and(self.scope())
             .and(raw_query())
-            .and(warp::header::optional::<String>(TOKEN_HEADER))
+            .and(warp::header::optional::<String>(ConsistencyToken::HEADER))
             .and_then(
                 move |id: String, scope: Scope, query: String, token: Option<String>| {
                     let api = api.clone();
@@ -166,8 +166,9 @@ impl ReadApi {
         query: &str,
         token: Option<&str>,
     ) -> Result<Response, ApiError> {
-        let request = parse_page_request(query)?;
-        self.consistent_with(parse_consistency_token(query, token)?)
+        let parameters = query::parameters(query)?;
+        let request = query::page_request(&parameters)?;
+        self.consistent_with(query::consistency_token(&parameters, token)?)
             .await?;
         let page = self
             .model

@@ -6,10 +6,15 @@ use order_store::{ConsistencyToken, PageRequest, PageSize};
 use service_kit::ApiError;
 use warp::http::StatusCode;
 
-/// The request header (and response header of `PUT /buy_order`) carrying the token.
-pub const TOKEN_HEADER: &str = "consistency-token";
-/// The query parameter carrying it, for callers that cannot set headers (a browser's link).
+/// The query parameter carrying the token, for callers that cannot set headers (a browser's
+/// link); the header is [`ConsistencyToken::HEADER`].
 pub const TOKEN_PARAMETER: &str = "consistency_token";
+
+/// A query string's parameters, decoded once for everything read from them.
+pub(crate) fn parameters(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::validation(format!("query string: {e}")))
+}
 
 /// The token a read asks to be consistent with: the `Consistency-Token` header, or the
 /// `consistency_token` query parameter, or neither. Both may be given only alike; a malformed
@@ -19,25 +24,24 @@ pub fn parse_consistency_token(
     query: &str,
     header: Option<&str>,
 ) -> Result<Option<ConsistencyToken>, ApiError> {
+    consistency_token(&parameters(query)?, header)
+}
+
+/// [`parse_consistency_token`] from decoded parameters.
+pub(crate) fn consistency_token(
+    parameters: &[(String, String)],
+    header: Option<&str>,
+) -> Result<Option<ConsistencyToken>, ApiError> {
     let invalid =
         |why: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_consistency_token", why);
-    // Most reads carry no token: the query string is parsed again only if it may hold one
-    // (its name, or any escape: `consistency%5Ftoken` is the same parameter).
-    let in_query = if query.contains(TOKEN_PARAMETER) || query.contains('%') {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-            .map_err(|e| ApiError::validation(format!("query string: {e}")))?;
-        let mut given = pairs
-            .into_iter()
-            .filter(|(name, _)| name == TOKEN_PARAMETER)
-            .map(|(_, value)| value);
-        let first = given.next();
-        if given.next().is_some() {
-            return Err(invalid(format!("{TOKEN_PARAMETER}: given more than once")));
-        }
-        first
-    } else {
-        None
-    };
+    let mut given = parameters
+        .iter()
+        .filter(|(name, _)| name == TOKEN_PARAMETER)
+        .map(|(_, value)| value.as_str());
+    let in_query = given.next();
+    if given.next().is_some() {
+        return Err(invalid(format!("{TOKEN_PARAMETER}: given more than once")));
+    }
     let text = match (in_query, header) {
         (None, None) => return Ok(None),
         (Some(a), Some(b)) if a != b => {
@@ -45,8 +49,7 @@ pub fn parse_consistency_token(
                 "the {TOKEN_PARAMETER} parameter and the Consistency-Token header differ"
             )))
         }
-        (Some(text), _) => text,
-        (None, Some(text)) => text.to_owned(),
+        (Some(text), _) | (None, Some(text)) => text,
     };
     text.parse()
         .map(Some)
@@ -57,18 +60,21 @@ pub fn parse_consistency_token(
 /// `last_reference=` means the first page). A parameter given twice is refused rather than
 /// guessed at; unknown parameters are ignored.
 pub fn parse_page_request(query: &str) -> Result<PageRequest, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::validation(format!("query string: {e}")))?;
+    page_request(&parameters(query)?)
+}
+
+/// [`parse_page_request`] from decoded parameters.
+pub(crate) fn page_request(parameters: &[(String, String)]) -> Result<PageRequest, ApiError> {
     let mut request = PageRequest::default();
     let mut seen = (false, false);
-    for (name, value) in pairs {
+    for (name, value) in parameters {
         match name.as_str() {
             "last_reference" => {
                 if std::mem::replace(&mut seen.0, true) {
                     return Err(ApiError::validation("last_reference: given more than once"));
                 }
                 if !value.is_empty() {
-                    let id = OrderId::parse(&value)
+                    let id = OrderId::parse(value)
                         .map_err(|e| ApiError::validation(format!("last_reference: {e}")))?;
                     request.after = Some(id);
                 }

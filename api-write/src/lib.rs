@@ -31,10 +31,6 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::request::{parse_place, RequestHeaders};
 
-/// The response header carrying the order's consistency token (`ct1_…`, opaque): give it back
-/// to `api-read` (same header, or `consistency_token` in the query) to read your own write.
-pub const CONSISTENCY_TOKEN: &str = "consistency-token";
-
 /// The write API's routes, as metric labels.
 pub const ROUTES: &[(&str, &str)] = &[("/buy_order", "PUT")];
 
@@ -209,11 +205,14 @@ impl WriteApi {
                 warp::http::HeaderValue::from_static("true"),
             );
         }
-        // Read-your-writes: api-read answers a read carrying this only once it shows the order.
+        // Read-your-writes: api-read answers a read carrying this (same header, or
+        // `consistency_token` in the query) only once it shows the order.
         if let Some(position) = position {
             let token = ConsistencyToken::at(position).to_string();
             if let Ok(value) = warp::http::HeaderValue::from_str(&token) {
-                response.headers_mut().insert(CONSISTENCY_TOKEN, value);
+                response
+                    .headers_mut()
+                    .insert(ConsistencyToken::HEADER, value);
             }
         }
         Ok(response)

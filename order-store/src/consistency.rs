@@ -31,6 +31,10 @@ const PREFIX: &str = "ct1_";
 const DIGITS: usize = 16;
 
 impl ConsistencyToken {
+    /// The HTTP header that carries it: on `PUT /buy_order`'s answer, and on a read that asks
+    /// for its write (lowercase, as HTTP/2 and `http`'s header names are).
+    pub const HEADER: &'static str = "consistency-token";
+
     /// The token for an event stored at `position` (positions start at 1).
     pub fn at(position: Position) -> Self {
         ConsistencyToken(position)

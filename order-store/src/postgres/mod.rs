@@ -82,7 +82,7 @@ pub(crate) mod read;
 mod write;
 
 pub use connection::config::{PgSettings, SettingError};
-pub use connection::migrate::{migrate_read, migrate_write};
+pub use connection::migrate::{is_standby, migrate_read, migrate_write};
 pub use connection::notify::{listen, Notice};
 pub use connection::schema::{schema_channel, PgSchema};
 #[cfg(feature = "ops")]

@@ -155,6 +155,16 @@ async fn repair_superseded(migrator: &Migrator, pool: &PgPool) -> Result<(), Sto
     Ok(())
 }
 
+/// Whether the server behind `pool` is a hot standby (in recovery): read-only, replaying its
+/// primary. Nothing of ours writes there: migrations are checked instead of applied, the key
+/// registry records no last use and listens for no notification (a standby delivers none).
+pub async fn is_standby(pool: &sqlx::PgPool) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(pool)
+        .await
+        .map_err(crate::postgres::db_error)
+}
+
 /// On a hot standby: `Ok` when every migration of `migrator` reached it from the primary.
 async fn check_replicated(migrator: &Migrator, pool: &sqlx::PgPool) -> Result<(), StoreError> {
     let applied: Vec<i64> =
@@ -228,11 +238,7 @@ async fn on_own_connection(
     let result = async {
         // A hot standby is read-only and replays its primary's schema: nothing to apply there,
         // but a standby whose primary was not migrated to this version is refused, by name.
-        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-            .fetch_one(&pool)
-            .await
-            .map_err(crate::postgres::db_error)?;
-        if standby {
+        if is_standby(&pool).await? {
             return check_replicated(&migrator, &pool).await;
         }
         // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` would still ask for the

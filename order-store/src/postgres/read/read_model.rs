@@ -601,9 +601,6 @@ impl ReadModel for PgReadModel {
         position: Position,
         within: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        if self.applied.applied() >= position {
-            return Ok(true);
-        }
         self.start_poller();
         Ok(self.applied.wait(position, within).await)
     }
