@@ -117,7 +117,7 @@ impl ClientBuilder {
     /// The client, or [`Error::Config`] naming what is wrong.
     pub fn build(self) -> Result<Client, Error> {
         let parse = |what: &str, url: &str| -> Result<Url, Error> {
-            let parsed = Url::parse(url)
+            let mut parsed = Url::parse(url)
                 .map_err(|e| Error::Config(format!("{what} {url:?} is not a URL: {e}")))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
                 return Err(Error::Config(format!(
@@ -128,6 +128,12 @@ impl ClientBuilder {
                 return Err(Error::Config(format!(
                     "{what}: credentials do not belong in the URL (the API key is given apart)"
                 )));
+            }
+            // A base under a path (`https://host/orders`, behind a proxy) keeps it: the routes
+            // are joined below it, not in place of its last segment.
+            if !parsed.path().ends_with('/') {
+                let path = format!("{}/", parsed.path());
+                parsed.set_path(&path);
             }
             Ok(parsed)
         };

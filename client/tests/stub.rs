@@ -292,6 +292,25 @@ fn client_with_token_off(read: SocketAddr) -> Client {
         .unwrap()
 }
 
+/// APIs behind a proxy under a path: the routes go below it, with or without a final slash.
+#[tokio::test]
+async fn a_base_url_with_a_path_keeps_it() {
+    let (stub, addr) = Stub::start(vec![
+        placed("ct1_0000000000000001"),
+        (200, vec![], json!({"rows": [], "last_reference": null})),
+    ])
+    .await;
+    let client = Client::builder("bo_test_key")
+        .write_url(format!("http://{addr}/orders"))
+        .read_url(format!("http://{addr}/reads/"))
+        .build()
+        .unwrap();
+    client.place(new_order()).await.unwrap();
+    client.page(None, 5).await.unwrap();
+    let paths: Vec<_> = stub.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/orders/buy_order", "/reads/buy_orders"]);
+}
+
 #[test]
 fn a_bad_configuration_is_refused_by_name_and_the_key_never_shows() {
     for (builder, says) in [
