@@ -149,11 +149,11 @@ impl Query<BuyOrder> for SharedQuery {
 
 /// The metadata key under which each commit records the request that asked for it (the HTTP
 /// request id when there is one): what ties the stored event to the request's log lines.
-const REQUEST_ID: &str = "request_id";
+pub(crate) const REQUEST_ID: &str = "request_id";
 /// The metadata key of the commit's own id, unique per call, so that a call can tell its own
 /// commit from an earlier one (a client may send the same request id twice). Events stored
 /// before it existed carry only `request_id`, which was then this unique id.
-const COMMIT_ID: &str = "commit_id";
+pub(crate) const COMMIT_ID: &str = "commit_id";
 
 /// How often a command is retried after an optimistic-concurrency conflict. A `BuyOrder` has one
 /// event, so the second attempt always sees the winner's order; the bound is a safety net (past

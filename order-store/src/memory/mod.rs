@@ -4,6 +4,7 @@
 //! appends (optimistic concurrency on the aggregate's sequence), applies the BTC cap under the
 //! same lock as the append, and numbers events in commit order. Nothing survives the process.
 
+mod compact;
 mod event_store;
 mod read_model;
 
