@@ -6,6 +6,10 @@ use buy_orders::{Command, Config};
 use clap::Parser;
 use std::io::Write;
 
+/// mimalloc rather than glibc's malloc: under load glibc's took ~10 % of the CPU, with arena lock
+/// waits (bench/RESULTS.md, issue 26).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
