@@ -200,11 +200,13 @@ fn ctrl_c_stops_it_cleanly() {
 #[test]
 fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() {
     let (write, read) = (free_port(), free_port());
+    // A line per request (REQUEST_LOG=all) and the per-order decision lines (DEBUG).
     let mut child = binary()
         .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
         .env("READ_ADDR", format!("127.0.0.1:{read}"))
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,api_write=debug")
+        .env("REQUEST_LOG", "all")
         .env("PRICE_SOURCE", "fixed:USD=50000")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -274,6 +276,89 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
         placed["span"]["request_id"], "test-req-1",
         "every line of a request carries its id: {placed}"
     );
+}
+
+/// By default (`REQUEST_LOG=errors-and-slow`) a placed order writes no request line, a refusal
+/// does; a flood of refusals writes no more than `REQUEST_LOG_MAX_PER_S` lines a second, counts
+/// the rest, and the next line says how many it follows.
+#[test]
+fn by_default_refusals_get_a_request_line_and_a_flood_is_capped() {
+    let (write, read) = (free_port(), free_port());
+    let mut child = binary()
+        .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
+        .env("READ_ADDR", format!("127.0.0.1:{read}"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("REQUEST_LOG_MAX_PER_S", "5")
+        .env("PRICE_SOURCE", "fixed:USD=50000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let send = |request: &str| {
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", write)).unwrap();
+        std::io::Write::write_all(&mut socket, request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut socket, &mut answer).unwrap();
+        answer
+    };
+    let put = |body: &str| {
+        send(&format!(
+            "PUT /buy_order HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let placed = put(
+        r#"{"currency":"USD","amount":"10","idempotence_key":"3f2504e0-4f89-11d3-9a0c-0305e82c3301"}"#,
+    );
+    assert!(placed.starts_with("HTTP/1.0 200"), "{placed}");
+    let flood = 50;
+    for _ in 0..flood {
+        let refused = put(r#"{"currency":"XXX"}"#);
+        assert!(refused.starts_with("HTTP/1.0 4"), "{refused}");
+    }
+    std::thread::sleep(Duration::from_millis(400)); // a token back (5 a second)
+    let last = put(
+        r#"{"currency":"USD","amount":"-1","idempotence_key":"3f2504e0-4f89-11d3-9a0c-0305e82c3302"}"#,
+    );
+    assert!(last.starts_with("HTTP/1.0 4"), "{last}");
+    let metrics = send("GET /metrics HTTP/1.0\r\n\r\n");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let requests: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|l| l["message"] == "request")
+        .collect();
+    assert!(
+        requests.iter().all(|l| l["status"] != 200),
+        "a placed order writes no request line by default: {requests:?}"
+    );
+    // One second's burst of 5 (perhaps one more token as the clock ticks), then the last.
+    assert!(
+        (6..=8).contains(&requests.len()),
+        "{} request lines for {} refusals: {requests:?}",
+        requests.len(),
+        flood + 1
+    );
+    let written_in_flood = requests.len() as u64 - 1;
+    let dropped = flood as u64 - written_in_flood;
+    assert_eq!(
+        requests.last().unwrap()["dropped_before"],
+        dropped,
+        "the line after the flood says how many were dropped"
+    );
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("http_request_log_dropped_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no dropped-lines counter: {metrics}"));
+    assert_eq!(counted.parse::<u64>().unwrap(), dropped);
 }
 
 /// Every counter the code records (`counter!("…"` in any crate's sources) is on a fresh

@@ -82,7 +82,7 @@ pub fn log_refusal(err: &PlaceError) {
             metrics::counter!("price_unavailable_refusals_total").increment(1);
             tracing::warn!(%reason, "price unavailable, order refused");
         }
-        PlaceError::Refused(other) => tracing::info!(reason = %other, "order refused"),
+        PlaceError::Refused(other) => tracing::debug!(reason = %other, "order refused"),
         PlaceError::Store(StoreError::Unavailable(reason)) => {
             tracing::error!(%reason, "store unavailable")
         }

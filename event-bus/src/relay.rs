@@ -303,7 +303,7 @@ impl Relay {
         if let Some(placed_at) = placed_at {
             metrics::gauge!("relay_lag_seconds").set(service_kit::seconds_since(placed_at));
         }
-        tracing::info!(count, position = %last, backlog, "events published");
+        tracing::debug!(count, position = %last, backlog, "events published");
         Ok(Step::Published)
     }
 }

@@ -20,6 +20,7 @@ mod error;
 mod log_writer;
 pub mod metrics_doc;
 mod observe;
+pub mod request_log;
 mod serve;
 
 pub use access::{AccessSettings, AuthMode, RateLimits};

@@ -111,6 +111,10 @@ pub const METRICS: &[MetricDoc] = &[
         "HTTP request latency by route pattern, method and status",
     ),
     MetricDoc::counter(
+        "http_request_log_dropped_total",
+        "Request log lines not written: past REQUEST_LOG_MAX_PER_S (the next line written says how many)",
+    ),
+    MetricDoc::counter(
         "rate_limited_total",
         "Requests refused with 429 (over a client's rate)",
     ),

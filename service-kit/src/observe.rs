@@ -14,6 +14,8 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::request_log::{logged_path, Policy};
+
 /// The header that carries a request's id: taken from the request when the client sends a
 /// sane one, generated otherwise, and always echoed in the response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -205,28 +207,73 @@ pub const OPS_ROUTES: &[(&str, &str)] = &[
 
 /// The route `path` matches among the service's `routes` and then [`OPS_ROUTES`] (UUID
 /// segments read as `:id`; a pattern ending in `/*` matches every path under it): its pattern
-/// and allowed methods, or `("other", "")`.
+/// and allowed methods, or `("other", "")`. Compared segment by segment, allocating nothing.
 fn route_of(path: &str, routes: &[(&'static str, &'static str)]) -> (&'static str, &'static str) {
-    let normalized: Vec<&str> = path
-        .split('/')
-        .map(|segment| {
-            if uuid::Uuid::try_parse(segment).is_ok() {
-                ":id"
-            } else {
-                segment
-            }
-        })
-        .collect();
-    let normalized = normalized.join("/");
     routes
         .iter()
         .chain(OPS_ROUTES)
-        .find(|(route, _)| match route.strip_suffix('*') {
-            Some(prefix) => normalized.starts_with(prefix),
-            None => *route == normalized,
-        })
+        .find(|(route, _)| route_matches(route, path))
         .copied()
         .unwrap_or(("other", ""))
+}
+
+/// Whether `path` matches the route pattern `route` (see [`route_of`]): the path with its UUID
+/// segments read as `:id` equals the pattern, or, for a pattern ending in `*`, starts with the
+/// rest of it.
+fn route_matches(route: &str, path: &str) -> bool {
+    let (pattern, prefix) = match route.strip_suffix('*') {
+        Some(pattern) => (pattern, true),
+        None => (route, false),
+    };
+    let normalized = |segment: &'_ str| -> bool { uuid::Uuid::try_parse(segment).is_ok() };
+    let mut segments = path.split('/');
+    let mut wanted = pattern.split('/').peekable();
+    while let Some(want) = wanted.next() {
+        let Some(got) = segments.next() else {
+            return false;
+        };
+        let got = if normalized(got) { ":id" } else { got };
+        if prefix && wanted.peek().is_none() {
+            return got.starts_with(want);
+        }
+        if got != want {
+            return false;
+        }
+    }
+    segments.next().is_none()
+}
+
+/// The request metrics of one (service, method, route, status): registered once, then shared,
+/// so that a request updates them without building labels or looking up the registry. The key
+/// set is bounded (methods: ten labels, routes: the service's few, status: three digits).
+#[derive(Clone)]
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+type MetricsKey = (&'static str, &'static str, u16);
+
+fn request_metrics(name: &'static str, key: MetricsKey) -> RequestMetrics {
+    static CACHE: OnceLock<
+        parking_lot::RwLock<std::collections::HashMap<(&'static str, MetricsKey), RequestMetrics>>,
+    > = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.read().get(&(name, key)) {
+        return found.clone();
+    }
+    let (method, route, status) = key;
+    let labels = [
+        ("service", name.to_owned()),
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    let made = RequestMetrics {
+        requests: metrics::counter!("http_requests_total", &labels),
+        duration: metrics::histogram!("http_request_duration_seconds", &labels),
+    };
+    cache.write().entry((name, key)).or_insert(made).clone()
 }
 
 /// Wraps recovered routes: a request id, one log line and the request metrics per request.
@@ -265,25 +312,28 @@ where
                         .insert("allow", HeaderValue::from_static(allowed));
                 }
                 // The request id is the span's (`request`), once per line; the latency in whole
-                // microseconds shown as milliseconds, so it prints without float noise.
+                // microseconds shown as milliseconds, so it prints without float noise. Which
+                // requests get a line, and how many a second: `crate::request_log`.
                 let latency_ms = elapsed.as_micros() as f64 / 1000.0;
                 if OPS_ROUTES.iter().any(|(ops, _)| *ops == route) {
                     // Probes and scrapes every few seconds: not news at INFO.
                     tracing::debug!(target: "http", method = %method, path = path.as_str(),
                         status = status.as_u16(), latency_ms, "request");
-                } else {
-                    tracing::info!(target: "http", method = %method, path = path.as_str(),
-                        status = status.as_u16(), latency_ms, "request");
+                } else if let Some(write) = Policy::get().decide(status, elapsed) {
+                    let path = logged_path(path.as_str());
+                    if write.dropped_before > 0 {
+                        tracing::info!(target: "http", method = %method, path = &*path,
+                            status = status.as_u16(), latency_ms,
+                            dropped_before = write.dropped_before, "request");
+                    } else {
+                        tracing::info!(target: "http", method = %method, path = &*path,
+                            status = status.as_u16(), latency_ms, "request");
+                    }
                 }
-                let labels = [
-                    ("service", name.to_owned()),
-                    ("method", method_label(&method).to_owned()),
-                    ("route", route.to_owned()),
-                    ("status", status.as_u16().to_string()),
-                ];
-                metrics::counter!("http_requests_total", &labels).increment(1);
-                metrics::histogram!("http_request_duration_seconds", &labels)
-                    .record(elapsed.as_secs_f64());
+                let metrics =
+                    request_metrics(name, (method_label(&method), route, status.as_u16()));
+                metrics.requests.increment(1);
+                metrics.duration.record(elapsed.as_secs_f64());
                 if let Ok(value) = HeaderValue::from_str(&id) {
                     response.headers_mut().insert(REQUEST_ID, value);
                 }

@@ -323,11 +323,15 @@ pub struct LogSettings {
         value_name = "LOG_FORMAT"
     )]
     pub log_format: Option<LogFormat>,
+    /// Which requests get a log line, and how many a second at most.
+    #[command(flatten)]
+    pub requests: crate::request_log::RequestLogSettings,
 }
 
 impl LogSettings {
-    /// Initialises logging in the chosen format, or `default`.
+    /// Initialises logging in the chosen format, or `default`, and the request log's policy.
     pub fn init(&self, default: LogFormat) {
+        self.requests.install();
         init_logging(self.log_format.unwrap_or(default));
     }
 }
