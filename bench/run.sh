@@ -5,6 +5,8 @@
 # reference measured in the same run.
 #
 #   bench/run.sh            BENCH_SECONDS (default 15) per measurement, BENCH_ROWS (1000000)
+#   (also BENCH_STORE_ORDERS 1000000, BENCH_STORE_SECONDS 5, BENCH_STEADY_SECONDS 60,
+#   BENCH_BACKLOG 100000: the in-memory store's size and window, the pipeline's runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${BENCH_SECONDS:-15}
@@ -21,7 +23,9 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --release -q -p loadgen -p floor -p buy-orders -p api-write -p api-read -p projector
 export LOCAL_NAME="bo_bench_$$" LOCAL_BASE_PORT=9700 LOCAL_RUN_DIR LOCAL_BIN_DIR=target/release
 LOCAL_RUN_DIR=$(mktemp -d)
-export MAX_TOTAL_BTC=21000000 PRICE_SOURCE="fixed:USD=48478.88,EUR=41191.91,GBP=35330.89" RUST_LOG=warn
+# The services' own log level (info) with their default request log (errors and slow answers):
+# what an operator runs. (Before issue 26 this ran at warn, which hid a line per request.)
+export MAX_TOTAL_BTC=21000000 PRICE_SOURCE="fixed:USD=48478.88,EUR=41191.91,GBP=35330.89" RUST_LOG=info
 # AUTH=required (the services' default): every request carries the local client's key, checked
 # in memory; rate limits off, since one key drives every load connection.
 export RATE_LIMIT_PER_S=0
@@ -118,15 +122,38 @@ timed() { # command… → its output, then a line "cpu <user> <system>" (its CP
 # Writes driven by wrk (bench/wrk/put.lua: a new key per request), a client as light as the
 # reads' (loadgen's reqwest costs about twice wrk's CPU per request, and on two cores the
 # client's CPU is the server's): the floor and the all-in-one are compared this way.
-wput() { # base-url connections → JSON {per_second, p99_ms, non_200, client_cpu (s per 1k)}
-  timed wrk -t2 -c"$2" -d"${S}s" --latency -s bench/wrk/put.lua "$1" |
-    awk -v s="$S" '
+# Each wrk run places new orders: its run number goes into every key (bench/wrk/put.lua).
+WRK_RUN=0
+wput() { # base-url connections [seconds] [per-thread limit] → JSON {per_second, p99_ms, non_200, client_cpu (s per 1k)}
+  local seconds=${3:-$S}
+  WRK_RUN=$((WRK_RUN + 1))
+  timed wrk -t2 -c"$2" -d"${seconds}s" --latency ${WRK_AUTH:+-H "Authorization: Bearer $WRK_AUTH"} \
+    -s bench/wrk/put.lua "$1" -- "$WRK_RUN" ${4:-} |
+    awk -v s="$seconds" '
     $1 == "cpu" { cpu = $2 + $3 }
     $1 == "non-200" { bad = $2 }
     /Requests\/sec:/ { rps = $2 }
     $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
                   p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
     END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"non_200\": %d, \"client_cpu\": %.3f}", rps, p99, bad, cpu / (rps * s) * 1000 }'
+}
+placed() { # write base-url → orders this process placed (its 200s to PUT /buy_order)
+  curl -fsS -m 5 "$1/metrics" |
+    awk '/^http_requests_total/ && /route="\/buy_order"/ && /status="200"/ { s += $2 } END { printf "%d", s }'
+}
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+start_all_in_one() { # name [env…] → starts it on 9760/9761 (pid file $name.pid), waits until healthy
+  local name=$1; shift
+  (unset DATABASE_URL AMQP_URL; export "$@"; WRITE_ADDR=127.0.0.1:9760 READ_ADDR=127.0.0.1:9761 exec target/release/buy-orders) \
+    > "$LOCAL_RUN_DIR/$name.log" 2>&1 &
+  echo $! > "$LOCAL_RUN_DIR/$name.pid"
+  until curl -fsS -m 1 http://127.0.0.1:9760/healthcheck >/dev/null 2>&1; do sleep 0.2; done
+}
+stop_pid() { # name → SIGTERM, wait for it to exit
+  local pid; pid=$(cat "$LOCAL_RUN_DIR/$1.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$LOCAL_RUN_DIR/$1.pid"
 }
 
 echo "writes: the HTTP + JSON floor (bench/floor)…" >&2
@@ -137,13 +164,37 @@ floor16=$(wput http://127.0.0.1:9770 16); floor64=$(wput http://127.0.0.1:9770 6
 kill -TERM "$(cat "$LOCAL_RUN_DIR/floor.pid")"; rm -f "$LOCAL_RUN_DIR/floor.pid"
 
 echo "writes: the all-in-one on its in-memory store…" >&2
-(unset DATABASE_URL AMQP_URL; WRITE_ADDR=127.0.0.1:9760 READ_ADDR=127.0.0.1:9761 exec target/release/buy-orders) \
-  > "$LOCAL_RUN_DIR/all-in-one.log" 2>&1 &
-echo $! > "$LOCAL_RUN_DIR/all-in-one.pid"
-until curl -fsS -m 1 http://127.0.0.1:9760/healthcheck >/dev/null 2>&1; do sleep 0.2; done
+start_all_in_one all-in-one DUMMY=
 mem16=$(unset BUY_ORDERS_API_KEY; write_run 16 http://127.0.0.1:9761 http://127.0.0.1:9760)
 aio16=$(wput http://127.0.0.1:9760 16); aio64=$(wput http://127.0.0.1:9760 64)
-kill -TERM "$(cat "$LOCAL_RUN_DIR/all-in-one.pid")"; rm -f "$LOCAL_RUN_DIR/all-in-one.pid"
+default_requests=$(( $(placed http://127.0.0.1:9760) + $(field "$mem16" requests) ))
+stop_pid all-in-one
+
+echo "writes: the all-in-one with a log line per request (REQUEST_LOG=all)…" >&2
+start_all_in_one all-in-one-logged REQUEST_LOG=all REQUEST_LOG_MAX_PER_S=1000000
+logged16=$(wput http://127.0.0.1:9760 16)
+logged_bytes=$(stat -c %s "$LOCAL_RUN_DIR/all-in-one-logged.log")
+logged_requests=$(placed http://127.0.0.1:9760)
+stop_pid all-in-one-logged
+default_bytes=$(stat -c %s "$LOCAL_RUN_DIR/all-in-one.log")
+
+# The in-memory store as it grows: throughput with 10,000 orders stored, then with 1,000,000
+# (each measured for STORE_SECONDS, short, so the store grows little during it), and the
+# resident memory each stored order takes (RSS growth over the orders stored).
+STORE_SECONDS=${BENCH_STORE_SECONDS:-5} STORE_ORDERS=${BENCH_STORE_ORDERS:-1000000}
+echo "writes: the in-memory store at 10,000 and at $STORE_ORDERS orders…" >&2
+start_all_in_one all-in-one-store DUMMY=
+store_pid=$(cat "$LOCAL_RUN_DIR/all-in-one-store.pid")
+rss_empty=$(rss_kib "$store_pid")
+wput http://127.0.0.1:9760 16 2 5000 >/dev/null # 2 threads × 5,000
+store_small_n=$(placed http://127.0.0.1:9760)
+store_small=$(wput http://127.0.0.1:9760 16 "$STORE_SECONDS")
+until [ "$(placed http://127.0.0.1:9760)" -ge "$STORE_ORDERS" ]; do wput http://127.0.0.1:9760 64 3 >/dev/null; done
+store_big_n=$(placed http://127.0.0.1:9760)
+rss_big=$(rss_kib "$store_pid")
+store_big=$(wput http://127.0.0.1:9760 16 "$STORE_SECONDS")
+stop_pid all-in-one-store
+bytes_per_order=$(awk -v a="$rss_empty" -v b="$rss_big" -v n="$store_big_n" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
 
 echo "writes: api-write alone on PostgreSQL…" >&2
 # The same binary on a database of its own, without AMQP_URL: no relay, no RabbitMQ, no projector.
@@ -187,6 +238,89 @@ pgb() { # clients script → tps; a failure says why (it used to end the run wit
 a16=$(pgb 16 insert_event.sql); a64=$(pgb 64 insert_event.sql)
 "${PSQL[@]}" -d "$SCRATCH" -c "ALTER TABLE events ENABLE TRIGGER events_position_and_cap"
 b16=$(pgb 16 commit.sql); b64=$(pgb 64 commit.sql)
+
+# The pipeline's steady rate: open-loop PUTs at a fixed rate for STEADY_SECONDS (60), the lag
+# PUT → readable sampled every 50 ms; a rate holds when the lag p99 is within 100 ms, every PUT
+# was answered 200 and none had to wait for a free connection. Three rates, bisecting around
+# 0.35 × pgbench (a) (the goal): the highest that held is reported, with the lowest that did not.
+STEADY_SECONDS=${BENCH_STEADY_SECONDS:-60}
+steady_try() { # fraction-of-(a) → JSON of loadgen, plus "holds"
+  local rate; rate=$(awk -v f="$1" -v a="$a16" 'BEGIN { printf "%d", f * a }')
+  target/release/loadgen write --write-url $W --read-url $R --rate "$rate" --connections 256 \
+    --seconds "$STEADY_SECONDS" --lag-every-ms 50 |
+    python3 -c '
+import json, sys
+out = json.loads(sys.stdin.read())
+out["holds"] = (out["lag_p99_ms"] <= 100 and out["errors"] == 0 and out["late"] == 0
+                and out["requests"] >= 0.98 * out["rate"] * '"$STEADY_SECONDS"')
+print(json.dumps(out))'
+}
+steady_ok=""; steady_fail=""; fraction=0.35; step=0.10
+for _ in 1 2 3; do
+  echo "pipeline: open-loop at $fraction × (a) for ${STEADY_SECONDS} s…" >&2
+  try=$(steady_try "$fraction")
+  if [ "$(field "$try" holds)" = True ]; then
+    steady_ok=$try; fraction=$(awk -v f="$fraction" -v s="$step" 'BEGIN { print f + s }')
+  else
+    steady_fail=$try; fraction=$(awk -v f="$fraction" -v s="$step" 'BEGIN { print f - s }')
+  fi
+  step=$(awk -v s="$step" 'BEGIN { print s / 2 }')
+done
+steady_cell() { # JSON or "" → one cell
+  [ -n "$1" ] || { echo "none tried"; return; }
+  echo "$(field "$1" rate)/s: lag p50 $(field "$1" lag_p50_ms) ms, p99 $(field "$1" lag_p99_ms) ms ($(field "$1" lag_samples) samples); PUT p99 $(field "$1" p99_ms) ms; $(field "$1" errors) errors, $(field "$1" late) late"
+}
+steady_rate=$( [ -n "$steady_ok" ] && field "$steady_ok" rate || echo 0)
+
+# Catch-up: a backlog of BACKLOG events stored but not yet published (api-write ran without
+# its relay meanwhile), then api-write with its relay again: how fast relay, broker and projector
+# drain it, from the first event projected to the last.
+BACKLOG=${BENCH_BACKLOG:-100000}
+echo "pipeline: catch-up after a backlog of $BACKLOG events…" >&2
+DB_URL="postgres://postgres@127.0.0.1:5432/$LOCAL_NAME$Q"
+sql() { "${PSQL[@]}" -d "$LOCAL_NAME" -At -c "$1"; }
+stop_pid api-write-0
+(unset AMQP_URL; DATABASE_URL=$DB_URL WRITE_ADDR=127.0.0.1:9750 exec target/release/api-write) \
+  > "$LOCAL_RUN_DIR/api-write-norelay.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/api-write-norelay.pid"
+until curl -fsS -m 1 "http://127.0.0.1:9750/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
+published=$(sql "SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'")
+until [ $(( $(sql "SELECT coalesce(max(position), 0) FROM events") - published )) -ge "$BACKLOG" ]; do
+  WRK_AUTH=$BUY_ORDERS_API_KEY wput http://127.0.0.1:9750 64 3 >/dev/null
+done
+stop_pid api-write-norelay
+head_position=$(sql "SELECT max(position) FROM events")
+projected0=$(sql "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'")
+backlog=$((head_position - projected0))
+(DATABASE_URL=$DB_URL AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$LOCAL_NAME" WRITE_ADDR=127.0.0.1:9700 \
+  exec target/release/api-write) > "$LOCAL_RUN_DIR/api-write-0.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/api-write-0.pid"
+ticks > "$LOCAL_RUN_DIR/cpu.before"
+catch_up=$(python3 - "$projected0" "$head_position" "${PSQL[*]} -d $LOCAL_NAME" <<'PY'
+import subprocess, sys, time
+start, head, psql = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split()
+query = "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'"
+def at():
+    return int(subprocess.run(psql + ["-At", "-c", query], capture_output=True, text=True, check=True).stdout)
+give_up = time.monotonic() + 600
+first = None
+while time.monotonic() < give_up:
+    now, position = time.monotonic(), at()
+    if first is None and position > start:
+        first = (now, position)
+    if position >= head:
+        break
+    time.sleep(0.05)
+if first is None or position < head:
+    print('{"per_second": 0, "seconds": 0, "events": 0, "drained": false}')
+else:
+    seconds = max(now - first[0], 0.001)
+    print('{"per_second": %.0f, "seconds": %.2f, "events": %d, "drained": true}' % ((head - first[1]) / seconds, seconds, head - first[1]))
+PY
+)
+ticks > "$LOCAL_RUN_DIR/cpu.after"
+catch_up_cpu=$(cpu_per_k "$LOCAL_RUN_DIR/cpu.before" "$LOCAL_RUN_DIR/cpu.after" "$backlog" 0 | sed 's/ · loadgen 0.00//')
+until curl -fsS -m 1 "$W/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
 
 echo "reads: $ROWS synthetic rows in the read table…" >&2
 "${PSQL[@]}" -d "$LOCAL_NAME" -c "
@@ -274,6 +408,8 @@ table=$(cat <<EOT
 | **PUT /buy_order, all-in-one in memory, wrk, 16 conn** | $(field "$aio16" per_second) orders/s, p99 $(field "$aio16" p99_ms) ms, $(field "$aio16" non_200) non-200; wrk CPU $(field "$aio16" client_cpu) s per 1k | floor, 16 conn: $(field "$floor16" per_second) req/s | **all-in-one/floor $(ratio "$(field "$aio16" per_second)" "$(field "$floor16" per_second)")** |
 | **PUT /buy_order, all-in-one in memory, wrk, 64 conn** | $(field "$aio64" per_second) orders/s, p99 $(field "$aio64" p99_ms) ms, $(field "$aio64" non_200) non-200; wrk CPU $(field "$aio64" client_cpu) s per 1k | floor, 64 conn: $(field "$floor64" per_second) req/s | **all-in-one/floor $(ratio "$(field "$aio64" per_second)" "$(field "$floor64" per_second)")** |
 | PUT /buy_order, all-in-one in memory, 16 conn | $(wrow "$mem16") | (no database: the services' own ceiling) | |
+| PUT /buy_order, all-in-one, a log line per request (\`REQUEST_LOG=all\`), wrk, 16 conn | $(field "$logged16" per_second) orders/s, p99 $(field "$logged16" p99_ms) ms; log $(awk -v b="$logged_bytes" -v n="$logged_requests" 'BEGIN { printf "%.0f", b / n }') bytes per request | default (\`errors-and-slow\`), 16 conn: $(field "$aio16" per_second) orders/s; log $(awk -v b="$default_bytes" -v n="$default_requests" 'BEGIN { printf "%.3f", b / n }') bytes per request ($default_bytes bytes in all) | all/default $(ratio "$(field "$logged16" per_second)" "$(field "$aio16" per_second)") |
+| **in-memory store as it grows**: PUT, wrk, 16 conn, ${STORE_SECONDS} s from $store_big_n orders stored | $(field "$store_big" per_second) orders/s, p99 $(field "$store_big" p99_ms) ms; **RSS $(awk -v b="$rss_big" 'BEGIN { printf "%.0f", b / 1024 }') MiB: $bytes_per_order bytes per stored order** (RSS growth / orders, read table included) | from $store_small_n orders stored: $(field "$store_small" per_second) orders/s, p99 $(field "$store_small" p99_ms) ms | **1M/10k $(ratio "$(field "$store_big" per_second)" "$(field "$store_small" per_second)")** |
 | PUT /buy_order, api-write alone, 16 conn | $(wrow "$alone16") | pgbench (a) insert event alone: $a16 tx/s · (b) insert + ledger update: $b16 tx/s | API/(a) $(ratio "$(field "$alone16" per_second)" "$a16") · API/(b) $(ratio "$(field "$alone16" per_second)" "$b16") |
 | PUT /buy_order, api-write alone, 64 conn | $(wrow "$alone64") | (a) $a64 tx/s · (b) $b64 tx/s | API/(a) $(ratio "$(field "$alone64" per_second)" "$a64") · API/(b) $(ratio "$(field "$alone64" per_second)" "$b64") |
 | **PUT /buy_order, full topology, 16 conn** | $(wrow "$w16") | (a) $a16 tx/s · (b) $b16 tx/s | **API/(a) $(ratio "$(field "$w16" per_second)" "$a16")** · API/(b) $(ratio "$(field "$w16" per_second)" "$b16") |
@@ -281,6 +417,8 @@ table=$(cat <<EOT
 | PUT /buy_order, full topology, two api-write, 16 conn | $(wrow "$two16") | one api-write, 16 conn: $(field "$w16" per_second) orders/s | two/one $(ratio "$(field "$two16" per_second)" "$(field "$w16" per_second)") |
 | PUT /buy_order, full topology, quorum queue (\`AMQP_QUEUE_TYPE=quorum\`), 16 conn | $(wrow "$quorum16"); lag p50 $(field "$quorum16" lag_p50_ms) ms, p99 $(field "$quorum16" lag_p99_ms) ms | classic queue, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | quorum/classic $(ratio "$(field "$quorum16" per_second)" "$(field "$w16" per_second)") |
 | PUT /buy_order, full topology over amqps:// (stunnel TLS in front of RabbitMQ, verified), 16 conn | $(wrow "$amqps16"); lag p50 $(field "$amqps16" lag_p50_ms) ms, p99 $(field "$amqps16" lag_p99_ms) ms | plain AMQP, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | amqps/AMQP $(ratio "$(field "$amqps16" per_second)" "$(field "$w16" per_second)") |
+| **pipeline steady rate** (open-loop, ${STEADY_SECONDS} s, full topology): the highest rate tried whose lag p99 ≤ 100 ms | held: $(steady_cell "$steady_ok") · the lowest that did not: $(steady_cell "$steady_fail") | pgbench (a) insert event alone, 16 clients: $a16 tx/s | **steady/(a) $(ratio "$steady_rate" "$a16")** |
+| **pipeline catch-up**: relay + RabbitMQ + projector draining $backlog events stored while the relay was stopped | $(field "$catch_up" per_second) events/s ($(field "$catch_up" events) events in $(field "$catch_up" seconds) s); CPU s per 1k events: $catch_up_cpu | steady rate: $steady_rate orders/s | **catch-up/steady $(ratio "$(field "$catch_up" per_second)" "$( [ "$steady_rate" -gt 0 ] && echo "$steady_rate" || echo 1)")** |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
 | read-your-writes probe under the 64-conn load ($((2 * S)) s, 8 probers: place, then read back at once) | **with the token: $(field "$probe64" probe_with_token_missed) missed of $(field "$probe64" probe_with_token)**; read-back p50 $(field "$probe64" readback_p50_ms) ms, p99 $(field "$probe64" readback_p99_ms) ms · without: $(field "$probe64" probe_without_token_missed) missed of $(field "$probe64" probe_without_token) | load meanwhile: $(field "$probe64" per_second) orders/s, lag p99 $(field "$probe64" lag_p99_ms) ms | |

@@ -8,6 +8,10 @@
 //!   With `--probe K` as well, K probers meanwhile place an order and read it straight back
 //!   through `buy-orders-client`, alternately with its consistency token (read-your-writes)
 //!   and without: how often each misses, and the read-back latency with the token.
+//!   With `--rate R` instead, the load is open-loop: R PUTs a second at fixed times, whatever
+//!   the answers (at most N in flight; one that cannot be sent on time counts as `late`), with
+//!   each latency taken from when the request was due, so a stall is not hidden by the sender
+//!   waiting on it. `bench/run.sh` finds the highest rate whose lag p99 stays within 100 ms.
 //! - `loadgen read --url URL --connections N --seconds S`: `GET` of one URL (a page).
 //!
 //! `BUY_ORDERS_API_KEY` (or `--api-key`), when set, is sent as `Authorization: Bearer …` on every
@@ -40,6 +44,13 @@ enum Command {
         /// Read-back probers (needs --read-url and an API key): 0 for none.
         #[arg(long, default_value_t = 0)]
         probe: usize,
+        /// Open-loop: this many PUTs a second at fixed times (at most `connections` in flight),
+        /// instead of `connections` loops each sending when its last answer came.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// How often the lag sampler places an order and waits for it to be readable (ms).
+        #[arg(long, default_value_t = 100)]
+        lag_every_ms: u64,
     },
     /// Reads one URL at a given concurrency.
     Read {
@@ -57,8 +68,8 @@ enum Command {
 /// The key every client sends, set once from the command line.
 static API_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
-/// An HTTP client with at most one idle connection, sending the API key if there is one.
-fn client() -> reqwest::Client {
+/// The headers every request carries: the API key, if there is one.
+fn client_headers() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(Some(key)) = API_KEY.get() {
         let value = format!("Bearer {key}")
@@ -66,9 +77,14 @@ fn client() -> reqwest::Client {
             .expect("a key is header-safe");
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
+    headers
+}
+
+/// An HTTP client with at most one idle connection, sending the API key if there is one.
+fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1)
-        .default_headers(headers)
+        .default_headers(client_headers())
         .build()
         .expect("a client")
 }
@@ -149,7 +165,12 @@ async fn put(client: &reqwest::Client, write_url: &str) -> Option<String> {
 
 /// Every 100 ms: a PUT, then `GET /buy_orders/<id>` until it answers 200; records the time from
 /// the PUT's answer to the order being readable.
-async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histogram<u64> {
+async fn sample_lag(
+    write_url: String,
+    read_url: String,
+    seconds: u64,
+    every: Duration,
+) -> Histogram<u64> {
     let client = client();
     let mut lag = histogram();
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -171,9 +192,72 @@ async fn sample_lag(write_url: String, read_url: String, seconds: u64) -> Histog
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
     lag
+}
+
+/// What an open-loop run saw.
+struct OpenLoop {
+    /// Latency of each answered PUT, from when it was due (µs).
+    latency: Histogram<u64>,
+    errors: u64,
+    /// PUTs that could not be sent when due: `connections` were already in flight.
+    late: u64,
+    elapsed: Duration,
+}
+
+/// `rate` PUTs a second for `seconds`, each sent when due (spread over `urls` in turn), at most
+/// `in_flight` at once.
+async fn open_loop(urls: Arc<Vec<String>>, rate: u64, seconds: u64, in_flight: usize) -> OpenLoop {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight)
+        .default_headers(client_headers())
+        .build()
+        .expect("a client");
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let total = rate.saturating_mul(seconds);
+    let every = Duration::from_secs(1).div_f64(rate.max(1) as f64);
+    let started = tokio::time::Instant::now();
+    let mut run = OpenLoop {
+        latency: histogram(),
+        errors: 0,
+        late: 0,
+        elapsed: Duration::ZERO,
+    };
+    let record =
+        |run: &mut OpenLoop, done: Result<(bool, Duration), tokio::task::JoinError>| match done
+            .expect("a PUT task")
+        {
+            (true, took) => run
+                .latency
+                .record(took.as_micros().max(1) as u64)
+                .expect("within bounds"),
+            (false, _) => run.errors += 1,
+        };
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = started + every.mul_f64(n as f64);
+        tokio::time::sleep_until(due).await;
+        while let Some(done) = tasks.try_join_next() {
+            record(&mut run, done);
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            run.late += 1;
+            continue;
+        };
+        let (client, url) = (client.clone(), urls[n as usize % urls.len()].clone());
+        tasks.spawn(async move {
+            let _slot = slot;
+            let placed = put(&client, &url).await.is_some();
+            (placed, due.elapsed())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        record(&mut run, done);
+    }
+    run.elapsed = started.elapsed();
+    run
 }
 
 /// What the probers saw.
@@ -277,6 +361,8 @@ async fn main() {
             seconds,
             api_key,
             probe: probers,
+            rate,
+            lag_every_ms,
         } => {
             API_KEY.set(api_key.clone()).expect("set once");
             let prober = match (&read_url, api_key, probers) {
@@ -290,15 +376,29 @@ async fn main() {
                 (_, _, 0) => None,
                 _ => panic!("--probe needs --read-url and an API key"),
             };
-            let sampler = read_url
-                .map(|read_url| tokio::spawn(sample_lag(write_url[0].clone(), read_url, seconds)));
+            let sampler = read_url.map(|read_url| {
+                let every = Duration::from_millis(lag_every_ms);
+                tokio::spawn(sample_lag(write_url[0].clone(), read_url, seconds, every))
+            });
             let urls = Arc::new(write_url);
-            let (h, errors, elapsed) = drive(connections, seconds, move |client, worker| {
-                let urls = urls.clone();
-                async move { put(&client, &urls[worker % urls.len()]).await.is_some() }
-            })
-            .await;
-            let mut out = summary(&h, elapsed, errors);
+            let mut out = match rate {
+                Some(rate) => {
+                    let run = open_loop(urls, rate, seconds, connections).await;
+                    let mut out = summary(&run.latency, run.elapsed, run.errors);
+                    out["rate"] = json!(rate);
+                    out["late"] = json!(run.late);
+                    out
+                }
+                None => {
+                    let (h, errors, elapsed) =
+                        drive(connections, seconds, move |client, worker| {
+                            let urls = urls.clone();
+                            async move { put(&client, &urls[worker % urls.len()]).await.is_some() }
+                        })
+                        .await;
+                    summary(&h, elapsed, errors)
+                }
+            };
             out["connections"] = json!(connections);
             if let Some(sampler) = sampler {
                 let lag = sampler.await.unwrap();
