@@ -149,10 +149,12 @@ start_all_in_one() { # name [env…] → starts it on 9760/9761 (pid file $name.
   echo $! > "$LOCAL_RUN_DIR/$name.pid"
   until curl -fsS -m 1 http://127.0.0.1:9760/healthcheck >/dev/null 2>&1; do sleep 0.2; done
 }
-stop_pid() { # name → SIGTERM, wait for it to exit
+stop_pid() { # name → SIGTERM, wait for it to exit (SIGKILL after 15 s)
   local pid; pid=$(cat "$LOCAL_RUN_DIR/$1.pid")
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   rm -f "$LOCAL_RUN_DIR/$1.pid"
 }
 
@@ -161,7 +163,7 @@ target/release/floor 127.0.0.1:9770 > "$LOCAL_RUN_DIR/floor.log" 2>&1 &
 echo $! > "$LOCAL_RUN_DIR/floor.pid"
 until curl -fsS -m 1 http://127.0.0.1:9770/healthcheck >/dev/null 2>&1; do sleep 0.2; done
 floor16=$(wput http://127.0.0.1:9770 16); floor64=$(wput http://127.0.0.1:9770 64)
-kill -TERM "$(cat "$LOCAL_RUN_DIR/floor.pid")"; rm -f "$LOCAL_RUN_DIR/floor.pid"
+stop_pid floor
 
 echo "writes: the all-in-one on its in-memory store…" >&2
 start_all_in_one all-in-one DUMMY=
@@ -210,7 +212,7 @@ echo $! > "$LOCAL_RUN_DIR/api-write-alone.pid"
 until curl -fsS -m 1 "$A/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
 alone16=$(BUY_ORDERS_API_KEY=$ALONE_KEY write_run 16 "" $A)
 alone64=$(BUY_ORDERS_API_KEY=$ALONE_KEY write_run 64 "" $A)
-kill -TERM "$(cat "$LOCAL_RUN_DIR/api-write-alone.pid")"; rm -f "$LOCAL_RUN_DIR/api-write-alone.pid"
+stop_pid api-write-alone
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $ALONE WITH (FORCE)" >/dev/null 2>&1 || true
 
 echo "writes: the full topology…" >&2
@@ -272,54 +274,77 @@ steady_cell() { # JSON or "" → one cell
 }
 steady_rate=$( [ -n "$steady_ok" ] && field "$steady_ok" rate || echo 0)
 
-# Catch-up: a backlog of BACKLOG events stored but not yet published (api-write ran without
-# its relay meanwhile), then api-write with its relay again: how fast relay, broker and projector
-# drain it, from the first event projected to the last.
+# Catch-up: api-write and the projector stopped; BACKLOG events stored meanwhile by an api-write
+# without its relay; then both started again. The projector applies a backlog from the store
+# itself (at start, and whenever the queue is silent while the log moves), while the relay
+# publishes it (the queue's copies then change nothing): the row gives the rate at which the
+# read table catches up (first step to the log's head) and, beside it, the relay's.
 BACKLOG=${BENCH_BACKLOG:-100000}
 echo "pipeline: catch-up after a backlog of $BACKLOG events…" >&2
 DB_URL="postgres://postgres@127.0.0.1:5432/$LOCAL_NAME$Q"
+BUS_URL="amqp://guest:guest@127.0.0.1:5672/$LOCAL_NAME"
 sql() { "${PSQL[@]}" -d "$LOCAL_NAME" -At -c "$1"; }
 stop_pid api-write-0
+stop_pid projector
 (unset AMQP_URL; DATABASE_URL=$DB_URL WRITE_ADDR=127.0.0.1:9750 exec target/release/api-write) \
   > "$LOCAL_RUN_DIR/api-write-norelay.log" 2>&1 &
 echo $! > "$LOCAL_RUN_DIR/api-write-norelay.pid"
 until curl -fsS -m 1 "http://127.0.0.1:9750/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
 published=$(sql "SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'")
-until [ $(( $(sql "SELECT coalesce(max(position), 0) FROM events") - published )) -ge "$BACKLOG" ]; do
+projected0=$(sql "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'")
+until [ $(( $(sql "SELECT coalesce(max(position), 0) FROM events") - projected0 )) -ge "$BACKLOG" ]; do
   WRK_AUTH=$BUY_ORDERS_API_KEY wput http://127.0.0.1:9750 64 3 >/dev/null
 done
 stop_pid api-write-norelay
+if [ "$(sql "SELECT position FROM relay_checkpoint WHERE name = 'rabbitmq'")" != "$published" ] ||
+   [ "$(sql "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'")" != "$projected0" ]; then
+  echo "bench: a relay or projector ran while none should (left over from an earlier run?)" >&2
+  exit 1
+fi
 head_position=$(sql "SELECT max(position) FROM events")
-projected0=$(sql "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'")
 backlog=$((head_position - projected0))
-(DATABASE_URL=$DB_URL AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$LOCAL_NAME" WRITE_ADDR=127.0.0.1:9700 \
-  exec target/release/api-write) > "$LOCAL_RUN_DIR/api-write-0.log" 2>&1 &
-echo $! > "$LOCAL_RUN_DIR/api-write-0.pid"
 ticks > "$LOCAL_RUN_DIR/cpu.before"
-catch_up=$(python3 - "$projected0" "$head_position" "${PSQL[*]} -d $LOCAL_NAME" <<'PY'
-import subprocess, sys, time
-start, head, psql = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split()
-query = "SELECT position FROM projector_checkpoint WHERE name = 'buy_order_view'"
-def at():
+(DATABASE_URL=$DB_URL AMQP_URL=$BUS_URL WRITE_ADDR=127.0.0.1:9700 exec target/release/api-write) \
+  > "$LOCAL_RUN_DIR/api-write-0.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/api-write-0.pid"
+(DATABASE_URL=$DB_URL AMQP_URL=$BUS_URL PROJECTOR_ADDR=127.0.0.1:9702 exec target/release/projector run) \
+  > "$LOCAL_RUN_DIR/projector.log" 2>&1 &
+echo $! > "$LOCAL_RUN_DIR/projector.pid"
+catch_up=$(python3 - "$head_position" "${PSQL[*]} -d $LOCAL_NAME" <<'PY'
+import json, subprocess, sys, time
+head, psql = int(sys.argv[1]), sys.argv[2].split()
+def at(table, name):
+    query = f"SELECT position FROM {table} WHERE name = '{name}'"
     return int(subprocess.run(psql + ["-At", "-c", query], capture_output=True, text=True, check=True).stdout)
+watched = {"projector": ("projector_checkpoint", "buy_order_view"), "relay": ("relay_checkpoint", "rabbitmq")}
+start = {k: at(*v) for k, v in watched.items()}
+first, done = {}, {}
 give_up = time.monotonic() + 600
-first = None
-while time.monotonic() < give_up:
-    now, position = time.monotonic(), at()
-    if first is None and position > start:
-        first = (now, position)
-    if position >= head:
-        break
+while len(done) < len(watched) and time.monotonic() < give_up:
+    for key, where in watched.items():
+        if key in done:
+            continue
+        now, position = time.monotonic(), at(*where)
+        if key not in first and position > start[key]:
+            first[key] = (now, position)
+        if position >= head:
+            done[key] = now
     time.sleep(0.05)
-if first is None or position < head:
-    print('{"per_second": 0, "seconds": 0, "events": 0, "drained": false}')
-else:
-    seconds = max(now - first[0], 0.001)
-    print('{"per_second": %.0f, "seconds": %.2f, "events": %d, "drained": true}' % ((head - first[1]) / seconds, seconds, head - first[1]))
+out = {}
+for key in watched:
+    if key in first and key in done:
+        seconds = max(done[key] - first[key][0], 0.001)
+        out[key] = {"per_second": round((head - first[key][1]) / seconds), "seconds": round(seconds, 2),
+                    "events": head - first[key][1]}
+    else:
+        out[key] = {"per_second": 0, "seconds": 0, "events": 0}
+print(json.dumps(out))
 PY
 )
 ticks > "$LOCAL_RUN_DIR/cpu.after"
 catch_up_cpu=$(cpu_per_k "$LOCAL_RUN_DIR/cpu.before" "$LOCAL_RUN_DIR/cpu.after" "$backlog" 0 | sed 's/ · loadgen 0.00//')
+projector_catch_up=$(python3 -c "import json,sys; print(json.dumps(json.loads(sys.argv[1])['projector']))" "$catch_up")
+relay_catch_up=$(python3 -c "import json,sys; print(json.dumps(json.loads(sys.argv[1])['relay']))" "$catch_up")
 until curl -fsS -m 1 "$W/healthcheck" >/dev/null 2>&1; do sleep 0.2; done
 
 echo "reads: $ROWS synthetic rows in the read table…" >&2
@@ -418,7 +443,7 @@ table=$(cat <<EOT
 | PUT /buy_order, full topology, quorum queue (\`AMQP_QUEUE_TYPE=quorum\`), 16 conn | $(wrow "$quorum16"); lag p50 $(field "$quorum16" lag_p50_ms) ms, p99 $(field "$quorum16" lag_p99_ms) ms | classic queue, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | quorum/classic $(ratio "$(field "$quorum16" per_second)" "$(field "$w16" per_second)") |
 | PUT /buy_order, full topology over amqps:// (stunnel TLS in front of RabbitMQ, verified), 16 conn | $(wrow "$amqps16"); lag p50 $(field "$amqps16" lag_p50_ms) ms, p99 $(field "$amqps16" lag_p99_ms) ms | plain AMQP, 16 conn: $(field "$w16" per_second) orders/s, lag p99 $(field "$w16" lag_p99_ms) ms | amqps/AMQP $(ratio "$(field "$amqps16" per_second)" "$(field "$w16" per_second)") |
 | **pipeline steady rate** (open-loop, ${STEADY_SECONDS} s, full topology): the highest rate tried whose lag p99 ≤ 100 ms | held: $(steady_cell "$steady_ok") · the lowest that did not: $(steady_cell "$steady_fail") | pgbench (a) insert event alone, 16 clients: $a16 tx/s | **steady/(a) $(ratio "$steady_rate" "$a16")** |
-| **pipeline catch-up**: relay + RabbitMQ + projector draining $backlog events stored while the relay was stopped | $(field "$catch_up" per_second) events/s ($(field "$catch_up" events) events in $(field "$catch_up" seconds) s); CPU s per 1k events: $catch_up_cpu | steady rate: $steady_rate orders/s | **catch-up/steady $(ratio "$(field "$catch_up" per_second)" "$( [ "$steady_rate" -gt 0 ] && echo "$steady_rate" || echo 1)")** |
+| **pipeline catch-up**: api-write (relay) and projector restarted after $backlog events were stored without them | read table: **$(field "$projector_catch_up" per_second) events/s** ($(field "$projector_catch_up" events) events in $(field "$projector_catch_up" seconds) s, applied from the store) · relay to RabbitMQ meanwhile: $(field "$relay_catch_up" per_second) events/s ($(field "$relay_catch_up" seconds) s); CPU s per 1k events: $catch_up_cpu | steady rate: $steady_rate orders/s | **catch-up/steady $(ratio "$(field "$projector_catch_up" per_second)" "$( [ "$steady_rate" -gt 0 ] && echo "$steady_rate" || echo 1)")** · relay/steady $(ratio "$(field "$relay_catch_up" per_second)" "$( [ "$steady_rate" -gt 0 ] && echo "$steady_rate" || echo 1)") |
 | lag PUT 200 → in GET (under the 16-conn load) | p50 $(field "$w16" lag_p50_ms) ms, p99 $(field "$w16" lag_p99_ms) ms | | |
 | lag (under the 64-conn load) | p50 $(field "$w64" lag_p50_ms) ms, p99 $(field "$w64" lag_p99_ms) ms | | |
 | read-your-writes probe under the 64-conn load ($((2 * S)) s, 8 probers: place, then read back at once) | **with the token: $(field "$probe64" probe_with_token_missed) missed of $(field "$probe64" probe_with_token)**; read-back p50 $(field "$probe64" readback_p50_ms) ms, p99 $(field "$probe64" readback_p99_ms) ms · without: $(field "$probe64" probe_without_token_missed) missed of $(field "$probe64" probe_without_token) | load meanwhile: $(field "$probe64" per_second) orders/s, lag p99 $(field "$probe64" lag_p99_ms) ms | |

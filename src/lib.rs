@@ -436,7 +436,8 @@ pub async fn start(config: &Config) -> Result<System, StartError> {
     });
     let log = side.log;
     service_kit::metrics_doc::describe(projector::METRICS);
-    let projector = Projector::new(log, table, config.projector.batch as usize);
+    let projector = Projector::new(log, table, config.projector.batch as usize)
+        .with_linger(config.projector.linger);
 
     tasks.spawn(api_write::watch_ledger(writer.clone(), shutdown.clone()));
     let write_ops = api_write::ops(writer.clone());

@@ -18,7 +18,7 @@ pub mod start;
 use std::sync::Arc;
 
 use api_keys::{Caller, Identity};
-use order_domain::IdempotencyKey;
+use order_domain::{Currency, IdempotencyKey};
 use order_store::{ConsistencyToken, OrderView, OrderWriter, Placement};
 use serde::Serialize;
 use service_kit::body::{json_body, MAX_BODY_BYTES};
@@ -117,6 +117,38 @@ pub struct WriteApi {
     writer: Arc<dyn OrderWriter>,
     identity: Identity,
     limits: Arc<RateLimits>,
+    metrics: Arc<OrderMetrics>,
+}
+
+/// The counters every placement updates, registered once: an order adds to them without a
+/// registry lookup each (measured among the write path's costs, issue 26).
+struct OrderMetrics {
+    /// `orders_placed_total{currency}`, in [`Currency::ALL`]'s order.
+    placed: [metrics::Counter; 3],
+    sold: metrics::Counter,
+    replays: metrics::Counter,
+}
+
+impl OrderMetrics {
+    fn new() -> Self {
+        service_kit::metrics_handle(); // the process's recorder first, or the handles go nowhere
+        OrderMetrics {
+            placed: Currency::ALL.map(
+                |currency| metrics::counter!("orders_placed_total", "currency" => currency.code()),
+            ),
+            sold: metrics::counter!("btc_sold_satoshis_total"),
+            replays: metrics::counter!("idempotent_replays_total"),
+        }
+    }
+
+    fn placed(&self, currency: Currency) -> &metrics::Counter {
+        // `ALL` lists every currency, so the position is always found.
+        let index = Currency::ALL
+            .iter()
+            .position(|c| *c == currency)
+            .unwrap_or(0);
+        &self.placed[index]
+    }
 }
 
 /// The answer to `PUT /buy_order`, the same for the request that placed the order and for every
@@ -138,6 +170,7 @@ impl WriteApi {
             writer,
             identity,
             limits,
+            metrics: Arc::new(OrderMetrics::new()),
         }
     }
 
@@ -183,12 +216,11 @@ impl WriteApi {
             error::to_api_error(err)
         })?;
         if replayed {
-            metrics::counter!("idempotent_replays_total").increment(1);
+            self.metrics.replays.increment(1);
             tracing::debug!(order_id = %order.order_id, "idempotent replay");
         } else {
-            metrics::counter!("orders_placed_total", "currency" => order.currency.code())
-                .increment(1);
-            metrics::counter!("btc_sold_satoshis_total").increment(order.satoshis.count());
+            self.metrics.placed(order.currency).increment(1);
+            self.metrics.sold.increment(order.satoshis.count());
             // DEBUG, not INFO: a line per order was what limited throughput (issue 26); the
             // event is the order's record, with its request id in its metadata.
             tracing::debug!(order_id = %order.order_id, currency = %order.currency,

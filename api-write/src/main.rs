@@ -13,10 +13,6 @@ use order_domain::BuyOrderServices;
 use price_feed::PriceSourceSpec;
 use service_kit::{AuthMode, CancellationToken};
 
-/// mimalloc rather than glibc's malloc: under load glibc's took ~10 % of the CPU, with arena lock
-/// waits (bench/RESULTS.md, issue 26).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = WriteConfig::parse();

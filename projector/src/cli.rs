@@ -169,12 +169,15 @@ async fn run(
     let mut others_running = Vec::new();
     for projection in others {
         let writer: Arc<dyn order_store::ReadModelWriter> = projection.clone();
-        let tailing = Projector::new(Arc::new(log.clone()), writer, batch).without_gauges();
+        let tailing = Projector::new(Arc::new(log.clone()), writer, batch)
+            .with_linger(config.projector.linger)
+            .without_gauges();
         let (name, stop) = (projection.name().to_owned(), shutdown.clone());
         tracing::info!(projection = %name, "projection tailing the event store");
         others_running.push(tokio::spawn(async move { tailing.run(stop).await }));
     }
-    let projector = Projector::new(Arc::new(log.clone()), model.clone(), batch);
+    let projector = Projector::new(Arc::new(log.clone()), model.clone(), batch)
+        .with_linger(config.projector.linger);
     match broker {
         Some(address) => {
             let batches =

@@ -9,6 +9,22 @@ pub struct ProjectorSettings {
     #[arg(long = "projector-batch", env = "PROJECTOR_BATCH", value_name = "PROJECTOR_BATCH",
           default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
+    /// How long a projector following the event store (not the queue) waits, once events have
+    /// arrived, for more to join the batch: under load, one batch per wake-up carries many
+    /// orders instead of one or two (measured: bench/RESULTS.md, issue 26). 0: none.
+    #[arg(id = "projector_linger", long = "projector-linger-ms", env = "PROJECTOR_LINGER_MS", value_name = "PROJECTOR_LINGER_MS",
+          default_value = "1", value_parser = parse_linger)]
+    pub linger: std::time::Duration,
+}
+
+/// `PROJECTOR_LINGER_MS`: whole milliseconds, 0 to 1,000 (0: no wait).
+fn parse_linger(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<u64>() {
+        Ok(ms) if ms <= 1_000 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!(
+            "expected whole milliseconds from 0 to 1000, got {text:?}"
+        )),
+    }
 }
 
 /// What the `projector` process does.

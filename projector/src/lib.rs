@@ -150,6 +150,14 @@ impl Projector {
         }
     }
 
+    /// The same projector waiting `linger` for more events to join a batch once the log has
+    /// grown ([`order_store::Follower::with_linger`]): for [`Projector::run`], which follows the
+    /// log (not the queue).
+    pub fn with_linger(mut self, linger: std::time::Duration) -> Self {
+        self.follower = self.follower.with_linger(linger);
+        self
+    }
+
     /// The same projector leaving the process's projector gauges alone: for a second
     /// projection in the same process, whose lag `projector list` shows.
     pub fn without_gauges(mut self) -> Self {

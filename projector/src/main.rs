@@ -5,10 +5,6 @@
 //! `projector list` shows each projection's checkpoint, lag and parked events. Run one per
 //! read database: a second is safe (the checkpoint row is locked per batch) but useless.
 
-/// mimalloc rather than glibc's malloc: under load glibc's took ~10 % of the CPU, with arena lock
-/// waits (bench/RESULTS.md, issue 26).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     projector::cli::main(projector::cli::Projections::new()).await
