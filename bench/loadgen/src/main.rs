@@ -51,6 +51,10 @@ enum Command {
         /// How often the lag sampler places an order and waits for it to be readable (ms).
         #[arg(long, default_value_t = 100)]
         lag_every_ms: u64,
+        /// Print each lag sample to standard error (`lag <seconds into the run> <ms>`): to see
+        /// when the slow ones happen.
+        #[arg(long)]
+        lag_trace: bool,
     },
     /// Reads one URL at a given concurrency.
     Read {
@@ -170,7 +174,9 @@ async fn sample_lag(
     read_url: String,
     seconds: u64,
     every: Duration,
+    trace: bool,
 ) -> Histogram<u64> {
+    let started = Instant::now();
     let client = client();
     let mut lag = histogram();
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -185,8 +191,15 @@ async fn sample_lag(
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 if found {
-                    lag.record(answered.elapsed().as_micros().max(1) as u64)
-                        .unwrap();
+                    let took = answered.elapsed();
+                    lag.record(took.as_micros().max(1) as u64).unwrap();
+                    if trace {
+                        eprintln!(
+                            "lag {:.3} {:.3}",
+                            started.elapsed().as_secs_f64(),
+                            took.as_secs_f64() * 1000.0
+                        );
+                    }
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -363,6 +376,7 @@ async fn main() {
             probe: probers,
             rate,
             lag_every_ms,
+            lag_trace,
         } => {
             API_KEY.set(api_key.clone()).expect("set once");
             let prober = match (&read_url, api_key, probers) {
@@ -378,7 +392,13 @@ async fn main() {
             };
             let sampler = read_url.map(|read_url| {
                 let every = Duration::from_millis(lag_every_ms);
-                tokio::spawn(sample_lag(write_url[0].clone(), read_url, seconds, every))
+                tokio::spawn(sample_lag(
+                    write_url[0].clone(),
+                    read_url,
+                    seconds,
+                    every,
+                    lag_trace,
+                ))
             });
             let urls = Arc::new(write_url);
             let mut out = match rate {
