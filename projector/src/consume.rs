@@ -12,6 +12,13 @@ use tokio::sync::mpsc;
 
 use crate::{Projector, FIRST_BACKOFF, HEAD_CHECK, MAX_BACKOFF};
 
+/// How long after the log has moved the projector waits for the queue to say so before it
+/// applies the new events from the store itself. Measured (bench/RESULTS.md, issue 26): the
+/// relay's batches reach the queue ~10 ms after the commit at the median, but now and then
+/// 100–300 ms late, waiting on the broker's confirms; past this grace the read table does not
+/// wait for them.
+const QUEUE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Projector {
     /// Keeps the read table current from the event store, woken by batches from the queue,
     /// until `shutdown` (or the consumer stops). Catches up first, then on every batch, and
@@ -39,7 +46,21 @@ impl Projector {
             }
         }
         let mut quiet_since = tokio::time::Instant::now();
+        // The store's own wake-up: when the log has moved past what this projector applied and
+        // the queue brings nothing within QUEUE_GRACE, the projector catches up from the store
+        // (the relay waits for the broker's confirms before its next batch, and those can take
+        // hundreds of milliseconds: the read table need not wait for them).
+        let mut applied = self
+            .follower
+            .model()
+            .checkpoint()
+            .await
+            .unwrap_or(Position::ZERO);
+        let mut moved_at: Option<tokio::time::Instant> = None;
+        let mut store_wait_from = tokio::time::Instant::now();
         loop {
+            let watching = moved_at.is_none();
+            let grace_over = moved_at.map_or(quiet_since + HEAD_CHECK, |at| at + QUEUE_GRACE);
             let batch = tokio::select! {
                 batch = batches.recv() => match batch {
                     Some(batch) => batch,
@@ -50,13 +71,57 @@ impl Projector {
                     quiet_since = tokio::time::Instant::now();
                     continue;
                 }
+                moved = async {
+                    tokio::time::sleep_until(store_wait_from).await;
+                    self.follower.log().wait_for_events_after(applied, HEAD_CHECK).await
+                }, if watching => {
+                    match moved {
+                        Ok(true) => moved_at = Some(tokio::time::Instant::now()),
+                        Ok(false) => {}
+                        Err(err) => {
+                            // The store does not answer: look again later, not in a loop.
+                            tracing::debug!(%err, "cannot wait on the log; the queue still wakes the projector");
+                            store_wait_from = tokio::time::Instant::now() + HEAD_CHECK;
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(grace_over), if !watching => {
+                    if let Some(position) = self.catch_up_late_queue().await {
+                        applied = position;
+                    }
+                    moved_at = None;
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
             quiet_since = tokio::time::Instant::now();
             let verdicts = self.apply_messages(&batch.messages).await;
             batch.answer(verdicts);
+            // The batch woke a catch-up: what was applied is at least what the log held then.
+            if let Ok(position) = self.follower.model().checkpoint().await {
+                applied = position;
+            }
+            moved_at = None;
         }
         tracing::info!("projector stopped");
+    }
+
+    /// The log moved and the queue brought nothing within [`QUEUE_GRACE`]: apply from the
+    /// store. The messages that come later for these events are checked and acked as usual.
+    /// Returns the checkpoint reached.
+    async fn catch_up_late_queue(&self) -> Option<Position> {
+        match self.catch_up().await {
+            Ok(position) => {
+                metrics::counter!("projector_late_queue_catch_ups_total").increment(1);
+                tracing::debug!(%position, "the log moved before the queue said so; caught up from the event store");
+                Some(position)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "catch-up ahead of the queue failed; the queue still wakes the projector");
+                None
+            }
+        }
     }
 
     /// The queue brought nothing for a while: if the log moved meanwhile, the events are not

@@ -49,6 +49,10 @@ pub const METRICS: &[service_kit::metrics_doc::MetricDoc] = {
             "projector_silent_queue_catch_ups_total",
             "Catch-ups from the store while the queue was silent and the log ahead",
         ),
+        MetricDoc::counter(
+            "projector_late_queue_catch_ups_total",
+            "Catch-ups from the store when the log moved and the queue said nothing within 50 ms",
+        ),
         MetricDoc::counter_by(
             "messages_rejected_total",
             "Queue messages that were not the stored event (forged or stale), by why",

@@ -202,6 +202,57 @@ async fn a_silent_queue_while_the_log_moves_is_caught_up_from_the_store() {
     assert!(running.wait().unwrap().success());
 }
 
+/// The relay's batches can reach the queue late (it waits for the broker's confirms before its
+/// next one): the projector does not wait for them. Woken by the store's own notification, it
+/// applies what the log holds once the queue has said nothing for a moment, well before the
+/// silent-queue check (2 s) would: the late-queue catch-up is counted, the silent one never.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_table_does_not_wait_for_a_late_queue() {
+    let s = setup().await;
+    s.relay_stop.cancel(); // the queue says nothing of these orders
+    let metrics = service_kit::metrics_handle();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .render()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    let projector = projector::Projector::new(
+        std::sync::Arc::new(s.store.clone()),
+        std::sync::Arc::new(s.model.clone()),
+        100,
+    );
+    let batches =
+        event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 100);
+    let stop = CancellationToken::new();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move { projector.consume(batches, stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await; // started: caught up with nothing
+    let (late, silent) = (
+        counter("projector_late_queue_catch_ups_total"),
+        counter("projector_silent_queue_catch_ups_total"),
+    );
+    let writer = writer(&s.store);
+    place(&writer, 10).await;
+    wait_for_checkpoint(&s.model, Position(10)).await;
+    assert_eq!(table(&s.model).await, expected(&s.store).await);
+    assert!(
+        counter("projector_late_queue_catch_ups_total") > late,
+        "applied from the store ahead of the queue"
+    );
+    assert_eq!(
+        counter("projector_silent_queue_catch_ups_total"),
+        silent,
+        "not by the silent-queue check"
+    );
+    stop.cancel();
+    running.await.unwrap();
+}
+
 /// An event log that counts the batch reads made of it (a catch-up reads in batches; the lag
 /// gauge's single-event read is not counted).
 struct CountingLog {
