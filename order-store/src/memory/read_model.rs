@@ -17,7 +17,7 @@ use crate::view::{OrderView, Page, PageRequest, Scope};
 /// The read table in memory: rows in log-position order (the page order, since positions are
 /// applied in increasing order), an index by id, each client's rows, and the checkpoint. A page
 /// walks the rows (or the client's) back from the reference, newest first. Rows are kept
-/// compact and never moved (see [`super::compact`]), so a page costs the same at any size.
+/// compact and never moved (see `memory/compact.rs`), so a page costs the same at any size.
 #[derive(Default)]
 pub struct MemReadModel {
     state: RwLock<State>,
