@@ -197,24 +197,38 @@ fn ctrl_c_stops_it_cleanly() {
     stops_cleanly_on(libc::SIGINT);
 }
 
-#[test]
-fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() {
+/// The all-in-one started with JSON logs, fixed prices and `env`, once it has printed its
+/// banner: the child (its standard error still piped), its write port, and its standard output
+/// (kept open: a closed pipe would make its later writes fail).
+fn started_with_json_logs(
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStdout>,
+) {
     let (write, read) = (free_port(), free_port());
-    // A line per request (REQUEST_LOG=all) and the per-order decision lines (DEBUG).
-    let mut child = binary()
+    let mut command = binary();
+    command
         .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
         .env("READ_ADDR", format!("127.0.0.1:{read}"))
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,api_write=debug")
-        .env("REQUEST_LOG", "all")
         .env("PRICE_SOURCE", "fixed:USD=50000")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut banner = String::new();
     stdout.read_line(&mut banner).unwrap();
+    (child, write, stdout)
+}
+
+#[test]
+fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() {
+    // A line per request (REQUEST_LOG=all) and the per-order decision lines (DEBUG).
+    let (child, write, _stdout) =
+        started_with_json_logs(&[("RUST_LOG", "info,api_write=debug"), ("REQUEST_LOG", "all")]);
     let body = r#"{"currency":"USD","amount":"10","idempotence_key":"3f2504e0-4f89-11d3-9a0c-0305e82c3301"}"#;
     let request = format!(
         "PUT /buy_order HTTP/1.0\r\ncontent-type: application/json\r\nx-request-id: test-req-1\r\ncontent-length: {}\r\n\r\n{body}",
@@ -283,21 +297,8 @@ fn json_logs_have_one_line_per_request_with_a_request_id_and_one_per_decision() 
 /// the rest, and the next line says how many it follows.
 #[test]
 fn by_default_refusals_get_a_request_line_and_a_flood_is_capped() {
-    let (write, read) = (free_port(), free_port());
-    let mut child = binary()
-        .env("WRITE_ADDR", format!("127.0.0.1:{write}"))
-        .env("READ_ADDR", format!("127.0.0.1:{read}"))
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("REQUEST_LOG_MAX_PER_S", "5")
-        .env("PRICE_SOURCE", "fixed:USD=50000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    stdout.read_line(&mut banner).unwrap();
+    let (child, write, _stdout) =
+        started_with_json_logs(&[("RUST_LOG", "info"), ("REQUEST_LOG_MAX_PER_S", "5")]);
     let send = |request: &str| {
         let mut socket = std::net::TcpStream::connect(("127.0.0.1", write)).unwrap();
         std::io::Write::write_all(&mut socket, request.as_bytes()).unwrap();
