@@ -96,10 +96,10 @@ impl Projector {
                 _ = shutdown.cancelled() => break,
             };
             quiet_since = tokio::time::Instant::now();
-            let verdicts = self.apply_messages(&batch.messages).await;
+            let (verdicts, reached) = self.apply_batch(&batch.messages).await;
             batch.answer(verdicts);
-            // The batch woke a catch-up: what was applied is at least what the log held then.
-            if let Ok(position) = self.follower.model().checkpoint().await {
+            // The batch woke a catch-up: the checkpoint it reached is what was applied.
+            if let Some(position) = reached {
                 applied = position;
             }
             moved_at = None;
@@ -156,6 +156,12 @@ impl Projector {
     /// the store or the read table fails, the messages are acked unchecked
     /// (`messages_unchecked_total`) after a pause: the next catch-up applies their events.
     pub async fn apply_messages(&self, messages: &[Message]) -> Vec<Verdict> {
+        self.apply_batch(messages).await.0
+    }
+
+    /// [`Projector::apply_messages`], with the checkpoint its catch-up reached (`None` when it
+    /// did not catch up: no readable message, or the store or the table failed).
+    async fn apply_batch(&self, messages: &[Message]) -> (Vec<Verdict>, Option<Position>) {
         let mut verdicts = vec![Verdict::Ack; messages.len()];
         let mut events = Vec::with_capacity(messages.len());
         for (index, message) in messages.iter().enumerate() {
@@ -169,11 +175,13 @@ impl Projector {
             }
         }
         if events.is_empty() {
-            return verdicts;
+            return (verdicts, None);
         }
         let claimed: Vec<Position> = events.iter().map(|(_, e)| e.position).collect();
+        let mut reached = None;
         match self.catch_up_checking(&claimed).await {
-            Ok(stored) => {
+            Ok((position, stored)) => {
+                reached = Some(position);
                 for (index, event) in &events {
                     let Some(why) = mismatch(event, stored.get(&event.position)) else {
                         continue;
@@ -198,18 +206,18 @@ impl Projector {
                 tokio::time::sleep(MAX_BACKOFF.min(FIRST_BACKOFF * 20)).await; // do not spin
             }
         }
-        verdicts
+        (verdicts, reached)
     }
 
-    /// Catches up from the event store, and returns the stored events at the `claimed`
-    /// positions that the log has: those read on the way, and those the checkpoint had already
-    /// passed (redeliveries, or replays), read again in runs.
+    /// Catches up from the event store, and returns the checkpoint reached and the stored events
+    /// at the `claimed` positions that the log has: those read on the way, and those the
+    /// checkpoint had already passed (redeliveries, or replays), read again in runs.
     async fn catch_up_checking(
         &self,
         claimed: &[Position],
-    ) -> Result<HashMap<Position, LoggedEvent>, StoreError> {
+    ) -> Result<(Position, HashMap<Position, LoggedEvent>), StoreError> {
         let wanted: BTreeSet<Position> = claimed.iter().copied().collect();
-        let (before, _, mut stored) = self.catch_up_keeping(&wanted).await?;
+        let (before, reached, mut stored) = self.catch_up_keeping(&wanted).await?;
         let passed: Vec<Position> = wanted.range(..=before).copied().collect();
         for run in runs(&passed, self.follower.batch()) {
             let (first, last) = (run[0], run[run.len() - 1]);
@@ -225,7 +233,7 @@ impl Projector {
                     .map(|e| (e.position, e)),
             );
         }
-        Ok(stored)
+        Ok((reached, stored))
     }
 }
 
