@@ -122,20 +122,23 @@ timed() { # command… → its output, then a line "cpu <user> <system>" (its CP
 # Writes driven by wrk (bench/wrk/put.lua: a new key per request), a client as light as the
 # reads' (loadgen's reqwest costs about twice wrk's CPU per request, and on two cores the
 # client's CPU is the server's): the floor and the all-in-one are compared this way.
-# Each wrk run places new orders: its run number goes into every key (bench/wrk/put.lua).
-WRK_RUN=0
-wput() { # base-url connections [seconds] [per-thread limit] → JSON {per_second, p99_ms, non_200, client_cpu (s per 1k)}
-  local seconds=${3:-$S}
-  WRK_RUN=$((WRK_RUN + 1))
-  timed wrk -t2 -c"$2" -d"${seconds}s" --latency ${WRK_AUTH:+-H "Authorization: Bearer $WRK_AUTH"} \
-    -s bench/wrk/put.lua "$1" -- "$WRK_RUN" ${4:-} |
-    awk -v s="$seconds" '
+wrk_json() { # seconds ← wrk's output (with timed's cpu line) → JSON {per_second, p99_ms,
+  # non_200 (counted by bench/wrk/put.lua; 0 without it), client_cpu (s per 1k requests)}
+  awk -v s="$1" '
     $1 == "cpu" { cpu = $2 + $3 }
     $1 == "non-200" { bad = $2 }
     /Requests\/sec:/ { rps = $2 }
     $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
                   p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
     END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"non_200\": %d, \"client_cpu\": %.3f}", rps, p99, bad, cpu / (rps * s) * 1000 }'
+}
+# Each wrk run places new orders: its run number goes into every key (bench/wrk/put.lua).
+WRK_RUN=0
+wput() { # base-url connections [seconds] [per-thread limit] → JSON as wrk_json's
+  local seconds=${3:-$S}
+  WRK_RUN=$((WRK_RUN + 1))
+  timed wrk -t2 -c"$2" -d"${seconds}s" --latency ${WRK_AUTH:+-H "Authorization: Bearer $WRK_AUTH"} \
+    -s bench/wrk/put.lua "$1" -- "$WRK_RUN" ${4:-} | wrk_json "$seconds"
 }
 placed() { # write base-url → orders this process placed (its 200s to PUT /buy_order)
   curl -fsS -m 5 "$1/metrics" |
@@ -357,14 +360,9 @@ deep_id=$("${PSQL[@]}" -d "$LOCAL_NAME" -At -c "SELECT id FROM buy_order_view WH
 # about what pgbench takes from the reference (loadgen's reqwest client took ~2x wrk's CPU per
 # request: the first-page row with loadgen stays, for continuity with earlier runs). Each row
 # also gives the client's CPU s per 1,000 requests.
-wread() { # url → JSON {per_second, p99_ms, client_cpu (s per 1k requests)}
+wread() { # url → JSON as wrk_json's
   timed wrk -t2 -c16 -d"${S}s" --latency -H "Authorization: Bearer $BUY_ORDERS_API_KEY" "$1" |
-    awk -v s="$S" '
-    $1 == "cpu" { cpu = $2 + $3 }
-    /Requests\/sec:/ { rps = $2 }
-    $1 == "99%" { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
-                  p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
-    END { printf "{\"per_second\": %.0f, \"p99_ms\": %.3f, \"client_cpu\": %.3f}", rps, p99, cpu / (rps * s) * 1000 }'
+    wrk_json "$S"
 }
 first=$(wread "$R/buy_orders?page_size=10")
 deep=$(wread "$R/buy_orders?page_size=10&last_reference=$deep_id")

@@ -274,8 +274,8 @@ impl Projector {
             }
             match self.lag().await {
                 Ok((positions, seconds)) => {
-                    metrics::gauge!("projector_lag_positions").set(positions as f64);
-                    metrics::gauge!("projector_lag_seconds").set(seconds);
+                    self.metrics.lag_positions.set(positions as f64);
+                    self.metrics.lag_seconds.set(seconds);
                 }
                 Err(err) => {
                     metrics::counter!("projector_lag_check_failures_total").increment(1);

@@ -225,14 +225,17 @@ fn route_matches(route: &str, path: &str) -> bool {
         Some(pattern) => (pattern, true),
         None => (route, false),
     };
-    let normalized = |segment: &'_ str| -> bool { uuid::Uuid::try_parse(segment).is_ok() };
     let mut segments = path.split('/');
     let mut wanted = pattern.split('/').peekable();
     while let Some(want) = wanted.next() {
         let Some(got) = segments.next() else {
             return false;
         };
-        let got = if normalized(got) { ":id" } else { got };
+        let got = if uuid::Uuid::try_parse(got).is_ok() {
+            ":id"
+        } else {
+            got
+        };
         if prefix && wanted.peek().is_none() {
             return got.starts_with(want);
         }
@@ -320,15 +323,11 @@ where
                     tracing::debug!(target: "http", method = %method, path = path.as_str(),
                         status = status.as_u16(), latency_ms, "request");
                 } else if let Some(write) = Policy::get().decide(status, elapsed) {
-                    let path = logged_path(path.as_str());
-                    if write.dropped_before > 0 {
-                        tracing::info!(target: "http", method = %method, path = &*path,
-                            status = status.as_u16(), latency_ms,
-                            dropped_before = write.dropped_before, "request");
-                    } else {
-                        tracing::info!(target: "http", method = %method, path = &*path,
-                            status = status.as_u16(), latency_ms, "request");
-                    }
+                    // `dropped_before` only when lines were dropped (`None` records nothing).
+                    let dropped_before = (write.dropped_before > 0).then_some(write.dropped_before);
+                    tracing::info!(target: "http", method = %method,
+                        path = &*logged_path(path.as_str()), status = status.as_u16(), latency_ms,
+                        dropped_before, "request");
                 }
                 let metrics =
                     request_metrics(name, (method_label(&method), route, status.as_u16()));

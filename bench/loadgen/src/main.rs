@@ -86,8 +86,13 @@ fn client_headers() -> reqwest::header::HeaderMap {
 
 /// An HTTP client with at most one idle connection, sending the API key if there is one.
 fn client() -> reqwest::Client {
+    client_pooling(1)
+}
+
+/// An HTTP client keeping up to `idle` connections, sending the API key if there is one.
+fn client_pooling(idle: usize) -> reqwest::Client {
     reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(idle)
         .default_headers(client_headers())
         .build()
         .expect("a client")
@@ -223,11 +228,7 @@ struct OpenLoop {
 /// `rate` PUTs a second for `seconds`, each sent when due (spread over `urls` in turn), at most
 /// `in_flight` at once.
 async fn open_loop(urls: Arc<Vec<String>>, rate: u64, seconds: u64, in_flight: usize) -> OpenLoop {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(in_flight)
-        .default_headers(client_headers())
-        .build()
-        .expect("a client");
+    let client = client_pooling(in_flight);
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let total = rate.saturating_mul(seconds);
     let every = Duration::from_secs(1).div_f64(rate.max(1) as f64);

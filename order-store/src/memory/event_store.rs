@@ -85,6 +85,7 @@ struct CompactPlaced {
 
 /// A commit's metadata: what [`crate::CqrsOrderWriter`] writes (a commit id and a request id,
 /// both UUIDs unless a client sent its own request id) as 32 bytes, anything else as given.
+#[derive(Clone)]
 enum CompactMetadata {
     Ids {
         commit: Uuid,
@@ -376,13 +377,7 @@ impl EventStore<BuyOrder> for MemEventStore {
                 previous,
                 sequence,
                 event,
-                metadata: match &compact_metadata {
-                    CompactMetadata::Ids { commit, request } => CompactMetadata::Ids {
-                        commit: *commit,
-                        request: *request,
-                    },
-                    CompactMetadata::Map(map) => CompactMetadata::Map(map.clone()),
-                },
+                metadata: compact_metadata.clone(),
             });
             let mut metadata = metadata.clone();
             metadata.insert(POSITION_METADATA.to_owned(), position.0.to_string());
