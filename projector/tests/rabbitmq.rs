@@ -202,6 +202,23 @@ async fn a_silent_queue_while_the_log_moves_is_caught_up_from_the_store() {
     assert!(running.wait().unwrap().success());
 }
 
+/// A projector in this process consuming the setup's queue over `log` (batches of 100), until
+/// the returned token is cancelled.
+fn consuming_in_process(
+    s: &Setup,
+    log: std::sync::Arc<dyn EventLog>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let projector = projector::Projector::new(log, std::sync::Arc::new(s.model.clone()), 100);
+    let batches =
+        event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 100);
+    let stop = CancellationToken::new();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move { projector.consume(batches, stop).await })
+    };
+    (stop, running)
+}
+
 /// The relay's batches can reach the queue late (it waits for the broker's confirms before its
 /// next one): the projector does not wait for them. Woken by the store's own notification, it
 /// applies what the log holds once the queue has said nothing for a moment, well before the
@@ -219,18 +236,7 @@ async fn the_read_table_does_not_wait_for_a_late_queue() {
             .and_then(|l| l.split_whitespace().last())
             .map_or(0, |v| v.parse().unwrap())
     };
-    let projector = projector::Projector::new(
-        std::sync::Arc::new(s.store.clone()),
-        std::sync::Arc::new(s.model.clone()),
-        100,
-    );
-    let batches =
-        event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 100);
-    let stop = CancellationToken::new();
-    let running = {
-        let stop = stop.clone();
-        tokio::spawn(async move { projector.consume(batches, stop).await })
-    };
+    let (stop, running) = consuming_in_process(&s, std::sync::Arc::new(s.store.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await; // started: caught up with nothing
     let (late, silent) = (
         counter("projector_late_queue_catch_ups_total"),
@@ -296,15 +302,7 @@ async fn messages_from_the_queue_wake_a_read_of_the_store() {
         inner: s.store.clone(),
         batch_reads: Default::default(),
     });
-    let projector =
-        projector::Projector::new(log.clone(), std::sync::Arc::new(s.model.clone()), 100);
-    let batches =
-        event_bus::consumer::start(s.topology.address(), s.topology.topology.clone(), 100);
-    let stop = CancellationToken::new();
-    let running = {
-        let stop = stop.clone();
-        tokio::spawn(async move { projector.consume(batches, stop).await })
-    };
+    let (stop, running) = consuming_in_process(&s, log.clone());
     tokio::time::sleep(Duration::from_millis(500)).await; // started: caught up with nothing
     let at_start = log.batch_reads.load(std::sync::atomic::Ordering::SeqCst);
     assert!(at_start >= 1, "the start-up catch-up reads the store");
